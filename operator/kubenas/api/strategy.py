@@ -1,0 +1,107 @@
+"""Strategy selection and the typed settings of each strategy.
+
+The strategy is a Kubernetes-style discriminated union: ``name`` says which strategy runs and at most
+the one member named after it (``evolution``, ``reinforce``, ...) carries its settings. Omitted
+settings take the defaults below, which are meant to be good on any search space, not tuned to one.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from kubenas.api.base import ApiModel
+
+StrategyName = Literal["random", "grid", "evolution", "reinforce", "tpe", "progressive"]
+STRATEGY_NAMES: tuple[str, ...] = ("random", "grid", "evolution", "reinforce", "tpe", "progressive")
+
+
+class RandomSettings(ApiModel):
+    """Uniform random sampling. Proposes each architecture at most once while unseen ones remain."""
+
+
+class GridSettings(ApiModel):
+    """Exhaustive enumeration in a seeded shuffled order (so a cut-short grid is still a fair sample)."""
+
+    float_steps: int = Field(5, ge=2, le=100, description="Points taken on each float range.")
+    shuffle: bool = Field(True, description="Visit the grid in a seeded random order instead of odometer order.")
+
+
+class EvolutionSettings(ApiModel):
+    """Regularized (aging) evolution, Real et al. 2019: tournament selection, one mutation, oldest dies."""
+
+    population_size: int = Field(
+        50, ge=2, le=100000, description="Architectures alive at once; the first ones are sampled at random."
+    )
+    sample_size: int = Field(25, ge=1, le=100000, description="Tournament size: parents are the best of this many.")
+    mutations: int = Field(1, ge=1, le=64, description="Decisions changed per child.")
+
+
+class ReinforceSettings(ApiModel):
+    """REINFORCE with an LSTM controller (Zoph & Le 2017): autoregressive sampling of the decisions."""
+
+    hidden_size: int = Field(64, ge=8, le=1024, description="LSTM hidden units.")
+    learning_rate: float = Field(0.01, gt=0, le=1, description="Adam learning rate of the policy.")
+    entropy_weight: float = Field(0.0001, ge=0, le=1, description="Bonus on the policy's entropy.")
+    baseline_decay: float = Field(
+        0.95, ge=0, lt=1, description="Decay of the moving-average reward baseline."
+    )
+    temperature: float = Field(1.0, gt=0, le=100, description="Softmax temperature of the sampling logits.")
+    tanh_constant: float = Field(
+        2.5, ge=0, le=100, description="Logit clipping C*tanh(l/C) as in ENAS; 0 turns it off."
+    )
+
+
+class TpeSettings(ApiModel):
+    """Tree-structured Parzen estimator, through Optuna's TPESampler."""
+
+    startup_trials: int = Field(10, ge=1, le=100000, description="Random trials before the model is used.")
+    candidates: int = Field(24, ge=1, le=10000, description="Candidates scored by expected improvement per ask.")
+    multivariate: bool = Field(True, description="Model decisions jointly rather than one at a time.")
+
+
+class ProgressiveSettings(ApiModel):
+    """Model-based search: a surrogate predictor trained on every result ranks many candidates."""
+
+    initial_samples: int = Field(10, ge=1, le=100000, description="Random architectures before the model is used.")
+    candidates: int = Field(
+        1000, ge=1, le=1000000, description="Candidates scored by the surrogate for each proposal."
+    )
+
+
+class StrategySpec(ApiModel):
+    """Which search strategy runs, its seed, and its settings."""
+
+    name: StrategyName = Field(..., description="The search strategy.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed: the same seed and history give the same decisions.")
+    random: RandomSettings | None = Field(None, description="Settings when name is random.")
+    grid: GridSettings | None = Field(None, description="Settings when name is grid.")
+    evolution: EvolutionSettings | None = Field(None, description="Settings when name is evolution.")
+    reinforce: ReinforceSettings | None = Field(None, description="Settings when name is reinforce.")
+    tpe: TpeSettings | None = Field(None, description="Settings when name is tpe.")
+    progressive: ProgressiveSettings | None = Field(None, description="Settings when name is progressive.")
+
+    @model_validator(mode="after")
+    def _settings_match_name(self) -> StrategySpec:
+        for other in STRATEGY_NAMES:
+            if other != self.name and getattr(self, other) is not None:
+                raise ValueError(f"settings for '{other}' given but name is '{self.name}'")
+        return self
+
+    def settings(self) -> ApiModel:
+        """The effective settings of the named strategy (defaults where omitted)."""
+        given = getattr(self, self.name)
+        if given is not None:
+            return given
+        return SETTINGS_TYPES[self.name]()
+
+
+SETTINGS_TYPES: dict[str, type[ApiModel]] = {
+    "random": RandomSettings,
+    "grid": GridSettings,
+    "evolution": EvolutionSettings,
+    "reinforce": ReinforceSettings,
+    "tpe": TpeSettings,
+    "progressive": ProgressiveSettings,
+}

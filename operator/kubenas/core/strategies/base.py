@@ -1,0 +1,83 @@
+"""The ask/tell interface every search strategy implements.
+
+Lifecycle (read this before writing a strategy):
+
+1. A strategy is constructed from ``(space, settings, seed)`` and nothing else.
+2. ``ask()`` proposes the next candidate. It may be called several times before any result arrives
+   (parallel trials): asks ahead of rewards are normal.
+3. ``tell(index, architecture, observation)`` reports the outcome of the candidate returned by the
+   ``index``-th ask (0-based). Tells arrive in completion order, which need not be ask order. A failed
+   trial is told with ``observation.failed`` True; an infeasible one (hard constraint violated) with
+   ``feasible`` False. Both are "worst results": strategies must not select them as parents or
+   incumbents, but must not stop working because of them either.
+4. The strategy is a deterministic function of the seed and the interleaved sequence of asks and tells.
+   All randomness comes from generators seeded from ``seed``; no wall clock, no global RNG.
+   Consequently replaying a recorded history (:func:`kubenas.core.history.replay`) rebuilds the exact
+   state, and the next ask equals that of an unbroken run. Expensive state (an LSTM policy) is a
+   cache of the history, never a source of truth.
+
+Rewards are always maximised here: the engine turns a "minimize" objective into a negated reward
+before telling.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from kubenas.core.space import Architecture, SearchSpace
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a finished trial tells the strategy."""
+
+    reward: float | None
+    failed: bool = False
+    feasible: bool = True
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def usable(self) -> bool:
+        """True when the reward can be compared (not failed, feasible, finite)."""
+        return (not self.failed) and self.feasible and self.reward is not None and np.isfinite(self.reward)
+
+
+class Strategy(ABC):
+    """Base class of search strategies. See the module docstring for the lifecycle."""
+
+    #: the ``spec.strategy.name`` this class implements
+    name: ClassVar[str]
+
+    def __init__(self, space: SearchSpace, settings: Any, seed: int) -> None:
+        self.space = space
+        self.settings = settings
+        self.seed = seed
+        self.asked = 0
+        self.told = 0
+
+    def ask(self) -> Architecture:
+        """The next candidate. Counts asks so that tells can be matched to them."""
+        arch = self._ask()
+        self.asked += 1
+        return arch
+
+    def tell(self, index: int, architecture: Architecture, observation: Observation) -> None:
+        """Report the outcome of the ``index``-th candidate."""
+        if not 0 <= index < self.asked:
+            raise ValueError(f"tell for candidate #{index} but only {self.asked} were asked")
+        self._tell(index, architecture, observation)
+        self.told += 1
+
+    @abstractmethod
+    def _ask(self) -> Architecture: ...
+
+    @abstractmethod
+    def _tell(self, index: int, architecture: Architecture, observation: Observation) -> None: ...
+
+    def state_digest(self) -> str:
+        """A short fingerprint of the internal state, for replay tests. Override for richer state."""
+        return f"{self.name}:{self.asked}:{self.told}"
