@@ -1,0 +1,1 @@
+"""Benchmarks that drive the core: the tabular NAS benchmark."""

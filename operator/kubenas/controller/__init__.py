@@ -1,0 +1,1 @@
+"""The experiment controller: a small authenticated HTTP service holding one search strategy."""

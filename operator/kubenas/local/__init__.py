@@ -1,0 +1,1 @@
+"""Local mode: run a SearchExperiment on this machine, each trial a subprocess."""
