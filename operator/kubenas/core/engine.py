@@ -1,0 +1,114 @@
+"""The experiment state machine: given the spec and the trial history, what happens next.
+
+``decide`` is the single place where an experiment's fate is decided, for every adapter alike (the
+operator, local mode, the benchmark). It performs no I/O and reads no clock: the caller passes the
+elapsed time, so the same inputs always give the same decision.
+
+Order of the rules, first match wins:
+
+1. a succeeded trial reached ``objective.target`` → finish Succeeded (GoalReached);
+2. more trials failed than ``budget.maxFailedTrials`` → finish Failed (TooManyFailures);
+3. ``budget.maxDuration`` passed → wait for running trials, then finish (DeadlineExceeded);
+4. ``budget.maxTrials`` trials created → wait for running trials, then finish (MaxTrialsReached);
+5. fewer than ``parallelTrials`` trials active → ask for the difference (capped by what is left);
+6. otherwise wait.
+
+A search that ends without a single succeeded trial finishes Failed (NoTrialSucceeded), whatever
+stopped it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kubenas.api.v1alpha1 import SearchExperimentSpec, TrialCounts
+from kubenas.core.records import TrialRecord, best_of, objective_value
+
+__all__ = ["Ask", "Finish", "TrialRecord", "Wait", "count", "decide", "summarize"]
+
+
+@dataclass(frozen=True)
+class Ask:
+    """Start ``count`` more trials now."""
+
+    count: int
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Nothing to start; act again when a trial changes."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The experiment is over."""
+
+    phase: str  # "Succeeded" | "Failed"
+    reason: str
+    message: str
+
+
+Action = Ask | Wait | Finish
+
+
+def count(trials: Sequence[TrialRecord]) -> TrialCounts:
+    """Trials by phase."""
+    c = TrialCounts()
+    for t in trials:
+        c.total += 1
+        setattr(c, t.phase.lower(), getattr(c, t.phase.lower()) + 1)
+    return c
+
+
+def summarize(spec: SearchExperimentSpec, trials: Sequence[TrialRecord]) -> tuple[TrialCounts, TrialRecord | None]:
+    """Counts by phase and the best trial, the two things every status shows."""
+    return count(trials), best_of(list(trials))
+
+
+def _goal_reached(spec: SearchExperimentSpec, best: TrialRecord | None) -> bool:
+    target = spec.objective.target
+    if target is None or best is None or best.reward is None:
+        return False
+    value = objective_value(spec.objective, best.reward)
+    return value >= target if spec.objective.direction == "maximize" else value <= target
+
+
+def _finish(reason: str, message: str, best: TrialRecord | None) -> Finish:
+    if best is None:
+        return Finish("Failed", "NoTrialSucceeded", f"{message}; no trial succeeded")
+    return Finish("Succeeded", reason, message)
+
+
+def decide(
+    spec: SearchExperimentSpec, trials: Sequence[TrialRecord], elapsed_seconds: float | None = None
+) -> Action:
+    """The next action for an experiment with this spec and history (see the module docstring)."""
+    counts, best = summarize(spec, trials)
+    active = counts.pending + counts.running
+    budget = spec.budget
+
+    if _goal_reached(spec, best):
+        assert best is not None
+        return Finish(
+            "Succeeded", "GoalReached", f"trial {best.name or best.index} reached the target {spec.objective.target}"
+        )
+    if budget.max_failed_trials is not None and counts.failed > budget.max_failed_trials:
+        return Finish(
+            "Failed", "TooManyFailures", f"{counts.failed} trials failed, more than maxFailedTrials={budget.max_failed_trials}"
+        )
+    limit = budget.max_duration_seconds()
+    if limit is not None and elapsed_seconds is not None and elapsed_seconds >= limit:
+        if active:
+            return Wait(f"maxDuration {budget.max_duration} passed; waiting for {active} running trials")
+        return _finish("DeadlineExceeded", f"maxDuration {budget.max_duration} passed", best)
+    if counts.total >= budget.max_trials:
+        if active:
+            return Wait(f"all {budget.max_trials} trials started; waiting for {active} to finish")
+        return _finish("MaxTrialsReached", f"ran maxTrials={budget.max_trials} trials", best)
+    room = min(budget.parallel_trials - active, budget.max_trials - counts.total)
+    if room > 0:
+        return Ask(room)
+    return Wait(f"{active} trials running, parallelTrials={budget.parallel_trials}")

@@ -1,0 +1,117 @@
+"""The trial history as the core sees it, and how results become rewards."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from kubenas.api.v1alpha1 import Objective
+from kubenas.core.space import Architecture
+from kubenas.core.strategies.base import Observation
+
+TrialPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Infeasible"]
+ACTIVE_PHASES: frozenset[str] = frozenset({"Pending", "Running"})
+DONE_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Infeasible"})
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as kept in history (a Trial object on Kubernetes, a journal line locally).
+
+    ``reward`` is *signed*: larger is better whatever the objective's direction, so strategies and
+    the engine compare rewards without knowing the direction. ``tell_sequence`` and
+    ``asks_before_tell`` record when the result reached the strategy, which is all replay needs.
+    """
+
+    index: int
+    architecture: Architecture
+    name: str = ""
+    phase: TrialPhase = "Pending"
+    reward: float | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    reason: str | None = None
+    tell_sequence: int | None = None
+    asks_before_tell: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.phase in DONE_PHASES
+
+    @property
+    def active(self) -> bool:
+        return self.phase in ACTIVE_PHASES
+
+    @property
+    def told(self) -> bool:
+        return self.tell_sequence is not None
+
+    def observation(self) -> Observation:
+        return Observation(
+            reward=self.reward,
+            failed=self.phase == "Failed",
+            feasible=self.phase != "Infeasible",
+            metrics=dict(self.metrics),
+        )
+
+    def with_(self, **changes: object) -> TrialRecord:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+class MissingMetric(KeyError):
+    """The trial reported no value for the objective's metric."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+        super().__init__(f"the trial reported no '{metric}' metric")
+
+
+def reward_of(objective: Objective, metrics: Mapping[str, float]) -> tuple[float, bool]:
+    """``(signed reward, feasible)`` of reported metrics under the objective.
+
+    Hard constraints make the result infeasible. Soft constraints shrink the reward as in MnasNet,
+    ``value * (bound / measured) ** weight``, applied so that the penalty always makes the result
+    worse whatever the objective's direction.
+    """
+    if objective.metric not in metrics:
+        raise MissingMetric(objective.metric)
+    value = float(metrics[objective.metric])
+    if not math.isfinite(value):
+        return value, False
+    signed = value if objective.direction == "maximize" else -value
+    feasible = True
+    for c in objective.constraints:
+        if c.metric not in metrics:
+            feasible = False
+            continue
+        measured = float(metrics[c.metric])
+        factor = 1.0
+        if c.max is not None and measured > c.max:
+            if c.mode == "hard":
+                feasible = False
+            else:
+                factor *= (c.max / measured) ** c.weight if measured > 0 and c.max > 0 else 0.0
+        if c.min is not None and measured < c.min:
+            if c.mode == "hard":
+                feasible = False
+            else:
+                factor *= (measured / c.min) ** c.weight if measured > 0 and c.min > 0 else 0.0
+        if factor < 1.0:
+            signed = signed * factor if signed >= 0 else (signed / factor if factor > 0 else -math.inf)
+    return signed, feasible
+
+
+def objective_value(objective: Objective, reward: float) -> float:
+    """The signed reward back in the metric's own direction (for status and reports)."""
+    return reward if objective.direction == "maximize" else -reward
+
+
+def best_of(trials: list[TrialRecord] | tuple[TrialRecord, ...]) -> TrialRecord | None:
+    """The succeeded trial with the largest reward; ties go to the earliest index."""
+    best: TrialRecord | None = None
+    for t in trials:
+        if t.phase == "Succeeded" and t.reward is not None and math.isfinite(t.reward):
+            if best is None or t.reward > best.reward or (t.reward == best.reward and t.index < best.index):
+                best = t
+    return best
