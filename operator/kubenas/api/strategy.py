@@ -44,9 +44,7 @@ class ReinforceSettings(ApiModel):
     hidden_size: int = Field(64, ge=8, le=1024, description="LSTM hidden units.")
     learning_rate: float = Field(0.01, gt=0, le=1, description="Adam learning rate of the policy.")
     entropy_weight: float = Field(0.0001, ge=0, le=1, description="Bonus on the policy's entropy.")
-    baseline_decay: float = Field(
-        0.95, ge=0, lt=1, description="Decay of the moving-average reward baseline."
-    )
+    baseline_decay: float = Field(0.95, ge=0, lt=1, description="Decay of the moving-average reward baseline.")
     temperature: float = Field(1.0, gt=0, le=100, description="Softmax temperature of the sampling logits.")
     tanh_constant: float = Field(
         2.5, ge=0, le=100, description="Logit clipping C*tanh(l/C) as in ENAS; 0 turns it off."
@@ -65,9 +63,7 @@ class ProgressiveSettings(ApiModel):
     """Model-based search: a surrogate predictor trained on every result ranks many candidates."""
 
     initial_samples: int = Field(10, ge=1, le=100000, description="Random architectures before the model is used.")
-    candidates: int = Field(
-        1000, ge=1, le=1000000, description="Candidates scored by the surrogate for each proposal."
-    )
+    candidates: int = Field(1000, ge=1, le=1000000, description="Candidates scored by the surrogate for each proposal.")
 
 
 class StrategySpec(ApiModel):

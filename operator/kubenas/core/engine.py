@@ -82,9 +82,7 @@ def _finish(reason: str, message: str, best: TrialRecord | None) -> Finish:
     return Finish("Succeeded", reason, message)
 
 
-def decide(
-    spec: SearchExperimentSpec, trials: Sequence[TrialRecord], elapsed_seconds: float | None = None
-) -> Action:
+def decide(spec: SearchExperimentSpec, trials: Sequence[TrialRecord], elapsed_seconds: float | None = None) -> Action:
     """The next action for an experiment with this spec and history (see the module docstring)."""
     counts, best = summarize(spec, trials)
     active = counts.pending + counts.running
@@ -97,7 +95,9 @@ def decide(
         )
     if budget.max_failed_trials is not None and counts.failed > budget.max_failed_trials:
         return Finish(
-            "Failed", "TooManyFailures", f"{counts.failed} trials failed, more than maxFailedTrials={budget.max_failed_trials}"
+            "Failed",
+            "TooManyFailures",
+            f"{counts.failed} trials failed, more than maxFailedTrials={budget.max_failed_trials}",
         )
     limit = budget.max_duration_seconds()
     if limit is not None and elapsed_seconds is not None and elapsed_seconds >= limit:
