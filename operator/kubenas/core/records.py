@@ -111,7 +111,8 @@ def best_of(trials: list[TrialRecord] | tuple[TrialRecord, ...]) -> TrialRecord 
     """The succeeded trial with the largest reward; ties go to the earliest index."""
     best: TrialRecord | None = None
     for t in trials:
-        if t.phase == "Succeeded" and t.reward is not None and math.isfinite(t.reward):
-            if best is None or t.reward > best.reward or (t.reward == best.reward and t.index < best.index):
-                best = t
+        if t.phase != "Succeeded" or t.reward is None or not math.isfinite(t.reward):
+            continue
+        if best is None or best.reward is None or t.reward > best.reward:
+            best = t
     return best

@@ -134,7 +134,7 @@ class FloatRange:
     def cardinality(self) -> int:
         if self.step is None:
             raise ValueError(f"{self.name} is a continuous range")
-        return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        return math.floor((self.high - self.low) / self.step + 1e-9) + 1
 
     def values(self, float_steps: int = 5) -> tuple[float, ...]:
         """The grid of this range: its step grid, or ``float_steps`` evenly (log-)spaced points."""
