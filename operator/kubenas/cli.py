@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
 
 from kubenas.bench import cli as bench_cli
 from kubenas.devcluster import cli as cluster_cli
 from kubenas.operator import cli as operator_cli
 
+console = Console()
 app = typer.Typer(
     help="Kubenas: neural architecture search on Kubernetes, or on this machine.",
     no_args_is_help=True,
@@ -19,6 +24,74 @@ operator_cli.register_bench(bench_app)
 app.add_typer(bench_app, name="bench")
 app.add_typer(cluster_cli.app, name="cluster")
 app.add_typer(operator_cli.app, name="operator")
+
+
+crds_app = typer.Typer(help="The CustomResourceDefinitions generated from the API models.", no_args_is_help=True)
+app.add_typer(crds_app, name="crds")
+
+
+@crds_app.command("generate")
+def crds_generate(
+    out: Annotated[Path, typer.Option(help="Folder to write the CRD YAML into.")] = Path("crds"),
+) -> None:
+    """Write crds/*.yaml from the pydantic models."""
+    from kubenas.api import crd
+
+    for path in crd.write(out):
+        typer.echo(f"wrote {path}")
+
+
+@crds_app.command("check")
+def crds_check(
+    out: Annotated[Path, typer.Option(help="Folder holding the committed CRD YAML.")] = Path("crds"),
+) -> None:
+    """Exit 1 when the committed CRDs differ from what the models generate."""
+    from kubenas.api import crd
+
+    stale = [n for n, obj in crd.crds().items() if not (out / n).exists() or (out / n).read_text() != crd.render(obj)]
+    if stale:
+        typer.echo(f"out of date: {', '.join(stale)}; run `kubenas crds generate`", err=True)
+        raise typer.Exit(1)
+    typer.echo("CRDs are up to date")
+
+
+@app.command()
+def validate(files: Annotated[list[Path], typer.Argument(help="SearchExperiment YAML files.")]) -> None:
+    """Check SearchExperiment manifests as the API server would, naming each bad field."""
+    from kubenas.api.load import ManifestError, load_experiment
+
+    bad = 0
+    for f in files:
+        try:
+            exp = load_experiment(f)
+        except ManifestError as exc:
+            bad += 1
+            console.print(f"[red]✗[/] {exc}")
+        else:
+            console.print(f"[green]✓[/] {f}: {exp.metadata.name} ({exp.spec.strategy.name})")
+    raise typer.Exit(1 if bad else 0)
+
+
+@app.command()
+def run(
+    experiment: Annotated[Path | None, typer.Argument(help="SearchExperiment YAML file.")] = None,
+    results: Annotated[Path | None, typer.Option(help="Results folder (default results/<name>).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run recorded in this results folder.")] = None,
+) -> None:
+    """Run an experiment on this machine: the strategy in-process, each trial a subprocess."""
+    from kubenas.api.load import ManifestError
+    from kubenas.local.runner import ResumeError, prepare
+    from kubenas.local.runner import run as run_local
+
+    try:
+        exp, folder = prepare(experiment, results, resume)
+    except (ManifestError, ResumeError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    outcome = run_local(exp, folder, console)
+    if outcome.interrupted:
+        raise typer.Exit(130)
+    raise typer.Exit(0 if outcome.phase == "Succeeded" else 1)
 
 
 @app.command()

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from kubenas.api.base import ApiModel
+from kubenas.api.base import SET_LIST, ApiModel, cel, keyed_list, with_rules
 
 DecisionName = str
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -24,6 +24,20 @@ ChoiceValue = str | int | float | bool
 
 class Decision(ApiModel):
     """One named decision: a categorical choice, or an int or float range (optionally log-scaled)."""
+
+    model_config = with_rules(
+        cel(
+            "self.type == 'categorical' ? has(self.choices) : (has(self.low) && has(self.high))",
+            "a categorical decision needs choices; an int or float decision needs low and high",
+        ),
+        cel(
+            "self.type != 'categorical' || (!has(self.low) && !has(self.high) && !has(self.step))",
+            "a categorical decision takes no low, high or step",
+        ),
+        cel("self.type == 'categorical' || !has(self.choices)", "an int or float decision takes no choices"),
+        cel("!has(self.low) || !has(self.high) || self.low < self.high", "low must be less than high", ".low"),
+        cel("!self.log || (has(self.low) && self.low > 0.0)", "a log-scaled range needs low > 0", ".low"),
+    )
 
     name: DecisionName = Field(..., pattern=NAME_PATTERN, description="Name, unique in the space.")
     type: Literal["categorical", "int", "float"] = Field(..., description="Kind of domain.")
@@ -82,6 +96,7 @@ class CellSpace(ApiModel):
         default_factory=lambda: list(NB201_OPERATIONS),
         min_length=1,
         max_length=32,
+        json_schema_extra=SET_LIST,
         description="Operations an edge can take (none, skip_connect, nor_conv_1x1, nor_conv_3x3, ...).",
     )
 
@@ -99,6 +114,7 @@ class LayerChain(ApiModel):
         default_factory=lambda: list(CHAIN_OPERATIONS),
         min_length=1,
         max_length=32,
+        json_schema_extra=SET_LIST,
         description="Operations a layer can take (conv3x3, conv5x5, sep_conv3x3, max_pool3x3, identity, ...).",
     )
 
@@ -111,10 +127,20 @@ class LayerChain(ApiModel):
 class SearchSpaceSpec(ApiModel):
     """The space searched: a cell, a layer chain and hyperparameters, in that decision order."""
 
+    model_config = with_rules(
+        cel(
+            "has(self.cell) || has(self.layers) || (has(self.hyperparameters) && size(self.hyperparameters) > 0)",
+            "define at least one of cell, layers or hyperparameters",
+        )
+    )
+
     cell: CellSpace | None = Field(None, description="A NAS-Bench-201-style cell DAG.")
     layers: LayerChain | None = Field(None, description="A chain of layers with one operation choice each.")
     hyperparameters: list[Decision] = Field(
-        default_factory=list, max_length=256, description="Further named decisions (learning rate, width, ...)."
+        default_factory=list,
+        max_length=256,
+        json_schema_extra=keyed_list("name"),
+        description="Further named decisions (learning rate, width, ...).",
     )
 
     @model_validator(mode="after")

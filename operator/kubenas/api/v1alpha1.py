@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from kubenas.api.base import ApiModel
+from kubenas.api.base import ApiModel, cel, immutable, keyed_list, with_rules
 from kubenas.api.space import SearchSpaceSpec
 from kubenas.api.strategy import StrategySpec
 
@@ -42,6 +42,11 @@ class Constraint(ApiModel):
     ones scale the reward down as in MnasNet: ``reward * (bound / value) ** weight``.
     """
 
+    model_config = with_rules(
+        cel("has(self.max) || has(self.min)", "a constraint needs max or min"),
+        cel("!has(self.max) || !has(self.min) || self.min <= self.max", "min must not exceed max", ".min"),
+    )
+
     metric: str = Field(..., min_length=1, max_length=63, description="Metric the trial reports.")
     max: float | None = Field(None, description="Largest allowed value.")
     min: float | None = Field(None, description="Smallest allowed value.")
@@ -67,7 +72,29 @@ class Objective(ApiModel):
 
 
 class Budget(ApiModel):
-    """How much the search may spend."""
+    """How much the search may spend. Only maxTrials (upwards) and parallelTrials may change later."""
+
+    model_config = with_rules(
+        cel("self.parallelTrials <= self.maxTrials", "parallelTrials must not exceed maxTrials", ".parallelTrials"),
+        cel(
+            "!has(self.maxFailedTrials) || self.maxFailedTrials <= self.maxTrials",
+            "maxFailedTrials must not exceed maxTrials",
+            ".maxFailedTrials",
+        ),
+        cel("self.maxTrials >= oldSelf.maxTrials", "maxTrials can be raised, not lowered", ".maxTrials"),
+        cel(
+            "has(self.maxFailedTrials) == has(oldSelf.maxFailedTrials)"
+            " && (!has(self.maxFailedTrials) || self.maxFailedTrials == oldSelf.maxFailedTrials)",
+            "maxFailedTrials cannot change once the experiment exists",
+            ".maxFailedTrials",
+        ),
+        cel(
+            "has(self.maxDuration) == has(oldSelf.maxDuration)"
+            " && (!has(self.maxDuration) || self.maxDuration == oldSelf.maxDuration)",
+            "maxDuration cannot change once the experiment exists",
+            ".maxDuration",
+        ),
+    )
 
     max_trials: int = Field(..., ge=1, le=100000, description="Trials to run in total.")
     parallel_trials: int = Field(1, ge=1, le=1000, description="Trials running at the same time.")
@@ -127,7 +154,9 @@ class TrialTemplate(ApiModel):
     image: str | None = Field(None, description="Trainer image (required on Kubernetes, ignored locally).")
     command: list[str] = Field(..., min_length=1, description="Command that trains one candidate.")
     args: list[str] = Field(default_factory=list, description="Arguments appended to the command.")
-    env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables.")
+    env: list[EnvVar] = Field(
+        default_factory=list, json_schema_extra=keyed_list("name"), description="Extra environment variables."
+    )
     settings: dict[str, Any] = Field(
         default_factory=dict,
         description="Free-form settings handed to the trainer as KUBENAS_SETTINGS (dataset, epochs, budget...).",
@@ -163,12 +192,22 @@ class ControllerSpec(ApiModel):
 class SearchExperimentSpec(ApiModel):
     """A neural architecture search: what to search, how, for what, within which budget."""
 
-    search_space: SearchSpaceSpec = Field(..., description="The decisions that define an architecture.")
-    strategy: StrategySpec = Field(..., description="The search strategy and its settings.")
-    objective: Objective = Field(default_factory=Objective, description="What is optimised.")
+    search_space: SearchSpaceSpec = Field(
+        ..., json_schema_extra=immutable("searchSpace"), description="The decisions that define an architecture."
+    )
+    strategy: StrategySpec = Field(
+        ..., json_schema_extra=immutable("strategy"), description="The search strategy, its seed and settings."
+    )
+    objective: Objective = Field(
+        default_factory=Objective, json_schema_extra=immutable("objective"), description="What is optimised."
+    )
     budget: Budget = Field(..., description="How much the search may spend.")
-    trial_template: TrialTemplate = Field(..., description="How each trial runs.")
-    controller: ControllerSpec = Field(default_factory=ControllerSpec, description="The controller pod.")
+    trial_template: TrialTemplate = Field(
+        ..., json_schema_extra=immutable("trialTemplate"), description="How each trial runs."
+    )
+    controller: ControllerSpec = Field(
+        default_factory=ControllerSpec, json_schema_extra=immutable("controller"), description="The controller pod."
+    )
 
 
 class ObjectMeta(ApiModel):

@@ -1,0 +1,116 @@
+"""Running one trial as a local subprocess under the trial contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubenas.api.v1alpha1 import SearchExperiment
+from kubenas.core.records import TrialRecord
+from kubenas.core.search import trial_seed
+from kubenas.core.space import SearchSpace
+
+
+def trial_env(
+    exp: SearchExperiment, space: SearchSpace, rec: TrialRecord, result_file: Path, output_dir: Path
+) -> dict[str, str]:
+    """The contract's environment for one trial (docs/trial-contract.md), on top of the template's env."""
+    spec = exp.spec
+    env = {e.name: e.value for e in spec.trial_template.env}
+    env.update(
+        {
+            "KUBENAS_ARCHITECTURE": json.dumps(rec.architecture),
+            "KUBENAS_ARCHITECTURE_ID": space.canonical(rec.architecture),
+            "KUBENAS_SEARCH_SPACE": json.dumps(spec.search_space.to_wire()),
+            "KUBENAS_SETTINGS": json.dumps(spec.trial_template.settings),
+            "KUBENAS_TRIAL": rec.name,
+            "KUBENAS_EXPERIMENT": exp.metadata.name,
+            "KUBENAS_SEED": str(trial_seed(spec.strategy.seed, rec.index)),
+            "KUBENAS_RESULT_FILE": str(result_file),
+            "KUBENAS_OUTPUT_DIR": str(output_dir),
+        }
+    )
+    return env
+
+
+@dataclass
+class Attempt:
+    """One running attempt of a trial."""
+
+    rec: TrialRecord
+    number: int
+    proc: subprocess.Popen[bytes]
+    result_file: Path
+    last_progress: dict[str, Any] = field(default_factory=dict)
+
+
+class TrialLauncher:
+    """Starts trial processes and reports each exit on one queue, so the runner blocks instead of polling."""
+
+    def __init__(self, exp: SearchExperiment, space: SearchSpace, results: Path) -> None:
+        self.exp = exp
+        self.space = space
+        self.results = results
+        self.done: queue.Queue[Attempt] = queue.Queue()
+        self.running: dict[int, Attempt] = {}
+
+    def start(self, rec: TrialRecord, number: int) -> Attempt:
+        tdir = self.results / "trials" / rec.name
+        out = tdir / "output"
+        out.mkdir(parents=True, exist_ok=True)
+        result_file = tdir / "result.json"
+        result_file.unlink(missing_ok=True)
+        tpl = self.exp.spec.trial_template
+        env = {**os.environ, **trial_env(self.exp, self.space, rec, result_file, out)}
+        log = (tdir / f"attempt-{number}.log").open("wb")
+        proc = subprocess.Popen(
+            [*tpl.command, *tpl.args],
+            env=env,
+            cwd=tpl.working_dir or None,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches the runner, which stops trials in order
+        )
+        attempt = Attempt(rec, number, proc, result_file)
+        self.running[rec.index] = attempt
+        threading.Thread(target=self._follow, args=(attempt, log), daemon=True).start()
+        return attempt
+
+    def _follow(self, attempt: Attempt, log: Any) -> None:
+        assert attempt.proc.stdout is not None
+        with log:
+            for line in attempt.proc.stdout:
+                log.write(line)
+                if line.startswith(b"{"):
+                    try:
+                        attempt.last_progress = json.loads(line)
+                    except ValueError:
+                        pass
+        attempt.proc.wait()
+        self.done.put(attempt)
+
+    def stop_all(self, grace_seconds: float = 10.0) -> None:
+        """SIGTERM every running trial, then SIGKILL what is left after the grace period."""
+        for a in self.running.values():
+            _signal(a.proc, signal.SIGTERM)
+        for a in self.running.values():
+            try:
+                a.proc.wait(timeout=grace_seconds)
+            except subprocess.TimeoutExpired:
+                _signal(a.proc, signal.SIGKILL)
+                a.proc.wait()
+
+
+def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,64 @@
+"""A cheap stand-in trainer that honours the trial contract: a deterministic function of the architecture.
+
+It lets examples and tests exercise the whole search loop in milliseconds. Every categorical value
+gets a fixed score from a hash of (decision, value), plus an interaction between neighbouring
+decisions; numeric decisions score by distance to a hidden optimum. The result lies in (0, 1) and is
+reported as ``val_accuracy``. Settings: ``sleep_s`` (pretend to train), ``fail_on`` (a value that
+makes the trial exit with the bad-candidate code), ``noise`` (seeded per trial).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from typing import Any
+
+
+def _unit(*parts: Any) -> float:
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def score(architecture: dict[str, Any]) -> float:
+    """A smooth-ish, deterministic landscape with one best architecture."""
+    names = list(architecture)
+    total = 0.0
+    for i, name in enumerate(names):
+        value = architecture[name]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            x = math.log10(value) if value > 0 else value
+            opt = _unit(name, "opt") * 4 - 3
+            total += math.exp(-((x - opt) ** 2))
+        else:
+            total += _unit(name, value) ** 2
+        if i:
+            total += 0.3 * _unit(names[i - 1], architecture[names[i - 1]], name, value)
+    return total / (1.3 * max(1, len(names)))
+
+
+def main() -> int:
+    arch = json.loads(os.environ["KUBENAS_ARCHITECTURE"])
+    settings = json.loads(os.environ.get("KUBENAS_SETTINGS") or "{}")
+    seed = int(os.environ.get("KUBENAS_SEED", "0"))
+    result_file = os.environ["KUBENAS_RESULT_FILE"]
+    fail_on = settings.get("fail_on")
+    if fail_on is not None and fail_on in arch.values():
+        with open(result_file, "w") as fh:
+            json.dump({"status": "bad_candidate", "message": f"{fail_on} is not allowed"}, fh)
+        return 3
+    time.sleep(float(settings.get("sleep_s", 0)))
+    noise = float(settings.get("noise", 0.0)) * random.Random(seed).gauss(0, 1)
+    acc = min(0.999, max(0.001, 0.5 + 0.49 * score(arch) + noise))
+    print(json.dumps({"event": "epoch", "epoch": 1, "metrics": {"val_accuracy": acc}}), flush=True)
+    with open(result_file, "w") as fh:
+        json.dump({"val_accuracy": acc, "params": 1000 * len(arch), "status": "completed"}, fh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
