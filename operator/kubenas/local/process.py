@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -90,10 +91,8 @@ class TrialLauncher:
             for line in attempt.proc.stdout:
                 log.write(line)
                 if line.startswith(b"{"):
-                    try:
+                    with contextlib.suppress(ValueError):
                         attempt.last_progress = json.loads(line)
-                    except ValueError:
-                        pass
         attempt.proc.wait()
         self.done.put(attempt)
 
@@ -110,7 +109,5 @@ class TrialLauncher:
 
 
 def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
