@@ -1,0 +1,30 @@
+"""Shared test helpers: repository paths and small experiment builders."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+def experiment_dict(**spec_overrides: Any) -> dict[str, Any]:
+    """A small valid SearchExperiment manifest using the toy trial; override spec keys as needed."""
+    spec: dict[str, Any] = {
+        "searchSpace": {"cell": {"nodes": 3, "operations": ["none", "skip_connect", "nor_conv_3x3"]}},
+        "strategy": {"name": "random", "seed": 1},
+        "objective": {"metric": "val_accuracy"},
+        "budget": {"maxTrials": 6, "parallelTrials": 2},
+        "trialTemplate": {"command": [sys.executable, "-m", "kubenas.local.toy_trial"]},
+    }
+    spec.update(spec_overrides)
+    return {"apiVersion": "kubenas.io/v1alpha1", "kind": "SearchExperiment", "metadata": {"name": "t"}, "spec": spec}
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
