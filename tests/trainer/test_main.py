@@ -1,0 +1,128 @@
+"""The trainer end to end through the trial contract: result file, exit codes, outputs, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from kubenas_trainer import main as trainer_main
+from kubenas_trainer.errors import EXIT_BAD_CANDIDATE, EXIT_CONFIG
+from kubenas_trainer.outputs import ARCHITECTURE_FILE, WEIGHTS_FILE
+from kubenas_trainer.report import MAX_RESULT_BYTES, Reporter, result_object
+
+from .conftest import RESNET_LIKE, contract_env
+
+DOCUMENTED = ("val_accuracy", "val_loss", "train_seconds", "params", "flops", "latency_ms", "status")
+pytestmark = pytest.mark.usefixtures("keep_signal_handlers")
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> int:
+    for key in [k for k in os.environ if k.startswith("KUBENAS_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return trainer_main.main([])
+
+
+def _events(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_result_file_has_the_documented_fields(tmp_path: Path, monkeypatch, capsys) -> None:
+    assert _run(monkeypatch, contract_env(tmp_path, settings={"epochs": 2}, output=True)) == 0
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert all(key in result for key in DOCUMENTED)
+    assert result["status"] == "completed" and 0.0 <= result["val_accuracy"] <= 1.0
+    assert result["params"] > 0 and result["flops"] > 0 and result["latency_ms"] > 0
+    assert len((tmp_path / "result.json").read_bytes()) < MAX_RESULT_BYTES
+    events = _events(capsys.readouterr().out)
+    assert [e["event"] for e in events] == ["start", "epoch", "epoch", "final"]
+    assert "val_accuracy" in events[1]["metrics"]
+    saved = json.loads((tmp_path / "out" / ARCHITECTURE_FILE).read_text())
+    assert saved["architecture"] == RESNET_LIKE and saved["result"]["val_accuracy"] == result["val_accuracy"]
+    state = torch.load(tmp_path / "out" / WEIGHTS_FILE, weights_only=True)
+    assert any(k.startswith("features.") for k in state)
+
+
+def test_same_seed_gives_the_same_metrics(tmp_path: Path, monkeypatch) -> None:
+    results = []
+    for run in ("a", "b"):
+        folder = tmp_path / run
+        folder.mkdir()
+        assert _run(monkeypatch, contract_env(folder, settings={"epochs": 1}, seed=3)) == 0
+        results.append(json.loads((folder / "result.json").read_text()))
+    same = ("val_accuracy", "val_loss", "train_loss", "params", "flops")
+    assert [results[0][k] for k in same] == [results[1][k] for k in same]
+
+
+def test_no_path_is_a_bad_candidate_exit_3(tmp_path: Path, monkeypatch, capsys) -> None:
+    arch = {k: "none" for k in RESNET_LIKE}
+    assert _run(monkeypatch, contract_env(tmp_path, architecture=arch)) == EXIT_BAD_CANDIDATE == 3
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "bad_candidate" and "no path" in result["message"]
+    assert "start" not in [e["event"] for e in _events(capsys.readouterr().out)]  # refused before training
+
+
+def test_out_of_memory_is_a_bad_candidate(tmp_path: Path, monkeypatch) -> None:
+    def exhausted(self: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 GiB")
+
+    monkeypatch.setattr(trainer_main.Trainer, "fit", exhausted)
+    assert _run(monkeypatch, contract_env(tmp_path)) == EXIT_BAD_CANDIDATE
+    assert "out of memory" in json.loads((tmp_path / "result.json").read_text())["message"]
+
+
+def test_bad_settings_exit_2_naming_the_field(tmp_path: Path, monkeypatch, capsys) -> None:
+    assert _run(monkeypatch, contract_env(tmp_path, settings={"dataset": "imagenet"})) == EXIT_CONFIG
+    assert "settings.dataset" in capsys.readouterr().err
+    assert not (tmp_path / "result.json").exists()
+
+
+def test_time_budget_reports_partial_metrics(tmp_path: Path, monkeypatch) -> None:
+    env = contract_env(tmp_path, settings={"epochs": 10000, "time_budget_s": 1.0})
+    started = time.monotonic()
+    assert _run(monkeypatch, env) == 0
+    assert time.monotonic() - started < 30
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "partial" and "time budget" in result["message"]
+    assert result["epochs"] < 10000 and "val_accuracy" in result
+
+
+def test_sigterm_writes_partial_metrics_and_exits_0(tmp_path: Path) -> None:
+    env = {**os.environ, **contract_env(tmp_path, settings={"epochs": 100000}), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "kubenas_trainer.main"], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if '"event": "epoch"' in line:
+            break
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert time.monotonic() - signalled < 10
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "partial" and "signal" in result["message"]
+    assert 0.0 <= result["val_accuracy"] <= 1.0 and result["epochs"] >= 1
+
+
+def test_result_object_stays_small_and_valid() -> None:
+    body = result_object({"a": float("nan"), "b": 1.0, "c": "text", "d": True}, "partial", "x" * 10_000)
+    assert "a" not in body and "c" not in body and "d" not in body and body["b"] == 1.0
+    assert len(json.dumps(body)) <= MAX_RESULT_BYTES
+    many = result_object({f"m{i}": float(i) for i in range(1000)}, "completed", None)
+    assert len(json.dumps(many)) <= MAX_RESULT_BYTES and many["status"] == "completed"
+    with pytest.raises(ValueError):
+        result_object({}, "done", None)
+
+
+def test_final_is_written_once(tmp_path: Path) -> None:
+    reporter = Reporter(tmp_path / "r.json", stream=open(os.devnull, "w"))  # noqa: SIM115
+    assert reporter.final({"v": 1.0}) and not reporter.final({"v": 2.0})
+    assert json.loads((tmp_path / "r.json").read_text())["v"] == 1.0

@@ -1,0 +1,193 @@
+"""``kubenas-trainer``: one trial of the trial contract, from environment variables to final metrics.
+
+The order of the steps is chosen for the operator's sake: the architecture is checked before the
+dataset is loaded, so an unbuildable candidate costs milliseconds and exits 3; a deadline or SIGTERM
+stops training between two steps and still writes metrics (``status: partial``) and exits 0, because
+a partially trained candidate is information the search can use and a killed one is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import torch
+
+from kubenas_trainer.candidate import parse_candidate
+from kubenas_trainer.contract import TrialContext
+from kubenas_trainer.costs import count_flops, count_params, measure_latency_ms
+from kubenas_trainer.data import load_dataset
+from kubenas_trainer.errors import EXIT_OK, BadCandidate, TrainerError
+from kubenas_trainer.model import MacroConfig, build_network
+from kubenas_trainer.outputs import save_outputs
+from kubenas_trainer.report import Reporter, result_object
+from kubenas_trainer.runtime import configure, pick_device
+from kubenas_trainer.settings import resolve_settings
+from kubenas_trainer.train import EpochStats, FitResult, StopControl, Trainer
+
+EPILOG = """\
+Reads the trial contract's environment: KUBENAS_ARCHITECTURE (required), KUBENAS_ARCHITECTURE_ID,
+KUBENAS_SEARCH_SPACE, KUBENAS_SETTINGS, KUBENAS_SEED, KUBENAS_TRIAL, KUBENAS_EXPERIMENT,
+KUBENAS_RESULT_FILE and KUBENAS_OUTPUT_DIR. Progress goes to stdout as JSON lines.
+Exit codes: 0 metrics written (completed or partial), 2 invalid settings or dataset,
+3 bad candidate (never retried).
+"""
+
+STOP_MESSAGES = {
+    "signal": "stopped by a termination signal",
+    "deadline": "time budget reached",
+    "diverged": "training diverged (non-finite loss)",
+}
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` means the candidate does not fit in memory (GPU or host)."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def install_stop_handlers(stop: StopControl) -> None:
+    """SIGTERM (pod deletion, eviction) and SIGINT (Ctrl-C locally) ask the loop to stop and report."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.request()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def epoch_event(reporter: Reporter, stats: EpochStats) -> None:
+    metrics: dict[str, Any] = {
+        "train_loss": stats.train_loss,
+        "train_accuracy": stats.train_accuracy,
+        "lr": stats.lr,
+        "seconds": stats.seconds,
+    }
+    if stats.val is not None:
+        metrics |= {"val_loss": stats.val.loss, "val_accuracy": stats.val.accuracy}
+    reporter.event("epoch", epoch=stats.epoch, metrics=metrics)
+
+
+def final_metrics(fit: FitResult, params: int, flops: int, latency_ms: float, started: float) -> dict[str, Any]:
+    """The numbers of the result file (see docs/trainer.md for what each one means)."""
+    evaluated = [s.val.accuracy for s in fit.history if s.val is not None] + [fit.final.accuracy]
+    last = fit.history[-1] if fit.history else None
+    metrics: dict[str, Any] = {
+        "val_accuracy": fit.final.accuracy,
+        "val_loss": fit.final.loss,
+        "best_val_accuracy": max(evaluated),
+        "train_seconds": fit.train_seconds,
+        "total_seconds": time.monotonic() - started,
+        "epochs": fit.epochs,
+        "steps": fit.steps,
+        "samples_per_second": fit.samples_per_second,
+        "params": params,
+        "flops": flops,
+        "latency_ms": latency_ms,
+    }
+    if last is not None:
+        metrics |= {"train_loss": last.train_loss, "train_accuracy": last.train_accuracy}
+    return metrics
+
+
+def run_trial(context: TrialContext, reporter: Reporter, stop: StopControl, started: float) -> int:
+    """Check, build, train, measure and report one candidate."""
+    settings, ignored = resolve_settings(context.settings, context.architecture)
+    if ignored:
+        reporter.event("log", message=f"hyperparameters not used by this trainer: {', '.join(ignored)}")
+    if settings.time_budget_s is not None:
+        stop.deadline = started + settings.time_budget_s
+    candidate = parse_candidate(context.architecture, context.search_space)
+    device = pick_device(settings)
+    configure(settings, context.seed, device)
+    data = load_dataset(settings)
+    try:
+        macro = MacroConfig(
+            in_channels=data.sample_shape[0],
+            num_classes=data.num_classes,
+            width=settings.width,
+            stages=settings.stages,
+            cells_per_stage=settings.cells_per_stage,
+            dropout=settings.dropout,
+        )
+        model = build_network(candidate, macro)
+        params, flops = count_params(model), count_flops(model, data.sample_shape)
+        reporter.event(
+            "start",
+            trial=context.trial,
+            architecture_id=context.architecture_id,
+            device=str(device),
+            params=params,
+            flops=flops,
+            train_samples=len(data.y_train),
+            val_samples=len(data.y_val),
+        )
+        trainer = Trainer(
+            model, data.to(device), settings, device, context.seed, stop, lambda s: epoch_event(reporter, s)
+        )
+        fit = trainer.fit()
+        runs = 3 if stop.requested else settings.latency_runs
+        sample = trainer.network_input(trainer.data.x_val[:1], train=False)
+        latency = measure_latency_ms(trainer.network, sample, runs=runs, autocast=trainer.autocast)
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise BadCandidate("architecture", f"out of memory on {device}: {str(exc)[:200]}") from exc
+        raise
+    metrics = final_metrics(fit, params, flops, latency, started)
+    status = "partial" if fit.stopped in ("signal", "deadline") else "completed"
+    detail = STOP_MESSAGES.get(fit.stopped or "", "finished")
+    message = f"{detail} after {fit.epochs:.2f} of {settings.epochs} epochs on {device}"
+    if context.output_dir is not None:
+        save_outputs(
+            context.output_dir,
+            trainer.model,
+            context,
+            settings,
+            data.sample_shape,
+            data.num_classes,
+            result_object(metrics, status, message),
+        )
+    reporter.final(metrics, status, message)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kubenas-trainer`` console script; returns the process exit code."""
+    parser = argparse.ArgumentParser(
+        prog="kubenas-trainer",
+        description="Train one Kubenas candidate per the trial contract.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args(argv)
+    started = time.monotonic()
+    stop = StopControl()
+    install_stop_handlers(stop)
+    reporter = Reporter()
+    try:
+        context = TrialContext.from_env(os.environ)
+        reporter = Reporter(context.result_file)
+        return run_trial(context, reporter, stop, started)
+    except BadCandidate as exc:
+        reporter.event("error", field=exc.field, message=exc.message, exit_code=exc.exit_code)
+        reporter.final({}, "bad_candidate", str(exc))
+        return exc.exit_code
+    except TrainerError as exc:
+        reporter.event("error", field=exc.field, message=exc.message, exit_code=exc.exit_code)
+        print(f"kubenas-trainer: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""The training loop: SGD with Nesterov momentum, a per-step LR schedule, label smoothing, weight decay.
+
+The loop is deliberately the minimal PyTorch loop plus only what a trial needs: a stop check per step
+(deadline or SIGTERM, a clock read and a flag test), on-device accumulation of the epoch's loss and
+accuracy (no host sync per step), and bf16 autocast + channels_last on CUDA. The overhead benchmark
+(benchmarks/trainer_overhead.py) holds it to within a few per cent of a hand-written loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kubenas_trainer.augment import random_crop_flip
+from kubenas_trainer.data import Dataset
+from kubenas_trainer.settings import Settings
+
+
+class StopControl:
+    """Why training should stop now, if it should: a signal arrived, or the deadline passed.
+
+    The signal handler only sets an event; the loop polls it between steps, so a stop never interrupts
+    an optimiser step half-way and the weights it reports are consistent.
+    """
+
+    def __init__(self, deadline: float | None = None) -> None:
+        self.deadline = deadline
+        self._signal = threading.Event()
+
+    def request(self) -> None:
+        self._signal.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._signal.is_set()
+
+    def reason(self) -> str | None:
+        if self._signal.is_set():
+            return "signal"
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return "deadline"
+        return None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Validation loss (plain cross-entropy) and accuracy of the weights after ``step`` steps."""
+
+    loss: float
+    accuracy: float
+    step: int
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """One epoch's training figures; ``val`` when the epoch ended with a validation."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    lr: float
+    seconds: float
+    val: Evaluation | None = None
+
+
+@dataclass
+class FitResult:
+    """What a training run reached: final evaluation, progress, timing and why it stopped early (if it did)."""
+
+    final: Evaluation
+    steps: int
+    epochs: float
+    samples: int
+    step_seconds: float
+    train_seconds: float
+    stopped: str | None = None
+    history: list[EpochStats] = field(default_factory=list)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.step_seconds if self.step_seconds > 0 else 0.0
+
+
+def lr_at(step: int, total: int, settings: Settings, steps_per_epoch: int) -> float:
+    """Learning rate of ``step`` out of ``total``: cosine to zero after a linear warm-up, one-cycle, or constant."""
+    peak = settings.lr
+    if settings.schedule == "constant":
+        return peak
+    if settings.schedule == "onecycle":
+        rise = max(1, round(0.3 * total))
+        if step < rise:
+            return peak / 25 + (peak - peak / 25) * (1 - math.cos(math.pi * step / rise)) / 2
+        progress = (step - rise) / max(1, total - rise)
+        return peak / 1e4 + (peak - peak / 1e4) * (1 + math.cos(math.pi * progress)) / 2
+    warmup = round(settings.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (1 + math.cos(math.pi * min(1.0, progress))) / 2
+
+
+def batch_count(samples: int, batch_size: int) -> int:
+    """Batches per epoch; a last batch of one sample is dropped, as batch norm on 1x1 maps cannot train on it."""
+    count = math.ceil(samples / batch_size)
+    if count > 1 and samples - (count - 1) * batch_size < 2:
+        count -= 1
+    return count
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
+    """Weight decay on conv and linear weights only: decaying BN scales and biases only hurts."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    rest = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+class Trainer:
+    """Trains ``model`` on ``data`` (already on ``device``) per ``settings``; ``fit`` runs it once."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Dataset,
+        settings: Settings,
+        device: torch.device,
+        seed: int,
+        stop: StopControl | None = None,
+        on_epoch: Callable[[EpochStats], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.device = device
+        self.data = data
+        self.stop = stop or StopControl()
+        self.on_epoch = on_epoch or (lambda stats: None)
+        cuda = device.type == "cuda"
+        self.channels_last = cuda and settings.channels_last
+        self.model = model.to(device, memory_format=torch.channels_last) if self.channels_last else model.to(device)
+        self.network: nn.Module = self.model
+        if settings.compile:
+            self.network = torch.compile(self.model)  # type: ignore[assignment]
+        self.use_amp = cuda and settings.amp
+        groups = param_groups(self.model, settings.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            groups, lr=settings.lr, momentum=settings.momentum, nesterov=settings.nesterov and settings.momentum > 0
+        )
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+        self.shuffle_generator = torch.Generator().manual_seed(seed)
+        self.augment_generator = torch.Generator(device=device).manual_seed(seed + 1)
+        augment = settings.augment if settings.augment is not None else data.natural
+        side = data.sample_shape[1]
+        self.crop_pad = max(1, side // 8) if augment and side >= 8 else 0
+        self.flip = bool(augment and data.natural)
+        self.step = 0
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        if self.use_amp:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)  # type: ignore[return-value]
+        return contextlib.nullcontext()
+
+    def network_input(self, stored: torch.Tensor, train: bool) -> torch.Tensor:
+        x = self.data.prepare(stored)
+        if train and (self.crop_pad or self.flip):
+            x = random_crop_flip(x, self.crop_pad, self.flip, self.augment_generator)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _batches(self) -> list[torch.Tensor]:
+        n, size = len(self.data.y_train), self.settings.batch_size
+        order = torch.randperm(n, generator=self.shuffle_generator).to(self.device)
+        return list(order.split(size))[: batch_count(n, size)]
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def evaluate(self) -> Evaluation:
+        """Validation cross-entropy (without label smoothing) and accuracy of the current weights."""
+        self.model.eval()
+        x_val, y_val = self.data.x_val, self.data.y_val
+        loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        with torch.no_grad():
+            for start in range(0, len(y_val), self.settings.eval_batch_size):
+                end = start + self.settings.eval_batch_size
+                target = y_val[start:end]
+                with self.autocast():
+                    out = self.network(self.network_input(x_val[start:end], train=False))
+                loss += F.cross_entropy(out.float(), target, reduction="sum")
+                correct += (out.argmax(1) == target).sum()
+        self.model.train()
+        n = max(1, len(y_val))
+        return Evaluation(loss=float(loss) / n, accuracy=int(correct) / n, step=self.step)
+
+    def fit(self) -> FitResult:
+        """Train for ``epochs`` or until a stop; the final evaluation is of the weights training ended with.
+
+        On a signal, the most recent evaluation is reported as is when there is one, so the trial
+        answers within the grace period even when validation is slow; otherwise the current weights
+        are evaluated.
+        """
+        settings = self.settings
+        x_train, y_train = self.data.x_train, self.data.y_train
+        steps_per_epoch = batch_count(len(y_train), settings.batch_size)
+        total = settings.epochs * steps_per_epoch
+        history: list[EpochStats] = []
+        last_eval: Evaluation | None = None
+        stopped: str | None = None
+        samples = 0
+        step_seconds = 0.0
+        started = time.perf_counter()
+        self.model.train()
+        for epoch in range(settings.epochs):
+            epoch_start = time.perf_counter()
+            loss_sum = torch.zeros((), device=self.device)
+            correct = torch.zeros((), device=self.device, dtype=torch.long)
+            seen = 0
+            lr = settings.lr
+            for idx in self._batches():
+                stopped = self.stop.reason()
+                if stopped:
+                    break
+                lr = lr_at(self.step, total, settings, steps_per_epoch)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                target = y_train[idx]
+                with self.autocast():
+                    out = self.network(self.network_input(x_train[idx], train=True))
+                    loss = self.criterion(out, target)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                loss_sum += loss.detach() * len(idx)
+                correct += (out.detach().argmax(1) == target).sum()
+                seen += len(idx)
+                self.step += 1
+            self._sync()
+            step_seconds += time.perf_counter() - epoch_start
+            samples += seen
+            if seen == 0:
+                break
+            train_loss = float(loss_sum) / seen
+            if not math.isfinite(train_loss):
+                stopped = "diverged"
+            val: Evaluation | None = None
+            due = settings.eval_every and (epoch + 1) % settings.eval_every == 0
+            if not stopped and (due or epoch + 1 == settings.epochs):
+                val = last_eval = self.evaluate()
+            stats = EpochStats(epoch + 1, train_loss, int(correct) / seen, lr, time.perf_counter() - epoch_start, val)
+            history.append(stats)
+            self.on_epoch(stats)
+            if stopped:
+                break
+        reusable = last_eval is not None and (stopped == "signal" or last_eval.step == self.step)
+        final = last_eval if reusable and last_eval is not None else self.evaluate()
+        self._sync()
+        return FitResult(
+            final=final,
+            steps=self.step,
+            epochs=self.step / max(1, steps_per_epoch),
+            samples=samples,
+            step_seconds=step_seconds,
+            train_seconds=time.perf_counter() - started,
+            stopped=stopped,
+            history=history,
+        )
