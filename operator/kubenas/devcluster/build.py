@@ -133,7 +133,7 @@ def go_env(parallelism: int) -> dict[str, str]:
 
 def run_go(args: Sequence[str], cwd: Path, env: dict[str, str], step: str) -> str:
     cmd = [go_binary(), *args]
-    log.info("go", step=step, cmd=" ".join(args[:3]) + (" ..." if len(args) > 3 else ""))
+    log.info("go", step=step, subcommand=args[0], target=args[-1])
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BuildError(step, f"`go {' '.join(args)}` failed:\n{proc.stderr[-4000:]}")
@@ -149,48 +149,35 @@ def module_info(module: str, version: str, env: dict[str, str], cwd: Path) -> di
     return info
 
 
-_REPLACE_LINE = re.compile(r"^\s*(?:replace\s+)?(\S+)(?:\s+\S+)?\s+=>\s+(\.\.?/\S+)\s*$")
+def directive_lines(gomod: str, keyword: str) -> Iterator[str]:
+    """Lines of every ``keyword`` directive in ``gomod``, block form or single line, comments cut."""
+    in_block = False
+    for raw in gomod.splitlines():
+        line = raw.split("//", 1)[0].rstrip()
+        if line.startswith(f"{keyword} ("):
+            in_block = True
+        elif in_block and line.strip() == ")":
+            in_block = False
+        elif in_block:
+            yield line.strip()
+        elif line.startswith(f"{keyword} "):
+            yield line[len(keyword) :].strip()
+
+
+_REPLACE_LINE = re.compile(r"^(\S+)(?:\s+\S+)?\s+=>\s+(\.\.?/\S+)$")
+_REQUIRE_LINE = re.compile(r"^(\S+)\s+(v\S+)$")
 
 
 def local_replaces(gomod: str) -> list[str]:
     """Modules that ``gomod`` replaces with a local path (the ones a wrapper must re-pin)."""
-    found: list[str] = []
-    in_block = False
-    for raw in gomod.splitlines():
-        line = raw.split("//", 1)[0].rstrip()
-        if line.startswith("replace ("):
-            in_block = True
-            continue
-        if in_block and line.strip() == ")":
-            in_block = False
-            continue
-        if in_block or line.startswith("replace "):
-            m = _REPLACE_LINE.match(line)
-            if m and "FORBIDDEN" not in m.group(2):
-                found.append(m.group(1))
-    return found
-
-
-_REQUIRE_LINE = re.compile(r"^\s*(?:require\s+)?(\S+)\s+(v\S+)\s*$")
+    matches = (_REPLACE_LINE.match(line) for line in directive_lines(gomod, "replace"))
+    return [m.group(1) for m in matches if m and "FORBIDDEN" not in m.group(2)]
 
 
 def required_versions(gomod: str) -> dict[str, str]:
-    """``module -> version`` of every require line (block or single) in ``gomod``."""
-    found: dict[str, str] = {}
-    in_block = False
-    for raw in gomod.splitlines():
-        line = raw.split("//", 1)[0].rstrip()
-        if line.startswith("require ("):
-            in_block = True
-            continue
-        if in_block and line.strip() == ")":
-            in_block = False
-            continue
-        if in_block or line.startswith("require "):
-            m = _REQUIRE_LINE.match(line)
-            if m:
-                found[m.group(1)] = m.group(2)
-    return found
+    """``module -> version`` of every require line in ``gomod``."""
+    matches = (_REQUIRE_LINE.match(line) for line in directive_lines(gomod, "require"))
+    return {m.group(1): m.group(2) for m in matches if m}
 
 
 def sibling_pins(gomod: str, fallback: str) -> dict[str, str]:
