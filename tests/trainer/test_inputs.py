@@ -78,6 +78,16 @@ def test_hyperparameters_override_settings_of_the_same_name() -> None:
     assert ignored == ["optimizer_flavour"]
 
 
+def test_settings_accept_camel_case_keys() -> None:
+    settings, _ = resolve_settings({"timeBudgetS": 30, "cellsPerStage": 1, "batch_size": 8}, {})
+    assert (settings.time_budget_s, settings.cells_per_stage, settings.batch_size) == (30, 1, 8)
+    with pytest.raises(SettingsError, match="repeats") as info:
+        resolve_settings({"batchSize": 8, "batch_size": 8}, {})
+    with pytest.raises(SettingsError) as info:
+        resolve_settings({"valFraction": 2}, {})
+    assert info.value.field == "settings.valFraction"
+
+
 def test_setting_errors_name_the_key_and_its_source() -> None:
     with pytest.raises(SettingsError) as info:
         resolve_settings({"epoch": 3}, {})

@@ -4,10 +4,12 @@ The search decides some of these per candidate (``lr``, ``width``, ...) and the 
 rest, so a hyperparameter decision named like a setting overrides it for that trial. Unknown settings
 are refused (a typo such as ``epoch`` would otherwise silently train with the default), while unknown
 hyperparameters are only reported: they may be meant for another trainer reading the same space.
+Keys may be written camelCase, like the rest of a manifest, or snake_case, like decision names.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -70,25 +72,38 @@ class Settings(BaseModel):
 SETTING_NAMES: frozenset[str] = frozenset(Settings.model_fields)
 
 
-def _field_of(error: ValidationError, prefix: Mapping[str, str]) -> str:
-    loc = error.errors()[0]["loc"]
-    name = str(loc[0]) if loc else ""
-    return f"{prefix.get(name, 'settings')}.{name}" if name else "settings"
+def snake_case(key: str) -> str:
+    """``timeBudgetS`` -> ``time_budget_s``: manifests are camelCase, Python and decision names snake_case."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
 
 
 def resolve_settings(settings: Mapping[str, Any], architecture: Mapping[str, Any]) -> tuple[Settings, list[str]]:
     """Settings for one trial and the hyperparameters this trainer ignores.
 
-    ``architecture`` may be the whole architecture: cell edges and layers are not settings and are
-    skipped here. Errors name ``settings.<key>`` or ``architecture.<key>``, whichever supplied the value.
+    Setting keys may be camelCase (as the rest of a manifest) or snake_case. ``architecture`` may be the
+    whole architecture: cell edges and layers are not settings and are skipped here. Errors name
+    ``settings.<key>`` or ``architecture.<key>`` as spelled where the value came from.
     """
+    spelled: dict[str, str] = {}
+    merged: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = snake_case(key)
+        if name in spelled:
+            raise SettingsError(f"settings.{key}", f"repeats settings.{spelled[name]}")
+        spelled[name] = f"settings.{key}"
+        merged[name] = value
     hyper = {k: v for k, v in architecture.items() if not k.startswith(("edge_", "layer_"))}
-    overrides = {k: v for k, v in hyper.items() if k in SETTING_NAMES}
     ignored = sorted(k for k in hyper if k not in SETTING_NAMES)
-    merged = {**settings, **overrides}
-    origin = {k: "architecture" for k in overrides}
+    for key in sorted(set(hyper) - set(ignored)):
+        spelled[key] = f"architecture.{key}"
+        merged[key] = hyper[key]
     try:
         return Settings.model_validate(merged), ignored
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise SettingsError(_field_of(exc, origin), first["msg"]) from None
+        name = str(first["loc"][0]) if first["loc"] else ""
+        field = spelled.get(name, f"settings.{name}" if name else "settings")
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = f"is not a setting of this trainer (known: {', '.join(sorted(SETTING_NAMES))})"
+        raise SettingsError(field, message) from None
