@@ -54,7 +54,7 @@ def parse_result(text: str) -> tuple[dict[str, float], str, str | None]:
 def judge(exit_code: int | None, result_text: str | None, attempts: int, retries: int) -> Outcome:
     """The verdict for an attempt that ended with ``exit_code`` after ``attempts`` tries (1-based).
 
-    A negative exit code is a signal (as subprocess reports it); 128+n is the shell/Kubernetes form.
+    A negative exit code is a signal (as Python reports a child killed by one); 128+n is the shell/Kubernetes form.
     Bad candidates are never retried; kills and crashes are retried while attempts <= retries.
     """
     metrics: dict[str, float] = {}

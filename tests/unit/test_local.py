@@ -1,0 +1,126 @@
+"""Local mode: a run produces the results folder; Ctrl-C then --resume loses and repeats nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from kubenas.api.load import parse_experiment
+from kubenas.local.journal import read_journal
+from kubenas.local.runner import prepare, run
+from tests.conftest import experiment_dict
+
+
+def write_experiment(tmp_path: Path, **overrides: object) -> Path:
+    doc = experiment_dict(**overrides)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def quiet() -> Console:
+    return Console(file=open(os.devnull, "w"), force_terminal=False)  # noqa: SIM115
+
+
+def test_run_writes_summary_csv_json_and_plot(tmp_path: Path) -> None:
+    path = write_experiment(tmp_path, budget={"maxTrials": 6, "parallelTrials": 3})
+    exp, folder = prepare(path, tmp_path / "out", None)
+    result = run(exp, folder, quiet())
+    assert (result.phase, result.reason) == ("Succeeded", "MaxTrialsReached")
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["trials"] == 6
+    assert set(summary["best"]) >= {"trial", "architecture", "metrics"}
+    assert 0 < summary["best"]["metrics"]["val_accuracy"] < 1
+    rows = json.loads((folder / "trials.json").read_text())
+    assert max(r["value"] for r in rows) == summary["best"]["metrics"]["val_accuracy"]
+    assert len((folder / "trials.csv").read_text().splitlines()) == 7
+    assert (folder / "reward.png").stat().st_size > 1000
+
+
+def test_bad_candidates_fail_without_retry_and_fail_the_experiment(tmp_path: Path) -> None:
+    path = write_experiment(
+        tmp_path,
+        searchSpace={"hyperparameters": [{"name": "op", "type": "categorical", "choices": ["bad"]}]},
+        budget={"maxTrials": 3, "parallelTrials": 1, "maxFailedTrials": 1},
+        trialTemplate={
+            "command": [sys.executable, "-m", "kubenas.local.toy_trial"],
+            "settings": {"fail_on": "bad"},
+            "retries": 3,
+        },
+    )
+    exp, folder = prepare(path, tmp_path / "out", None)
+    result = run(exp, folder, quiet())
+    assert (result.phase, result.reason) == ("Failed", "TooManyFailures")
+    trials, _ = read_journal(folder)
+    assert [t.reason for t in trials] == ["BadCandidate", "BadCandidate"]
+    assert not (folder / "trials" / trials[0].name / "attempt-2.log").exists()
+
+
+def test_ctrl_c_then_resume_equals_an_unbroken_run(tmp_path: Path) -> None:
+    overrides = {
+        "budget": {"maxTrials": 8, "parallelTrials": 1},
+        "trialTemplate": {
+            "command": [sys.executable, "-m", "kubenas.local.toy_trial"],
+            "settings": {"sleep_s": 0.4},
+        },
+    }
+    path = write_experiment(tmp_path, **overrides)
+    exp, unbroken = prepare(path, tmp_path / "unbroken", None)
+    run(exp, unbroken, quiet())
+
+    broken = tmp_path / "broken"
+    cmd = [sys.executable, "-m", "kubenas.cli", "run", str(path), "--results", str(broken)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        told = [t for t in read_journal(broken)[0] if t.told] if broken.exists() else []
+        if len(told) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    before, _ = read_journal(broken)
+    assert 3 <= sum(t.told for t in before) < 8
+
+    resumed = subprocess.run([sys.executable, "-m", "kubenas.cli", "run", "--resume", str(broken)], capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    after, _ = read_journal(broken)
+    expected, _ = read_journal(unbroken)
+    assert [t.architecture for t in after] == [t.architecture for t in expected]
+    assert all(t.told for t in after) and len(after) == 8
+    tells = [line for line in (broken / "journal.jsonl").read_text().splitlines() if '"tell"' in line]
+    assert len(tells) == 8  # nothing told twice
+    best = [json.loads((d / "summary.json").read_text())["best"] for d in (broken, unbroken)]
+    assert best[0] == best[1]
+
+
+def test_resume_refuses_a_different_experiment(tmp_path: Path) -> None:
+    path = write_experiment(tmp_path)
+    exp, folder = prepare(path, tmp_path / "out", None)
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(experiment_dict(budget={"maxTrials": 9})))
+    try:
+        prepare(other, None, folder)
+    except RuntimeError as exc:
+        assert "differs" in str(exc)
+    else:
+        raise AssertionError("resume with another experiment was accepted")
+    assert parse_experiment(yaml.safe_load(path.read_text())).spec == exp.spec
+
+
+def test_a_torn_last_journal_line_is_ignored(tmp_path: Path) -> None:
+    path = write_experiment(tmp_path, budget={"maxTrials": 2, "parallelTrials": 1})
+    exp, folder = prepare(path, tmp_path / "out", None)
+    run(exp, folder, quiet())
+    with (folder / "journal.jsonl").open("a") as fh:
+        fh.write('{"event": "tell", "ind')
+    trials, _ = read_journal(folder)
+    assert len(trials) == 2 and all(t.told for t in trials)
