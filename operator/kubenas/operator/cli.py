@@ -1,11 +1,61 @@
-"""``kubenas operator`` and ``kubenas bench operator``."""
+"""``kubenas operator run`` and ``kubenas bench operator``."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
 
-app = typer.Typer(help="Run the Kubenas operator.", no_args_is_help=False)
+app = typer.Typer(help="Run the Kubenas operator.", no_args_is_help=True)
+
+
+@app.command()
+def run(
+    namespace: list[str] = typer.Option(
+        [], "--namespace", "-n", help="Serve only these namespaces (repeatable; default: all namespaces)."
+    ),
+    kubeconfig: Path | None = typer.Option(None, help="Kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)."),
+    metrics_port: int = typer.Option(8000, help="Port of the Prometheus /metrics endpoint; -1 turns it off."),
+    metrics_address: str = typer.Option("127.0.0.1", help="Address of the /metrics endpoint (0.0.0.0 in a pod)."),
+    status_interval: float = typer.Option(1.0, help="Patch an experiment's status at most this often (seconds)."),
+    liveness: str | None = typer.Option(
+        None, help="Serve kopf's liveness probe at this URL, e.g. http://0.0.0.0:8081/healthz."
+    ),
+    log_format: str = typer.Option("json", help="json (one object per line) or plain."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logs."),
+) -> None:
+    """Watch SearchExperiments and run them: controller pods, Trials, trainer Jobs, status, metrics."""
+    import kopf
+
+    from kubenas.operator.runtime import OperatorConfig
+
+    config = OperatorConfig(
+        kubeconfig=str(kubeconfig) if kubeconfig else None,
+        metrics_port=None if metrics_port < 0 else metrics_port,
+        metrics_address=metrics_address,
+        status_interval_s=status_interval,
+    )
+    os.environ.update(config.to_env())
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf's own login reads it too
+    fmt = kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.PLAIN
+    kopf.configure(verbose=verbose, log_format=fmt, log_prefix=False)
+    from prometheus_client import disable_created_metrics
+
+    disable_created_metrics()
+    import kubenas.operator.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespace,
+        namespaces=namespace,
+        liveness_endpoint=liveness,
+    )
 
 
 def register_bench(bench_app: typer.Typer) -> None:
     """Add ``kubenas bench operator`` to ``kubenas bench``."""
+    from kubenas.operator.bench import bench_command
+
+    bench_app.command("operator")(bench_command)

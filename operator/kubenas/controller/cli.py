@@ -1,0 +1,41 @@
+"""``kubenas controller serve``: the command the experiment's controller pod runs."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import typer
+
+from kubenas.controller.protocol import DEFAULT_PORT
+
+app = typer.Typer(help="The experiment controller: holds one search strategy behind an HTTP API.", no_args_is_help=True)
+
+TOKEN_ENV = "KUBENAS_CONTROLLER_TOKEN"
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(
+        "", help="Address to listen on (default: $POD_IP, else 0.0.0.0). The pod IP keeps pods that share a host apart."
+    ),
+    port: int = typer.Option(DEFAULT_PORT, help="Port to listen on."),
+    token_env: str = typer.Option(TOKEN_ENV, help="Environment variable that holds the bearer token."),
+    experiment: str = typer.Option("", envvar="KUBENAS_EXPERIMENT", help="Experiment name (for logs)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logs."),
+) -> None:
+    """Serve ask, tell, replay, health and metrics for one experiment until terminated."""
+    from aiohttp import web
+
+    from kubenas.controller import logs
+    from kubenas.controller.server import make_app
+
+    logs.configure(logging.DEBUG if verbose else logging.INFO)
+    token = os.environ.get(token_env, "")
+    if not token:
+        raise typer.BadParameter(f"${token_env} is empty: the controller refuses to run without a token")
+    bind = host or os.environ.get("POD_IP") or "0.0.0.0"
+    logging.getLogger("kubenas.controller").info(
+        "serving", extra={"experiment": experiment, "host": bind, "port": port}
+    )
+    web.run_app(make_app(token, experiment), host=bind, port=port, print=None, access_log=None)

@@ -1,0 +1,207 @@
+"""The controller's HTTP server (aiohttp): the protocol of ``kubenas.controller.protocol``.
+
+Search calls run one at a time on a single worker thread. That serializes them, as the Search
+requires, and keeps the event loop free to answer ``/health`` while a long replay (thousands of
+trials, an LSTM policy) is under way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from kubenas.controller import protocol
+from kubenas.controller.service import ControllerError, ControllerService
+
+log = logging.getLogger("kubenas.controller")
+
+T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ControllerMetrics:
+    """The controller's own Prometheus series, in a registry of its own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "kubenas_controller_requests_total",
+            "Requests served, by endpoint and HTTP status code.",
+            ["endpoint", "code"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "kubenas_controller_request_duration_seconds",
+            "Time to serve a request, by endpoint.",
+            ["endpoint"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30),
+            registry=self.registry,
+        )
+        self.asked = Gauge("kubenas_controller_trials_asked", "Candidates asked so far.", registry=self.registry)
+        self.told = Gauge("kubenas_controller_trials_told", "Results told so far.", registry=self.registry)
+        self.replays = Counter(
+            "kubenas_controller_replays_total", "Rebuilds of the search from history.", registry=self.registry
+        )
+
+
+class SerialRunner:
+    """Runs the Search's calls one after another on one thread, off the event loop."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+SERVICE_KEY = web.AppKey("service", ControllerService)
+RUNNER_KEY = web.AppKey("runner", SerialRunner)
+METRICS_KEY = web.AppKey("metrics", ControllerMetrics)
+
+
+def _error(code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=protocol.HTTP_STATUS[code])
+
+
+def _state(request: web.Request) -> dict[str, Any]:
+    service = request.app[SERVICE_KEY]
+    state = service.state()
+    metrics = request.app[METRICS_KEY]
+    metrics.asked.set(state.asked)
+    metrics.told.set(state.told)
+    return state.to_json()
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ControllerError(protocol.BAD_REQUEST, "the body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise ControllerError(protocol.BAD_REQUEST, "the body must be a JSON object")
+    return data
+
+
+def _int(data: dict[str, Any], key: str, default: int | None = None) -> int:
+    value = data.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ControllerError(protocol.BAD_REQUEST, f"{key} must be an integer")
+    return value
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"state": _state(request)})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    _state(request)
+    body = generate_latest(request.app[METRICS_KEY].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def replay(request: web.Request) -> web.Response:
+    data = await _body(request)
+    trials = data.get("trials") or []
+    if not isinstance(trials, list) or not isinstance(data.get("spec"), dict):
+        raise ControllerError(protocol.BAD_REQUEST, "replay needs spec (object) and trials (list)")
+    service = request.app[SERVICE_KEY]
+    experiment = str(data.get("experiment") or service.experiment)
+    started = time.perf_counter()
+    state = await request.app[RUNNER_KEY].run(lambda: service.replay(experiment, data["spec"], trials))
+    request.app[METRICS_KEY].replays.inc()
+    log.info(
+        "replayed history",
+        extra={
+            "experiment": experiment,
+            "trials": state.asked,
+            "told": state.told,
+            "seconds": round(time.perf_counter() - started, 4),
+        },
+    )
+    return web.json_response({"state": _state(request)})
+
+
+async def ask(request: web.Request) -> web.Response:
+    data = await _body(request)
+    index, count = _int(data, "index"), _int(data, "count", 1)
+    service = request.app[SERVICE_KEY]
+    trials = await request.app[RUNNER_KEY].run(lambda: service.ask(index, count))
+    return web.json_response({"trials": trials, "state": _state(request)})
+
+
+async def tell(request: web.Request) -> web.Response:
+    data = await _body(request)
+    index = _int(data, "index")
+    metrics_in = data.get("metrics")
+    if metrics_in is not None and not isinstance(metrics_in, dict):
+        raise ControllerError(protocol.BAD_REQUEST, "metrics must be an object")
+    service = request.app[SERVICE_KEY]
+    record = await request.app[RUNNER_KEY].run(
+        lambda: service.tell(index, data.get("name"), metrics_in, bool(data.get("failed", False)), data.get("reason"))
+    )
+    return web.json_response({"trial": record, "state": _state(request)})
+
+
+def _middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        endpoint = request.path if request.path in ENDPOINTS else "other"
+        started = time.perf_counter()
+        status = 500
+        try:
+            if request.method == "POST" and not hmac.compare_digest(
+                request.headers.get("Authorization", "").encode(), expected
+            ):
+                response: web.StreamResponse = _error(protocol.UNAUTHORIZED, "missing or wrong bearer token")
+            else:
+                try:
+                    response = await handler(request)
+                except ControllerError as exc:
+                    log.warning("refused", extra={"endpoint": endpoint, "code": exc.code, "detail": exc.message})
+                    response = _error(exc.code, exc.message)
+            status = response.status
+            return response
+        finally:
+            m = request.app[METRICS_KEY]
+            m.requests.labels(endpoint, str(status)).inc()
+            m.duration.labels(endpoint).observe(time.perf_counter() - started)
+
+    return middleware
+
+
+ENDPOINTS = ("/health", "/metrics", "/replay", "/ask", "/tell")
+
+
+def make_app(token: str, experiment: str = "") -> web.Application:
+    """The controller's aiohttp application; ``token`` guards every POST."""
+    if not token:
+        raise ValueError("the controller needs a non-empty token")
+    app = web.Application(middlewares=[_middleware(token)])
+    app[SERVICE_KEY] = ControllerService(experiment)
+    app[RUNNER_KEY] = SerialRunner()
+    app[METRICS_KEY] = ControllerMetrics()
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/replay", replay)
+    app.router.add_post("/ask", ask)
+    app.router.add_post("/tell", tell)
+
+    async def _close(app: web.Application) -> None:
+        app[RUNNER_KEY].close()
+
+    app.on_cleanup.append(_close)
+    return app

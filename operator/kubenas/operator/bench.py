@@ -1,0 +1,83 @@
+"""``kubenas bench operator``: how fast the operator turns a finished trial into the next one.
+
+With zero-cost trials (a shell ``printf`` of the metrics), the time between a trainer pod's end and
+the next trainer pod's creation is all operator, API server and Job controller. The benchmark
+watches trainer pods from outside, timestamps each pod's first sight and its trainer's termination
+(the watch's clock: the API server's own timestamps have one-second resolution), and reports:
+
+- ``turnaround_ms`` p50 / p99: the i-th termination is paired with the (parallel+i)-th pod creation
+  (each finished trial frees exactly one slot, so in steady state the k-th freed slot is filled by
+  the k-th pod after the first ``parallel``);
+- ``trials_per_s``: trials finished per second between the first pod's creation and the last end;
+- ``writes_per_trial``: the operator's Kubernetes API writes (creates, patches, deletes, events,
+  from its own ``kubenas_api_writes_total``) divided by the number of trials.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+
+#: a trial that costs nothing: the metrics are written and the process exits
+ZERO_COST_COMMAND = ["sh", "-c", 'printf \'{"val_accuracy": 0.%s}\' "$KUBENAS_SEED" > "$KUBENAS_RESULT_FILE"']
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    trials: int
+    parallel: int
+    turnaround_ms: list[float]
+    seconds: float
+    writes: float
+
+    def percentile(self, q: float) -> float:
+        return percentile(self.turnaround_ms, q)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "turnaround_ms": {"p50": round(self.percentile(50), 2), "p99": round(self.percentile(99), 2)},
+            "trials_per_s": round(self.trials / self.seconds, 2) if self.seconds > 0 else None,
+            "writes_per_trial": round(self.writes / self.trials, 3) if self.trials else None,
+            "trials": self.trials,
+            "parallel": self.parallel,
+            "samples": len(self.turnaround_ms),
+        }
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (no interpolation: every reported figure was actually measured)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def turnarounds(terminations: Sequence[float], creations: Sequence[float], parallel: int) -> list[float]:
+    """Milliseconds from each termination to the creation of the pod that took its slot."""
+    ends, starts = sorted(terminations), sorted(creations)[parallel:]
+    return [max(0.0, (s - e) * 1000.0) for e, s in zip(ends, starts, strict=False)]
+
+
+def bench_command(
+    trials: int = typer.Option(200, "--trials", help="Trials to run."),
+    parallel: int = typer.Option(50, "--parallel", help="Trials in flight at once."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the figures to this JSON file."),
+    kubeconfig: Path | None = typer.Option(
+        None, help="Use this cluster (it needs the CRDs); default: start a test cluster of its own."
+    ),
+) -> None:
+    """Operator turnaround with zero-cost trials: p50/p99 ms, trials/s, API writes per trial."""
+    from kubenas.operator.bench_run import run_bench
+
+    result = run_bench(trials, parallel, kubeconfig)
+    figures = result.to_json()
+    typer.echo(json.dumps(figures, indent=2))
+    if json_out is not None:
+        json_out.write_text(json.dumps(figures, indent=2) + "\n")

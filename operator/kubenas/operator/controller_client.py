@@ -1,0 +1,105 @@
+"""The operator's side of the controller protocol (``kubenas.controller.protocol``).
+
+The operator reaches each experiment's controller at its pod IP, read from the EndpointSlice of the
+controller's headless Service; never through a ClusterIP (there may be no kube-proxy at all).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from kubenas.controller import protocol
+from kubenas.core.errors import KubenasError
+from kubenas.core.records import TrialRecord
+
+
+class ControllerUnavailable(KubenasError):
+    """The controller cannot be reached (starting, restarting, gone): try again soon."""
+
+
+class ControllerOutOfSync(KubenasError):
+    """The controller's history differs from the Trials (it restarted): replay, then retry."""
+
+
+class ControllerRefused(KubenasError):
+    """The controller refused a request for good (bad request, token, a history that does not replay)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one experiment's controller listens, and its token."""
+
+    host: str
+    port: int
+    token: str
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class ControllerClient:
+    """Calls one controller. Sessions are shared by all experiments (keep-alive per pod IP)."""
+
+    def __init__(self, session: aiohttp.ClientSession, endpoint: Endpoint, timeout: float = 60.0) -> None:
+        self.session = session
+        self.endpoint = endpoint
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.endpoint.token}"}
+        try:
+            async with self.session.request(
+                method, self.endpoint.url + path, json=body, headers=headers, timeout=self._timeout
+            ) as response:
+                text = await response.text()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise ControllerUnavailable(f"{method} {self.endpoint.url}{path}: {exc!r}") from None
+        try:
+            data = json.loads(text) if text else {}
+        except json.JSONDecodeError:
+            raise ControllerUnavailable(f"{path}: answer is not JSON (HTTP {status})") from None
+        if status >= 500:
+            raise ControllerUnavailable(f"{path}: HTTP {status}")
+        if status >= 400:
+            error = data.get("error") or {}
+            code, message = str(error.get("code", status)), str(error.get("message", text))
+            if code in (protocol.OUT_OF_SYNC, protocol.NOT_CONFIGURED):
+                raise ControllerOutOfSync(message)
+            raise ControllerRefused(code, message)
+        return data
+
+    async def health(self) -> protocol.State:
+        return protocol.State.from_json((await self._call("GET", "/health"))["state"])
+
+    async def replay(self, experiment: str, spec: Mapping[str, Any], trials: Sequence[TrialRecord]) -> protocol.State:
+        body = {"experiment": experiment, "spec": dict(spec), "trials": [protocol.record_to_json(t) for t in trials]}
+        return protocol.State.from_json((await self._call("POST", "/replay", body))["state"])
+
+    async def ask(self, index: int, count: int) -> tuple[list[dict[str, Any]], protocol.State]:
+        data = await self._call("POST", "/ask", {"index": index, "count": count})
+        return list(data["trials"]), protocol.State.from_json(data["state"])
+
+    async def tell(
+        self, index: int, name: str, metrics: Mapping[str, float] | None, failed: bool, reason: str | None
+    ) -> tuple[dict[str, Any], protocol.State]:
+        body = {
+            "index": index,
+            "name": name,
+            "metrics": dict(metrics) if metrics is not None else None,
+            "failed": failed,
+            "reason": reason,
+        }
+        data = await self._call("POST", "/tell", body)
+        return dict(data["trial"]), protocol.State.from_json(data["state"])

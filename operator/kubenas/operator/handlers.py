@@ -1,0 +1,182 @@
+"""Every kopf registration of the operator, in one place. Handlers parse, route and wake; no logic.
+
+- **Indexes** (Trials, trainer Jobs and Pods, controller EndpointSlices) are the operator's cache;
+  kopf fills them completely before the first handler runs, so a restarted operator reconciles from
+  the whole picture.
+- **Experiment handlers**: create and resume start the experiment's reconciler; update (of the spec)
+  wakes it; the deletion event stops it and drops its metric series. Deletion needs no finalizer:
+  every child has an owner reference and the garbage collector removes it.
+- **Watch events** on Jobs, Pods and EndpointSlices wake the experiment's reconciler at once, which
+  is how a finished trial starts the next one without any polling.
+
+Run with ``kubenas operator run``, or ``kopf run -m kubenas.operator.handlers --standalone -A``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from kubenas.api.v1alpha1 import GROUP, VERSION
+from kubenas.operator import names
+from kubenas.operator.reconciler import ExperimentReconciler
+from kubenas.operator.runtime import Indexes, OperatorConfig, Runtime
+from kubenas.operator.views import EndpointView, JobView, PodView, TrialView
+
+log = logging.getLogger("kubenas.operator")
+
+EXPERIMENTS = (GROUP, VERSION, names.PLURAL_EXPERIMENTS)
+TRIALS = (GROUP, VERSION, names.PLURAL_TRIALS)
+JOBS = ("batch", "v1", "jobs")
+PODS = ("v1", "pods")
+SLICES = ("discovery.k8s.io", "v1", "endpointslices")
+TRAINERS = {names.LABEL_COMPONENT: names.COMPONENT_TRAINER, names.LABEL_EXPERIMENT: kopf.PRESENT}
+CONTROLLERS = {names.LABEL_COMPONENT: names.COMPONENT_CONTROLLER, names.LABEL_EXPERIMENT: kopf.PRESENT}
+
+
+# -- lifecycle ---------------------------------------------------------------------------------
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """kopf's bookkeeping in our group's annotations; no kopf events (ours are explicit); our runtime."""
+    settings.persistence.finalizer = names.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=names.ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.enabled = False
+    config = OperatorConfig.from_env()
+    runtime = Runtime.create(config)
+    if config.metrics_port is not None:
+        port = runtime.metrics.serve(config.metrics_port, config.metrics_address)
+        log.info("metrics served", extra={"address": config.metrics_address, "port": port})
+    memo.runtime = runtime
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    await memo.runtime.close()
+
+
+# -- the cache ---------------------------------------------------------------------------------
+@kopf.index(*TRIALS, labels={names.LABEL_EXPERIMENT: kopf.PRESENT})
+def trial_index(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict:
+    return {(namespace, labels[names.LABEL_EXPERIMENT]): TrialView.parse(body)}
+
+
+@kopf.index(*JOBS, labels=TRAINERS)
+def job_index(namespace: str, body: kopf.Body, **_: Any) -> dict:
+    view = JobView.parse(body)
+    return {(namespace, view.trial): view}
+
+
+@kopf.index(*PODS, labels=TRAINERS)
+def pod_index(namespace: str, body: kopf.Body, **_: Any) -> dict:
+    view = PodView.parse(body)
+    return {(namespace, view.trial): view}
+
+
+@kopf.index(*SLICES, labels=CONTROLLERS)
+def endpoint_index(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict:
+    return {(namespace, labels[names.LABEL_EXPERIMENT]): EndpointView.parse(body)}
+
+
+# -- experiments -------------------------------------------------------------------------------
+def _reconciler(memo: kopf.Memo, body: kopf.Body, indexes: Mapping[str, Any] | None = None) -> ExperimentReconciler:
+    """The experiment's reconciler, started on first sight (or replaced if the name was reused)."""
+    runtime: Runtime = memo.runtime
+    if indexes is not None and runtime.indexes is None:
+        runtime.indexes = Indexes(
+            trials=indexes["trial_index"],
+            jobs=indexes["job_index"],
+            pods=indexes["pod_index"],
+            endpoints=indexes["endpoint_index"],
+        )
+    key = (body.metadata.namespace or "", body.metadata.name or "")
+    current = runtime.reconcilers.get(key)
+    if current is None or current.uid != body.metadata.uid:
+        if current is not None:
+            runtime.spawn(current.stop(), f"stop {key[1]}")
+        current = ExperimentReconciler(runtime, body)
+        runtime.reconcilers[key] = current
+        current.start()
+    return current
+
+
+@kopf.on.resume(*EXPERIMENTS)
+@kopf.on.create(*EXPERIMENTS)
+async def experiment_started(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A new experiment, or one found at operator start: rebuild its state from the objects."""
+    _reconciler(memo, body, kwargs).wake()
+
+
+@kopf.on.update(*EXPERIMENTS, field="spec")
+async def experiment_updated(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A spec edit: the reconciler accepts a budget change or refuses the edit with a reason."""
+    reconciler = _reconciler(memo, body, kwargs)
+    reconciler.observe_experiment(body)
+    reconciler.wake()
+
+
+@kopf.on.event(*EXPERIMENTS)
+async def experiment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the newest copy of each experiment; stop its reconciler when it is deleted."""
+    runtime: Runtime = memo.runtime
+    key = (body.metadata.namespace or "", body.metadata.name or "")
+    reconciler = runtime.reconcilers.get(key)
+    if reconciler is None or reconciler.uid != body.metadata.uid:
+        return
+    if type == "DELETED" or body.metadata.get("deletionTimestamp"):
+        runtime.reconcilers.pop(key, None)
+        await reconciler.stop()
+        runtime.metrics.forget(*key)
+        log.info("experiment deleted", extra={"namespace": key[0], "experiment": key[1]})
+        return
+    reconciler.observe_experiment(body)
+
+
+# -- wake-ups ----------------------------------------------------------------------------------
+def _wake(memo: kopf.Memo, namespace: str, labels: Mapping[str, str]) -> ExperimentReconciler | None:
+    reconciler = memo.runtime.reconcilers.get((namespace, labels.get(names.LABEL_EXPERIMENT, "")))
+    if reconciler is not None:
+        reconciler.wake()
+    return reconciler
+
+
+@kopf.on.event(*PODS, labels=TRAINERS)
+async def trainer_pod_event(
+    namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    """A trainer started or ended: record the time (turnaround) and wake the experiment."""
+    view = PodView.parse(body)
+    if view.terminated is None and view.running_since is None:
+        return
+    reconciler = _wake(memo, namespace, labels)
+    if (
+        reconciler is not None
+        and view.terminated is not None
+        and view.terminated.exit_code
+        in (
+            0,
+            names.BAD_CANDIDATE_EXIT_CODE,
+        )
+    ):
+        reconciler.note_termination(view.uid)
+
+
+@kopf.on.event(*JOBS, labels=TRAINERS)
+async def trainer_job_event(
+    namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    """A trainer Job gave its verdict (retries exhausted, deadline, complete)."""
+    view = JobView.parse(body)
+    if view.complete or view.failed:
+        _wake(memo, namespace, labels)
+
+
+@kopf.on.event(*SLICES, labels=CONTROLLERS)
+async def controller_endpoint_event(namespace: str, labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> None:
+    """The controller pod became ready, moved or went away."""
+    _wake(memo, namespace, labels)

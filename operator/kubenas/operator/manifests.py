@@ -1,0 +1,312 @@
+"""Pure builders of every object the operator creates: plain dicts in, plain dicts out.
+
+Nothing here talks to the API server, so each manifest can be read and checked in a unit test. The
+builders take the *accepted* spec (the one the experiment started with, plus the budget edits the
+operator allowed), never the live object, so a refused edit cannot leak into new children.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubenas.api.v1alpha1 import API_VERSION, Resources, SearchExperimentSpec, TrialTemplate
+from kubenas.core.errors import SpecError
+from kubenas.core.search import trial_seed
+from kubenas.core.space import Architecture
+from kubenas.operator import names
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The object that owns a child: garbage collection deletes the child with it."""
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True)
+class ExperimentRef:
+    """What the builders need to know of the experiment object itself."""
+
+    namespace: str
+    name: str
+    uid: str
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(API_VERSION, "SearchExperiment", self.name, self.uid)
+
+
+def _meta(name: str, namespace: str, labels: Mapping[str, str], owner: Owner) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": dict(labels), "ownerReferences": [owner.reference()]}
+
+
+def restricted_pod_security() -> dict[str, Any]:
+    """Pod-level settings of the Pod Security "restricted" profile (images must run as a non-root uid)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_container_security() -> dict[str, Any]:
+    """Container-level settings of the "restricted" profile."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _resources(resources: Resources) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if resources.requests:
+        out["requests"] = {k: str(v) for k, v in resources.requests.items()}
+    if resources.limits:
+        out["limits"] = {k: str(v) for k, v in resources.limits.items()}
+    return out
+
+
+def gpus_of(resources: Resources) -> float:
+    """GPUs one container holds (limits win, as the scheduler counts extended resources there)."""
+    value = resources.limits.get(GPU_RESOURCE, resources.requests.get(GPU_RESOURCE, 0))
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def trainer_image(spec: SearchExperimentSpec) -> str:
+    """The trial image, required on Kubernetes (local mode ignores it)."""
+    if not spec.trial_template.image:
+        raise SpecError("spec.trialTemplate.image", "is required on Kubernetes")
+    return spec.trial_template.image
+
+
+def controller_image(spec: SearchExperimentSpec) -> str:
+    """The controller runs from its own image if given, else from the trial image."""
+    return spec.controller.image or trainer_image(spec)
+
+
+# -- the controller ----------------------------------------------------------------------------
+def controller_secret(exp: ExperimentRef, token: str, accepted_spec: SearchExperimentSpec) -> dict[str, Any]:
+    """The controller's bearer token and the spec the experiment runs with.
+
+    The accepted spec lives here rather than on the experiment because a refused edit of the
+    experiment must not change what the operator builds; the Secret is written only by the operator.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(
+            names.controller_name(exp.name), exp.namespace, names.controller_selector(exp.name), exp.owner
+        ),
+        "type": "Opaque",
+        "stringData": {names.TOKEN_KEY: token, names.SPEC_KEY: spec_json(accepted_spec)},
+    }
+
+
+def spec_json(spec: SearchExperimentSpec) -> str:
+    return json.dumps(spec.to_wire(), sort_keys=True, separators=(",", ":"))
+
+
+def controller_service(exp: ExperimentRef) -> dict[str, Any]:
+    """A headless Service: it exists for its EndpointSlice (the pod IP), never for a ClusterIP."""
+    selector = names.controller_selector(exp.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(names.controller_name(exp.name), exp.namespace, selector, exp.owner),
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector,
+            "ports": [
+                {
+                    "name": names.CONTROLLER_PORT_NAME,
+                    "port": names.CONTROLLER_PORT,
+                    "targetPort": names.CONTROLLER_PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def controller_deployment(exp: ExperimentRef, spec: SearchExperimentSpec, replicas: int = 1) -> dict[str, Any]:
+    """One controller pod holding the strategy; Recreate so two never run at once."""
+    name = names.controller_name(exp.name)
+    selector = names.controller_selector(exp.name)
+    labels = {**names.experiment_labels(exp.name), **selector}
+    container: dict[str, Any] = {
+        "name": names.CONTROLLER_CONTAINER,
+        "image": controller_image(spec),
+        "command": ["kubenas", "controller", "serve"],
+        "args": ["--port", str(names.CONTROLLER_PORT)],
+        "env": [
+            {"name": "KUBENAS_EXPERIMENT", "value": exp.name},
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {
+                "name": names.TOKEN_ENV,
+                "valueFrom": {"secretKeyRef": {"name": name, "key": names.TOKEN_KEY}},
+            },
+        ],
+        "ports": [{"name": names.CONTROLLER_PORT_NAME, "containerPort": names.CONTROLLER_PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/health", "port": names.CONTROLLER_PORT_NAME},
+            "periodSeconds": 5,
+        },
+        "securityContext": restricted_container_security(),
+    }
+    resources = _resources(spec.controller.resources)
+    if resources:
+        container["resources"] = resources
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(name, exp.namespace, labels, exp.owner),
+        "spec": {
+            "replicas": replicas,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": restricted_pod_security(),
+                    "containers": [container],
+                },
+            },
+        },
+    }
+
+
+# -- trials ------------------------------------------------------------------------------------
+def trial_object(
+    exp: ExperimentRef, spec: SearchExperimentSpec, index: int, architecture: Architecture, architecture_id: str
+) -> dict[str, Any]:
+    """The Trial for the ``index``-th candidate. Its status is written later, by the status subresource."""
+    name = names.trial_name(exp.name, index)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Trial",
+        "metadata": _meta(name, exp.namespace, names.experiment_labels(exp.name), exp.owner),
+        "spec": {
+            "experiment": exp.name,
+            "index": index,
+            "architecture": dict(architecture),
+            "architectureId": architecture_id,
+            "seed": trial_seed(spec.strategy.seed, index),
+        },
+    }
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    """Never retry a bad candidate (exit 3); never count a disruption (eviction, preemption) as a try."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": names.TRAINER_CONTAINER,
+                    "operator": "In",
+                    "values": [names.BAD_CANDIDATE_EXIT_CODE],
+                },
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]
+    }
+
+
+def trial_env(experiment: str, spec: SearchExperimentSpec, trial: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The trial contract's environment (docs/trial-contract.md), then the template's own variables."""
+    t_spec = trial["spec"]
+    contract = {
+        "KUBENAS_ARCHITECTURE": json.dumps(t_spec["architecture"]),
+        "KUBENAS_ARCHITECTURE_ID": t_spec["architectureId"],
+        "KUBENAS_SEARCH_SPACE": json.dumps(spec.search_space.to_wire(), sort_keys=True),
+        "KUBENAS_SETTINGS": json.dumps(spec.trial_template.settings, sort_keys=True),
+        "KUBENAS_TRIAL": trial["metadata"]["name"],
+        "KUBENAS_EXPERIMENT": experiment,
+        "KUBENAS_SEED": str(t_spec["seed"]),
+        "KUBENAS_RESULT_FILE": names.TERMINATION_MESSAGE_PATH,
+    }
+    env = [{"name": k, "value": v} for k, v in contract.items()]
+    env += [{"name": e.name, "value": e.value} for e in spec.trial_template.env if e.name not in contract]
+    return env
+
+
+def _tolerations(template: TrialTemplate) -> list[dict[str, Any]]:
+    return [t.to_wire() for t in template.tolerations]
+
+
+def trainer_job(exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[str, Any]) -> dict[str, Any]:
+    """The Job that trains one Trial; owned by the Trial, named after it."""
+    template = spec.trial_template
+    name = trial["metadata"]["name"]
+    labels = names.trainer_labels(exp.name, name)
+    owner = Owner(API_VERSION, "Trial", name, trial["metadata"]["uid"])
+    container: dict[str, Any] = {
+        "name": names.TRAINER_CONTAINER,
+        "image": trainer_image(spec),
+        "command": list(template.command),
+        "env": trial_env(exp.name, spec, trial),
+        "terminationMessagePath": names.TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "File",
+        "securityContext": restricted_container_security(),
+    }
+    if template.args:
+        container["args"] = list(template.args)
+    if template.working_dir:
+        container["workingDir"] = template.working_dir
+    resources = _resources(template.resources)
+    if resources:
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": restricted_pod_security(),
+        "containers": [container],
+    }
+    if template.node_selector:
+        pod_spec["nodeSelector"] = dict(template.node_selector)
+    if template.tolerations:
+        pod_spec["tolerations"] = _tolerations(template)
+    if template.priority_class_name:
+        pod_spec["priorityClassName"] = template.priority_class_name
+    job_spec: dict[str, Any] = {
+        "backoffLimit": template.retries,
+        "completions": 1,
+        "parallelism": 1,
+        "podFailurePolicy": pod_failure_policy(),
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    if template.deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = template.deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _meta(name, exp.namespace, labels, owner),
+        "spec": job_spec,
+    }

@@ -1,0 +1,77 @@
+"""Names, labels and keys shared by everything the operator creates.
+
+Child names are deterministic functions of the experiment's name, so a restarted operator finds what
+an earlier one created, and creating an object twice is an ``AlreadyExists``, never a duplicate.
+"""
+
+from __future__ import annotations
+
+from kubenas.api.v1alpha1 import GROUP
+
+PLURAL_EXPERIMENTS = "searchexperiments"
+PLURAL_TRIALS = "trials"
+
+LABEL_EXPERIMENT = f"{GROUP}/experiment"
+LABEL_TRIAL = f"{GROUP}/trial"
+LABEL_COMPONENT = f"{GROUP}/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "kubenas"
+COMPONENT_CONTROLLER = "controller"
+COMPONENT_TRAINER = "trainer"
+
+#: Only used if a handler ever needs to block deletion; the operator registers none that do.
+FINALIZER = f"{GROUP}/finalizer"
+#: Prefix of kopf's bookkeeping annotations, so they live in our group too.
+ANNOTATION_PREFIX = GROUP
+
+TRAINER_CONTAINER = "trainer"
+CONTROLLER_CONTAINER = "controller"
+CONTROLLER_PORT = 8080
+CONTROLLER_PORT_NAME = "http"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+
+#: Keys of the per-experiment Secret: the controller's bearer token and the accepted spec.
+TOKEN_KEY = "token"
+SPEC_KEY = "spec.json"
+TOKEN_ENV = "KUBENAS_CONTROLLER_TOKEN"
+
+#: Exit code a trainer uses for an architecture that cannot be built or trained (trial contract).
+BAD_CANDIDATE_EXIT_CODE = 3
+
+#: Longest experiment name whose children's names (``<exp>-controller``, ``<exp>-00042``) fit 63 characters.
+MAX_EXPERIMENT_NAME = 63 - len("-controller")
+
+
+def trial_name(experiment: str, index: int) -> str:
+    """The name of trial ``index``, the same one the controller's Search gives it."""
+    return f"{experiment}-{index:05d}"
+
+
+def controller_name(experiment: str) -> str:
+    """Name of the controller's Deployment, Service and Secret."""
+    return f"{experiment}-controller"
+
+
+def experiment_labels(experiment: str) -> dict[str, str]:
+    return {LABEL_EXPERIMENT: experiment, LABEL_MANAGED_BY: MANAGED_BY}
+
+
+def controller_selector(experiment: str) -> dict[str, str]:
+    """Labels that select the controller pod (and only it)."""
+    return {LABEL_EXPERIMENT: experiment, LABEL_COMPONENT: COMPONENT_CONTROLLER}
+
+
+def trainer_labels(experiment: str, trial: str) -> dict[str, str]:
+    return {**experiment_labels(experiment), LABEL_TRIAL: trial, LABEL_COMPONENT: COMPONENT_TRAINER}
+
+
+def name_problem(experiment: str) -> str | None:
+    """Why an experiment name cannot be used for its children, or None if it can."""
+    if len(experiment) > MAX_EXPERIMENT_NAME:
+        return (
+            f"metadata.name: {len(experiment)} characters; at most {MAX_EXPERIMENT_NAME} fit the names of the"
+            f" controller Service ({controller_name('…')}) and the trial Jobs"
+        )
+    if not experiment[:1].isalpha():
+        return "metadata.name: must start with a letter (it names the controller Service, a DNS-1035 label)"
+    return None

@@ -1,0 +1,172 @@
+"""Status of experiments and trials, computed as pure functions of what the operator knows.
+
+The experiment status is recomputed whole from the trial history on every reconcile and written as
+a merge patch only when it differs from what the object already shows, so a restarted operator
+writes nothing until something actually changes. Condition transition times are carried over from
+the current status, as the Kubernetes API conventions ask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kubenas.api.v1alpha1 import SearchExperimentSpec
+from kubenas.core.engine import summarize
+from kubenas.core.records import TrialRecord, objective_value
+from kubenas.operator.outcomes import TrialOutcome
+from kubenas.operator.views import finite_or_none, format_time
+
+# condition types
+CONTROLLER_READY = "ControllerReady"
+RUNNING = "Running"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+SPEC_ACCEPTED = "SpecAccepted"
+
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Where the experiment stands: its phase, and the reason and message that explain it."""
+
+    phase: str  # Pending | Running | Succeeded | Failed
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SpecVerdict:
+    """Whether the latest spec edit was accepted."""
+
+    accepted: bool
+    reason: str = "Accepted"
+    message: str = ""
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int | None,
+) -> list[dict[str, Any]]:
+    """``conditions`` with ``type_`` set; its lastTransitionTime changes only when its status flips."""
+    value = "True" if status else "False"
+    out: list[dict[str, Any]] = []
+    found = False
+    for c in conditions:
+        if c.get("type") != type_:
+            out.append(dict(c))
+            continue
+        found = True
+        transition = c.get("lastTransitionTime") if c.get("status") == value else None
+        out.append(_condition(type_, value, reason, message, transition or format_time(now), generation))
+    if not found:
+        out.append(_condition(type_, value, reason, message, format_time(now), generation))
+    return out
+
+
+def _condition(type_: str, value: str, reason: str, message: str, when: str, generation: int | None) -> dict:
+    c = {"type": type_, "status": value, "reason": reason, "message": message[:1000], "lastTransitionTime": when}
+    if generation is not None:
+        c["observedGeneration"] = generation
+    return c
+
+
+def experiment_status(
+    *,
+    current: Mapping[str, Any],
+    spec: SearchExperimentSpec,
+    trials: Sequence[TrialRecord],
+    verdict: Verdict,
+    controller_ready: tuple[bool, str, str],
+    spec_verdict: SpecVerdict,
+    generation: int | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The whole status the experiment should show now (camelCase, ready for a merge patch)."""
+    counts, best = summarize(spec, trials)
+    done = counts.succeeded + counts.failed + counts.infeasible
+    terminal = verdict.phase in TERMINAL_PHASES
+    conditions: list[dict[str, Any]] = list(current.get("conditions") or [])
+    ready, ready_reason, ready_message = controller_ready
+    conditions = set_condition(conditions, CONTROLLER_READY, ready, ready_reason, ready_message, now, generation)
+    conditions = set_condition(
+        conditions,
+        RUNNING,
+        not terminal,
+        "Running" if not terminal else verdict.reason,
+        verdict.message,
+        now,
+        generation,
+    )
+    if terminal:
+        conditions = set_condition(conditions, verdict.phase, True, verdict.reason, verdict.message, now, generation)
+    conditions = set_condition(
+        conditions, SPEC_ACCEPTED, spec_verdict.accepted, spec_verdict.reason, spec_verdict.message, now, generation
+    )
+    status: dict[str, Any] = {
+        "phase": verdict.phase,
+        "conditions": conditions,
+        "observedGeneration": generation,
+        "trials": counts.to_wire(),
+        "progress": f"{done}/{spec.budget.max_trials}",
+        "startTime": current.get("startTime") or format_time(now),
+        "message": verdict.message,
+    }
+    if best is not None and best.reward is not None:
+        value = finite_or_none(objective_value(spec.objective, best.reward))
+        status["bestTrial"] = {
+            "name": best.name,
+            "architecture": dict(best.architecture),
+            "reward": value,
+            "metrics": dict(best.metrics),
+        }
+        status["bestReward"] = value
+    if terminal:
+        status["completionTime"] = current.get("completionTime") or format_time(now)
+    return status
+
+
+def status_changed(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Whether writing ``desired`` would change anything the object shows."""
+    return any(current.get(k) != v for k, v in desired.items())
+
+
+# -- trials ------------------------------------------------------------------------------------
+def trial_running_status(attempts: int, start_time: str | None) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": "Running", "attempts": attempts}
+    if start_time:
+        status["startTime"] = start_time
+    return status
+
+
+def trial_final_status(told: Mapping[str, Any], outcome: TrialOutcome, attempts: int, now: datetime) -> dict:
+    """A finished trial's status: what the controller recorded (phase, reward, tell position) and how it ran.
+
+    The tell position comes from the controller's answer, so the Trial always records what the
+    strategy actually saw; a re-tell after a crash returns the same position (tells are idempotent).
+    """
+    status: dict[str, Any] = {
+        "phase": told["phase"],
+        "reward": told.get("reward"),
+        "metrics": dict(told.get("metrics") or {}),
+        "attempts": attempts,
+        "tellSequence": told["tellSequence"],
+        "asksBeforeTell": told["asksBeforeTell"],
+        "completionTime": outcome.finished or format_time(now),
+    }
+    reason = told.get("reason") or outcome.reason
+    if reason:
+        status["reason"] = reason
+    if outcome.message:
+        status["message"] = outcome.message[:1000]
+    if outcome.started:
+        status["startTime"] = outcome.started
+    return status
