@@ -77,6 +77,8 @@ class ControllerClient:
             code, message = str(error.get("code", status)), str(error.get("message", text))
             if code in (protocol.OUT_OF_SYNC, protocol.NOT_CONFIGURED):
                 raise ControllerOutOfSync(message)
+            if code == protocol.UNAUTHORIZED:  # a controller started with another token: it will be replaced
+                raise ControllerUnavailable(f"{path}: {message}")
             raise ControllerRefused(code, message)
         return data
 

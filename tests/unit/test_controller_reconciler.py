@@ -1,0 +1,402 @@
+"""The operator's reconcile pass against an in-memory API server and a real controller service.
+
+The fake API keeps objects with resourceVersions and merge-patch semantics; a tiny "job controller"
+in the test turns Jobs into pods and finishes them. The controller is the real aiohttp service. The
+real cluster tests cover the same ground end to end; these run in a second and pin the logic down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp.test_utils import TestServer
+
+from kubenas.api.v1alpha1 import API_VERSION
+from kubenas.controller.server import make_app
+from kubenas.core.search import Search
+from kubenas.operator import names
+from kubenas.operator.kube import AlreadyExists, NotFound
+from kubenas.operator.metrics import OperatorMetrics
+from kubenas.operator.reconciler import ExperimentReconciler
+from kubenas.operator.runtime import Indexes, OperatorConfig, Runtime
+from kubenas.operator.views import EndpointView, JobView, PodView, TrialView
+
+from .test_controller_service import SPEC, reward
+
+NS = "ns"
+Key = tuple[str, str, str, str]
+
+
+def merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    for k, v in patch.items():
+        if v is None:
+            target.pop(k, None)
+        elif isinstance(v, Mapping) and isinstance(target.get(k), dict):
+            merge(target[k], v)
+        else:
+            target[k] = copy.deepcopy(v)
+
+
+class FakeApi:
+    """Just enough of the API server: create, get, list, merge patch, delete, events; counts writes."""
+
+    def __init__(self) -> None:
+        self.objects: dict[Key, dict[str, Any]] = {}
+        self.rv = itertools.count(1)
+        self.uid = itertools.count(1)
+        self.writes = 0
+        self.events: list[tuple[str, str]] = []
+
+    def _key(self, api_version: str, kind: str, ns: str, name: str) -> Key:
+        return (api_version, kind, ns, name)
+
+    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        self.writes += 1
+        meta = obj["metadata"]
+        key = self._key(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        if key in self.objects:
+            raise AlreadyExists(409, "AlreadyExists", meta["name"])
+        body = copy.deepcopy(dict(obj))
+        if "stringData" in body:
+            import base64
+
+            body["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in body.pop("stringData").items()}
+        body["metadata"].update(
+            uid=f"uid-{next(self.uid)}",
+            resourceVersion=str(next(self.rv)),
+            generation=1,
+            creationTimestamp=f"2025-01-01T00:00:{len(self.objects) % 60:02d}Z",
+        )
+        self.objects[key] = body
+        return copy.deepcopy(body)
+
+    async def get(self, api_version: str, kind: str, ns: str, name: str) -> dict[str, Any]:
+        try:
+            return copy.deepcopy(self.objects[self._key(api_version, kind, ns, name)])
+        except KeyError:
+            raise NotFound(404, "NotFound", name) from None
+
+    async def list(self, api_version: str, kind: str, ns: str, selector: Mapping[str, str] | None = None) -> list:
+        return [
+            copy.deepcopy(o)
+            for (av, k, n, _), o in self.objects.items()
+            if (av, k, n) == (api_version, kind, ns)
+            and all(o["metadata"].get("labels", {}).get(a) == b for a, b in (selector or {}).items())
+        ]
+
+    async def patch(
+        self, api_version: str, kind: str, ns: str, name: str, patch: Mapping[str, Any], subresource: str | None = None
+    ) -> dict[str, Any]:
+        self.writes += 1
+        key = self._key(api_version, kind, ns, name)
+        if key not in self.objects:
+            raise NotFound(404, "NotFound", name)
+        body = self.objects[key]
+        if "stringData" in patch:
+            import base64
+
+            patch = {"data": {k: base64.b64encode(v.encode()).decode() for k, v in patch["stringData"].items()}}
+        merge(body, patch)
+        body["metadata"]["resourceVersion"] = str(next(self.rv))
+        return copy.deepcopy(body)
+
+    async def delete(self, api_version: str, kind: str, ns: str, name: str, propagation: str = "Background") -> None:
+        self.writes += 1
+        self.objects.pop(self._key(api_version, kind, ns, name), None)
+
+    async def event(
+        self, involved: Mapping[str, Any], reason: str, message: str, type_: str = "Normal", **_: Any
+    ) -> None:
+        self.writes += 1
+        self.events.append((reason, message))
+
+    async def close(self) -> None:
+        pass
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [o for (_, k, _, _), o in sorted(self.objects.items()) if k == kind]
+
+
+class Lookup:
+    def __init__(self, fn: Callable[[], dict[Any, list[Any]]]) -> None:
+        self.fn = fn
+
+    def get(self, key: Any, default: Any = ()) -> Any:
+        return self.fn().get(key, default)
+
+
+def fake_indexes(api: FakeApi, endpoint: list[EndpointView]) -> Indexes:
+    def group(kind: str, label: str, parse: Callable[[dict[str, Any]], Any]) -> Callable[[], dict[Any, list[Any]]]:
+        def build() -> dict[Any, list[Any]]:
+            out: dict[Any, list[Any]] = {}
+            for o in api.of_kind(kind):
+                out.setdefault((NS, o["metadata"]["labels"][label]), []).append(parse(o))
+            return out
+
+        return build
+
+    return Indexes(
+        trials=Lookup(group("Trial", names.LABEL_EXPERIMENT, TrialView.parse)),
+        jobs=Lookup(group("Job", names.LABEL_TRIAL, JobView.parse)),
+        pods=Lookup(group("Pod", names.LABEL_TRIAL, PodView.parse)),
+        endpoints=Lookup(lambda: {(NS, "exp"): endpoint}),
+    )
+
+
+def experiment(budget: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "SearchExperiment",
+        "metadata": {"name": "exp", "namespace": NS, "uid": "uid-exp", "generation": 1, "resourceVersion": "0"},
+        "spec": {**SPEC, "budget": dict(budget)},
+    }
+
+
+class World:
+    """The fake API, the controller behind a real HTTP server, and the "job controller"."""
+
+    def __init__(self, api: FakeApi, budget: Mapping[str, Any]) -> None:
+        self.api = api
+        self.budget = budget
+        self.endpoint: list[EndpointView] = []
+        self.servers: list[TestServer] = []
+        self.runtimes: list[Runtime] = []
+        self.pod_serial = itertools.count()
+
+    def reconciler(self) -> ExperimentReconciler:
+        runtime = Runtime(OperatorConfig(metrics_port=None, status_interval_s=0.0), self.api, OperatorMetrics())
+        runtime.indexes = fake_indexes(self.api, self.endpoint)
+        self.runtimes.append(runtime)
+        body = self.api.objects[(API_VERSION, "SearchExperiment", NS, "exp")]
+        return ExperimentReconciler(runtime, body)
+
+    async def controller_up(self) -> None:
+        """Start a controller process (a new one each call, as a replaced pod) with the Secret's token."""
+        import base64
+
+        secret = await self.api.get("v1", "Secret", NS, "exp-controller")
+        token = base64.b64decode(secret["data"][names.TOKEN_KEY]).decode()
+        server = TestServer(make_app(token, "exp"), host="127.0.0.1")
+        await server.start_server()
+        self.servers.append(server)
+        self.endpoint[:] = [EndpointView("exp-controller-x", "exp-controller", ("127.0.0.1",), server.port)]
+
+    async def close(self) -> None:
+        for server in self.servers:
+            await server.close()
+        for runtime in self.runtimes:
+            await runtime.close()
+
+    async def run_pods(self, fail: Callable[[dict[str, Any]], int | None] = lambda arch: None) -> int:
+        """Give every Job without a pod a pod, and let each new pod finish; returns how many ran."""
+        ran = 0
+        for job in self.api.of_kind("Job"):
+            trial = job["metadata"]["labels"][names.LABEL_TRIAL]
+            if any(p["metadata"]["labels"][names.LABEL_TRIAL] == trial for p in self.api.of_kind("Pod")):
+                continue
+            env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+            arch = json.loads(env["KUBENAS_ARCHITECTURE"])
+            code = fail(arch)
+            message = json.dumps({"val_accuracy": reward(arch)}) if code is None else None
+            await self.api.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": f"{trial}-{next(self.pod_serial)}",
+                        "namespace": NS,
+                        "labels": job["spec"]["template"]["metadata"]["labels"],
+                        "ownerReferences": [{"uid": job["metadata"]["uid"], "controller": True}],
+                    },
+                    "status": {
+                        "containerStatuses": [
+                            {
+                                "name": "trainer",
+                                "state": {
+                                    "terminated": {
+                                        "exitCode": code or 0,
+                                        "message": message,
+                                        "startedAt": "2025-01-01T00:00:00Z",
+                                        "finishedAt": "2025-01-01T00:00:05Z",
+                                    }
+                                },
+                            }
+                        ]
+                    },
+                }
+            )
+            self.api.writes -= 1  # the kubelet's write, not the operator's
+            ran += 1
+        return ran
+
+
+def scenario(budget: Mapping[str, Any], body: Callable[[World], Awaitable[None]]) -> None:
+    async def main() -> None:
+        api = FakeApi()
+        await api.create(experiment(budget))
+        api.objects[(API_VERSION, "SearchExperiment", NS, "exp")]["metadata"]["uid"] = "uid-exp"
+        api.writes = 0
+        world = World(api, budget)
+        try:
+            await body(world)
+        finally:
+            await world.close()
+
+    asyncio.run(main())
+
+
+async def settle(rec: ExperimentReconciler) -> None:
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if rec.status_writer.idle:
+            return
+
+
+def exp_status(world: World) -> dict[str, Any]:
+    return world.api.objects[(API_VERSION, "SearchExperiment", NS, "exp")].get("status") or {}
+
+
+def trials(world: World) -> list[dict[str, Any]]:
+    return world.api.of_kind("Trial")
+
+
+async def drive(world: World, rec: ExperimentReconciler, passes: int = 100, **kw: Any) -> None:
+    for _ in range(passes):
+        await rec.reconcile()
+        await settle(rec)
+        if rec.final is not None:
+            return
+        await world.run_pods(**kw)
+
+
+def test_waits_for_the_controller_then_runs_the_search_to_the_end() -> None:
+    budget = {"maxTrials": 8, "parallelTrials": 3}
+
+    async def body(world: World) -> None:
+        rec = world.reconciler()
+        await rec.reconcile()
+        await settle(rec)
+        assert trials(world) == []  # no controller yet: nothing asked
+        kinds = {k for (_, k, _, _) in world.api.objects}
+        assert {"Secret", "Service", "Deployment"} <= kinds
+        assert exp_status(world)["phase"] == "Pending"
+        await world.controller_up()
+        await rec.reconcile()
+        assert [t["metadata"]["name"] for t in trials(world)] == ["exp-00000", "exp-00001", "exp-00002"]
+        assert len(world.api.of_kind("Job")) == 3
+        await drive(world, rec)
+        st = exp_status(world)
+        assert st["phase"] == "Succeeded"
+        assert st["trials"]["succeeded"] == 8 and st["trials"]["total"] == 8
+        best = max(trials(world), key=lambda t: t["status"]["reward"])
+        assert st["bestTrial"]["name"] == best["metadata"]["name"]
+        assert sorted(t["status"]["tellSequence"] for t in trials(world)) == list(range(8))
+        reasons = [r for r, _ in world.api.events]
+        assert "MaxTrialsReached" in reasons and "NewBestTrial" in reasons
+        deployment = world.api.objects[("apps/v1", "Deployment", NS, "exp-controller")]
+        assert deployment["spec"]["replicas"] == 0  # the controller is stopped once the search is over
+        assert world.api.writes / 8 <= 6
+
+    scenario(budget, body)
+
+
+def test_a_restarted_operator_adopts_the_controller_and_doubles_nothing() -> None:
+    budget = {"maxTrials": 9, "parallelTrials": 3}
+
+    async def body(world: World) -> None:
+        first = world.reconciler()
+        await first.reconcile()
+        await world.controller_up()
+        await first.reconcile()
+        await world.run_pods()
+        await first.reconcile()  # tells three, asks three
+        await settle(first)
+        await first.status_writer.close()
+        before = [t["metadata"]["name"] for t in trials(world)]
+        second = world.reconciler()  # a new process: nothing in memory
+        await second.reconcile()
+        assert [t["metadata"]["name"] for t in trials(world)] == before
+        await drive(world, second)
+        assert exp_status(world)["trials"]["total"] == 9
+        assert "ControllerReplayed" not in [r for r, _ in world.api.events]
+
+    scenario(budget, body)
+
+
+def test_a_restarted_controller_gets_the_history_and_suggests_the_same() -> None:
+    budget = {"maxTrials": 16, "parallelTrials": 2}
+
+    async def body(world: World) -> None:
+        rec = world.reconciler()
+        await rec.reconcile()
+        await world.controller_up()
+        for _ in range(5):
+            await rec.reconcile()
+            await world.run_pods()
+        # the controller pod is replaced: a new process with an empty memory at a new address
+        await world.controller_up()
+        await drive(world, rec)
+        assert exp_status(world)["phase"] == "Succeeded"
+        assert "ControllerReplayed" in [r for r, _ in world.api.events]
+        # the whole history replays into a fresh search: every suggestion is the unbroken run's
+        from kubenas.api.v1alpha1 import SearchExperimentSpec
+
+        records = [TrialView.parse(t).record() for t in trials(world)]
+        Search(SearchExperimentSpec.model_validate({**SPEC, "budget": budget}), records, name_prefix="exp")
+
+    scenario(budget, body)
+
+
+def test_bad_candidates_count_as_failures_and_too_many_fail_the_experiment() -> None:
+    budget = {"maxTrials": 12, "parallelTrials": 2, "maxFailedTrials": 2}
+
+    async def body(world: World) -> None:
+        rec = world.reconciler()
+        await rec.reconcile()
+        await world.controller_up()
+        await drive(world, rec, fail=lambda arch: 3)
+        st = exp_status(world)
+        assert st["phase"] == "Failed"
+        failed = {c["type"]: c for c in st["conditions"]}["Failed"]
+        assert failed["reason"] == "TooManyFailures"
+        assert all(t["status"]["phase"] == "Failed" for t in trials(world))
+        assert {t["status"]["reason"] for t in trials(world)} <= {"BadCandidate", "Cancelled"}
+
+    scenario(budget, body)
+
+
+def test_raising_max_trials_takes_effect_and_other_edits_are_refused() -> None:
+    budget = {"maxTrials": 3, "parallelTrials": 3}
+
+    async def body(world: World) -> None:
+        rec = world.reconciler()
+        await rec.reconcile()
+        await world.controller_up()
+        await rec.reconcile()
+        exp = world.api.objects[(API_VERSION, "SearchExperiment", NS, "exp")]
+        exp["spec"] = {
+            **exp["spec"],
+            "budget": {"maxTrials": 5, "parallelTrials": 5},
+            "strategy": {**exp["spec"]["strategy"], "seed": 99},
+        }
+        exp["metadata"]["generation"] = 2
+        rec.observe_experiment(exp)
+        await rec.reconcile()
+        await settle(rec)
+        assert len(trials(world)) == 3  # the whole edit was refused
+        spec_ok = {c["type"]: c for c in exp_status(world)["conditions"]}["SpecAccepted"]
+        assert spec_ok["status"] == "False" and "spec.strategy.seed" in spec_ok["message"]
+        exp["spec"] = {**exp["spec"], "strategy": SPEC["strategy"]}
+        exp["metadata"]["generation"] = 3
+        rec.observe_experiment(exp)
+        await rec.reconcile()
+        assert len(trials(world)) == 5
+        secret = world.api.objects[("v1", "Secret", NS, "exp-controller")]
+        assert "data" in secret
+
+    scenario(budget, body)
