@@ -173,7 +173,7 @@ def controller_deployment(exp: ExperimentRef, spec: SearchExperimentSpec, replic
         "ports": [{"name": names.CONTROLLER_PORT_NAME, "containerPort": names.CONTROLLER_PORT, "protocol": "TCP"}],
         "readinessProbe": {
             "httpGet": {"path": "/health", "port": names.CONTROLLER_PORT_NAME},
-            "periodSeconds": 5,
+            "periodSeconds": 2,
         },
         "securityContext": restricted_container_security(),
     }
