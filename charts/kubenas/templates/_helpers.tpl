@@ -1,0 +1,120 @@
+{{/*
+Names and labels shared by every template.
+*/}}
+
+{{- define "kubenas.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name: the release name alone when it already contains the chart name, so
+`helm install kubenas charts/kubenas` gives objects named "kubenas", not "kubenas-kubenas".
+*/}}
+{{- define "kubenas.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "kubenas.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: stable across upgrades (a Deployment's selector is immutable). */}}
+{{- define "kubenas.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubenas.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "kubenas.labels" -}}
+helm.sh/chart: {{ include "kubenas.chart" . }}
+{{ include "kubenas.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: kubenas
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "kubenas.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kubenas.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "kubenas.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "kubenas.peeringName" -}}
+{{- default (include "kubenas.fullname" .) .Values.peering.name }}
+{{- end }}
+
+{{/* Cluster-wide when no namespaces are listed. */}}
+{{- define "kubenas.clusterWide" -}}
+{{- if not .Values.watchNamespaces }}true{{- end }}
+{{- end }}
+
+{{/*
+The job label every query in the dashboard and the alert rules selects on. The ServiceMonitor and
+PodMonitor set it, and docs/monitoring.md asks a hand-written scrape config to use it too.
+*/}}
+{{- define "kubenas.metricsJob" -}}
+kubenas-operator
+{{- end }}
+
+{{/*
+What the operator may do where experiments live. Cluster-wide it is a ClusterRole bound with a
+ClusterRoleBinding; with watchNamespaces the same rules go into a Role in each listed namespace, so
+nothing outside them can be read or written. Secrets, Jobs, Deployments and Services are only
+created, read and deleted by name (no list or watch on Secrets: the operator knows the names).
+*/}}
+{{- define "kubenas.namespacedRules" -}}
+- apiGroups: ["kubenas.io"]
+  resources: ["searchexperiments", "trials"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["kubenas.io"]
+  resources: ["searchexperiments/status", "trials/status"]
+  verbs: ["get", "patch", "update"]
+# Children carry ownerReferences with blockOwnerDeletion, which needs update on the owner's finalizers.
+- apiGroups: ["kubenas.io"]
+  resources: ["searchexperiments/finalizers", "trials/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- if .Values.peering.enabled }}
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+{{- end }}

@@ -1,0 +1,45 @@
+"""Where the chart, its generated parts and the bundle live in the repository."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubenas.devcluster.versions import VERSIONS
+
+#: The repository root (this file is operator/kubenas/packaging/paths.py).
+REPO = Path(__file__).resolve().parents[3]
+
+RELEASE = "kubenas"
+NAMESPACE = "kubenas-system"
+METRICS_JOB = "kubenas-operator"
+#: Passed to helm as --kube-version: helm built from source defaults to v1.20 (its release builds get
+#: the real default through ldflags), and the chart needs at least 1.30. The test cluster's version.
+KUBE_VERSION = VERSIONS.kubernetes
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths relative to one checkout, so tests can point the generators at a scratch copy."""
+
+    root: Path = REPO
+
+    @property
+    def chart(self) -> Path:
+        return self.root / "charts" / "kubenas"
+
+    @property
+    def chart_crds(self) -> Path:
+        return self.chart / "crds"
+
+    @property
+    def dashboard(self) -> Path:
+        return self.chart / "files" / "dashboards" / "kubenas.json"
+
+    @property
+    def alerts(self) -> Path:
+        return self.chart / "files" / "alerts.yaml"
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / "deploy" / "kubenas.yaml"
