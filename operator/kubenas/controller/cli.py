@@ -14,6 +14,11 @@ app = typer.Typer(help="The experiment controller: holds one search strategy beh
 TOKEN_ENV = "KUBENAS_CONTROLLER_TOKEN"
 
 
+@app.callback()
+def main() -> None:
+    """The experiment controller (a group, so that ``serve`` stays a subcommand)."""
+
+
 @app.command()
 def serve(
     host: str = typer.Option(
