@@ -266,7 +266,7 @@ def k8s_ldflags(v: Versions) -> str:
 # only, ~100 MB) and the wrapper replaces k8s.io/kubernetes with that copy.
 LOOPBACK_CHECK = (
     "\tif ip.IsLoopback() {\n"
-    '\t\tallErrs = append(allErrs, field.Invalid(fldPath, ipAddress, '
+    "\t\tallErrs = append(allErrs, field.Invalid(fldPath, ipAddress, "
     '"may not be in the loopback range (127.0.0.0/8, ::1/128)"))\n'
     "\t}\n"
 )

@@ -1,0 +1,29 @@
+# Developer entry points. The test control plane is built once per machine (cached under
+# ~/.cache/kubenas/); `cluster-up` starts one on 127.0.0.1 and writes its kubeconfig to
+# $(CLUSTER_DIR)/kubeconfig.
+
+PYTHON ?= python3
+KUBENAS ?= $(PYTHON) -m kubenas.cli
+CLUSTER_DIR ?= .cache/cluster
+PYTEST_ARGS ?=
+
+.PHONY: cluster-build cluster-up cluster-down cluster-status e2e
+
+## cluster-build: build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and helm (once)
+cluster-build:
+	$(KUBENAS) cluster build
+
+## cluster-up: start a cluster on loopback; prints the kubeconfig path
+cluster-up: cluster-build
+	$(KUBENAS) cluster up --dir $(CLUSTER_DIR)
+
+## cluster-down: stop it and remove $(CLUSTER_DIR)
+cluster-down:
+	$(KUBENAS) cluster down --dir $(CLUSTER_DIR)
+
+cluster-status:
+	$(KUBENAS) cluster status --dir $(CLUSTER_DIR)
+
+## e2e: the tests against the real cluster, alone (the cluster starts and stops with the run)
+e2e: cluster-build
+	$(PYTHON) -m pytest tests/e2e -m e2e $(PYTEST_ARGS)
