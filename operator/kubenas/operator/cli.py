@@ -1,4 +1,4 @@
-"""``kubenas operator run`` and ``kubenas bench operator``."""
+"""``kubenas operator`` (runs the operator) and ``kubenas bench operator``."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Run the Kubenas operator.", no_args_is_help=True)
+app = typer.Typer(help="Run the Kubenas operator.")
 
 
-@app.command()
-def run(
+@app.callback(invoke_without_command=True)
+def operator(
     namespace: list[str] = typer.Option(
         [], "--namespace", "-n", help="Serve only these namespaces (repeatable; default: all namespaces)."
     ),
+    all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A", help="Serve every namespace (the default)."),
     kubeconfig: Path | None = typer.Option(None, help="Kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)."),
     metrics_port: int = typer.Option(8000, help="Port of the Prometheus /metrics endpoint; -1 turns it off."),
     metrics_address: str = typer.Option("127.0.0.1", help="Address of the /metrics endpoint (0.0.0.0 in a pod)."),
@@ -22,14 +23,22 @@ def run(
     liveness: str | None = typer.Option(
         None, help="Serve kopf's liveness probe at this URL, e.g. http://0.0.0.0:8081/healthz."
     ),
+    peering: str | None = typer.Option(
+        None, help="Elect one active operator among replicas through this kopf peering object."
+    ),
+    standalone: bool = typer.Option(True, help="Run without peering (one replica)."),
     log_format: str = typer.Option("json", help="json (one object per line) or plain."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logs."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Verbose logs."),
+    debug: bool = typer.Option(False, "--debug", help="Debug logs, kopf's included."),
 ) -> None:
-    """Watch SearchExperiments and run them: controller pods, Trials, trainer Jobs, status, metrics."""
+    """Watch SearchExperiments and run them: controller pods, Trials, trainer Jobs, status, events, metrics."""
     import kopf
+    from prometheus_client import disable_created_metrics
 
     from kubenas.operator.runtime import OperatorConfig
 
+    if namespace and all_namespaces:
+        raise typer.BadParameter("--namespace and --all-namespaces exclude each other")
     config = OperatorConfig(
         kubeconfig=str(kubeconfig) if kubeconfig else None,
         metrics_port=None if metrics_port < 0 else metrics_port,
@@ -40,14 +49,13 @@ def run(
     if kubeconfig:
         os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf's own login reads it too
     fmt = kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.PLAIN
-    kopf.configure(verbose=verbose, log_format=fmt, log_prefix=False)
-    from prometheus_client import disable_created_metrics
-
+    kopf.configure(debug=debug, verbose=verbose, log_format=fmt, log_prefix=False)
     disable_created_metrics()
     import kubenas.operator.handlers  # noqa: F401  (registers the handlers)
 
     kopf.run(
-        standalone=True,
+        standalone=standalone and peering is None,
+        peering_name=peering,
         clusterwide=not namespace,
         namespaces=namespace,
         liveness_endpoint=liveness,

@@ -9,7 +9,7 @@
 - **Watch events** on Jobs, Pods and EndpointSlices wake the experiment's reconciler at once, which
   is how a finished trial starts the next one without any polling.
 
-Run with ``kubenas operator run``, or ``kopf run -m kubenas.operator.handlers --standalone -A``.
+Run with ``kubenas operator``, or ``kopf run -m kubenas.operator.handlers --standalone -A``.
 """
 
 from __future__ import annotations
@@ -132,6 +132,7 @@ async def experiment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, *
         runtime.reconcilers.pop(key, None)
         await reconciler.stop()
         runtime.metrics.forget(*key)
+        runtime.set_phase(key, None)
         log.info("experiment deleted", extra={"namespace": key[0], "experiment": key[1]})
         return
     reconciler.observe_experiment(body)

@@ -631,6 +631,7 @@ class ExperimentReconciler:
             now=_now(),
         )
         self._metrics(desired, records)
+        self.runtime.set_phase((self.namespace, self.name), desired["phase"])
         if status.status_changed(current, desired):
             self.status_writer.submit(desired, urgent=urgent or desired["phase"] != current.get("phase"))
 

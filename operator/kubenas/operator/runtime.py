@@ -27,7 +27,7 @@ ENV_PREFIX = "KUBENAS_OPERATOR_"
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    """Knobs of the operator process, from ``kubenas operator run`` options or environment variables."""
+    """Knobs of the operator process, from ``kubenas operator`` options or environment variables."""
 
     kubeconfig: str | None = None
     metrics_port: int | None = 8000
@@ -108,6 +108,7 @@ class Runtime:
         self.metrics = metrics
         self.indexes: Indexes | None = None
         self.reconcilers: dict[tuple[str, str], Any] = {}
+        self.phases: dict[tuple[str, str], str] = {}
         self._http: aiohttp.ClientSession | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -123,6 +124,17 @@ class Runtime:
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=False))
         return self._http
+
+    def set_phase(self, key: tuple[str, str], phase: str | None) -> None:
+        """Track each experiment's phase for the ``kubenas_experiments`` gauge (None: forgotten)."""
+        if phase is None:
+            self.phases.pop(key, None)
+        elif self.phases.get(key) == phase:
+            return
+        else:
+            self.phases[key] = phase
+        for p in ("Pending", "Running", "Succeeded", "Failed"):
+            self.metrics.experiments.labels(p).set(sum(1 for v in self.phases.values() if v == p))
 
     def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
         """Run ``coro`` in the background (events, status writes), logging failures instead of losing them."""

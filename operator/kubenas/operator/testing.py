@@ -1,6 +1,6 @@
 """Helpers to run the operator against a real cluster: the end-to-end tests and the benchmark use them.
 
-``OperatorProcess`` runs ``kubenas operator run`` as a child process (so a test can kill it the way a
+``OperatorProcess`` runs ``kubenas operator`` as a child process (so a test can kill it the way a
 node would), ``Kube`` is a small synchronous reader/writer for test assertions, and
 ``experiment_manifest`` builds SearchExperiments around the toy trial of local mode.
 """
@@ -82,7 +82,7 @@ def experiment_manifest(
 
 
 class OperatorProcess:
-    """``kubenas operator run`` in a child process, logging to a file."""
+    """``kubenas operator`` in a child process, logging to a file."""
 
     def __init__(self, kubeconfig: Path, log_path: Path, namespaces: tuple[str, ...] = (), **options: str) -> None:
         self.kubeconfig = kubeconfig
