@@ -653,6 +653,7 @@ class ExperimentReconciler:
             "message": message,
             "observedGeneration": self.body["metadata"].get("generation"),
         }
+        self.runtime.set_phase((self.namespace, self.name), "Failed")
         if status.status_changed(current, desired):
             self.status_writer.submit(desired, urgent=True)
 
