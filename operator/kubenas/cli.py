@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from kubenas.bench import cli as bench_cli
+from kubenas.controller import cli as controller_cli
 from kubenas.devcluster import cli as cluster_cli
 from kubenas.operator import cli as operator_cli
 
@@ -24,6 +25,7 @@ operator_cli.register_bench(bench_app)
 app.add_typer(bench_app, name="bench")
 app.add_typer(cluster_cli.app, name="cluster")
 app.add_typer(operator_cli.app, name="operator")
+app.add_typer(controller_cli.app, name="controller")
 
 
 crds_app = typer.Typer(help="The CustomResourceDefinitions generated from the API models.", no_args_is_help=True)

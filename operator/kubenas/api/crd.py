@@ -107,6 +107,16 @@ class _Converter:
         return node
 
 
+#: children are named <experiment>-controller (a Service: DNS-1035, 63 characters) and <experiment>-00042
+MAX_EXPERIMENT_NAME = 52
+_NAME_RULE = cel(
+    f"self.metadata.name.size() <= {MAX_EXPERIMENT_NAME} && self.metadata.name.matches('^[a-z]')",
+    f"metadata.name must start with a letter and have at most {MAX_EXPERIMENT_NAME} characters"
+    " (children are named <name>-controller and <name>-00042)",
+    ".metadata.name",
+)
+
+
 def openapi_schema(model: type[ApiModel]) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of a resource model (metadata left to the API server)."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
@@ -130,6 +140,8 @@ def _crd(
     columns: list[dict[str, Any]],
 ) -> dict[str, Any]:
     schema = openapi_schema(model)
+    if kind == "SearchExperiment":
+        schema["x-kubernetes-validations"] = [_NAME_RULE]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

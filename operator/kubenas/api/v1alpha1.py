@@ -282,6 +282,16 @@ class SearchExperiment(ApiModel):
     spec: SearchExperimentSpec
     status: SearchExperimentStatus | None = None
 
+    @field_validator("metadata")
+    @classmethod
+    def _name_leaves_room_for_children(cls, meta: ObjectMeta) -> ObjectMeta:
+        if len(meta.name) > 52 or not meta.name[0].isalpha():
+            raise ValueError(
+                "name must start with a letter and have at most 52 characters"
+                " (children are named <name>-controller and <name>-00042)"
+            )
+        return meta
+
 
 class TrialSpec(ApiModel):
     """One candidate architecture to train, as the strategy proposed it."""

@@ -59,6 +59,11 @@ class TrialRecord:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
+def trial_seed(experiment_seed: int, index: int) -> int:
+    """The seed handed to trial ``index``: fixed by the experiment's seed, distinct per trial."""
+    return (experiment_seed * 1_000_003 + index * 7919 + 17) % (2**31 - 1)
+
+
 class MissingMetric(KeyError):
     """The trial reported no value for the objective's metric."""
 

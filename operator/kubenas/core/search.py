@@ -12,14 +12,11 @@ from collections.abc import Mapping, Sequence
 from kubenas.api.v1alpha1 import SearchExperimentSpec
 from kubenas.core import engine
 from kubenas.core.history import replay
-from kubenas.core.records import MissingMetric, TrialRecord, best_of, reward_of
+from kubenas.core.records import MissingMetric, TrialRecord, best_of, reward_of, trial_seed
 from kubenas.core.space import SearchSpace, build_space
 from kubenas.core.strategies import make_strategy
 
-
-def trial_seed(experiment_seed: int, index: int) -> int:
-    """The seed handed to trial ``index``: fixed by the experiment's seed, distinct per trial."""
-    return (experiment_seed * 1_000_003 + index * 7919 + 17) % (2**31 - 1)
+__all__ = ["Search", "trial_seed"]
 
 
 class Search:

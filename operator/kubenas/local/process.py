@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kubenas.api.v1alpha1 import SearchExperiment
-from kubenas.core.records import TrialRecord
-from kubenas.core.search import trial_seed
+from kubenas.core.records import TrialRecord, trial_seed
 from kubenas.core.space import SearchSpace
 
 

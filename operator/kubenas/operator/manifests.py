@@ -14,7 +14,7 @@ from typing import Any
 
 from kubenas.api.v1alpha1 import API_VERSION, Resources, SearchExperimentSpec, TrialTemplate
 from kubenas.core.errors import SpecError
-from kubenas.core.search import trial_seed
+from kubenas.core.records import trial_seed
 from kubenas.core.space import Architecture
 from kubenas.operator import names
 
