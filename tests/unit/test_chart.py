@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 import yaml
 
 from kubenas.api import crd
+from kubenas.operator import cli as operator_cli
 from kubenas.operator.kube import RESOURCES
 from kubenas.packaging import bundle, chart, crds, dashboard, generate
 from kubenas.packaging.helm import HelmError
@@ -45,7 +47,7 @@ ALL_OPTIONS: dict[str, Any] = {
     "watchNamespaces": ["team-a", "team-b"],
     "replicas": 2,
     "peering": {"enabled": True},
-    "logLevel": "verbose",
+    "logLevel": "debug",
     "metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}},
     "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
     "priorityClassName": "system-cluster-critical",
@@ -173,7 +175,7 @@ def test_rbac_has_no_wildcards_and_never_lists_secrets(helm: Path) -> None:
                 for key in ("apiGroups", "resources", "verbs"):
                     assert "*" not in rule[key], f"{kind} rule {rule} has a wildcard"
                 if "secrets" in rule["resources"]:
-                    assert set(rule["verbs"]) <= {"get", "create", "patch", "delete"}
+                    assert set(rule["verbs"]) <= {"get", "create", "patch"}
 
 
 def test_rbac_covers_every_resource_the_operator_touches(helm: Path) -> None:
@@ -183,14 +185,16 @@ def test_rbac_covers_every_resource_the_operator_touches(helm: Path) -> None:
         assert any(group in r["apiGroups"] and plural in r["resources"] for r in rules), f"no rule for {plural}"
     for sub in ("searchexperiments/status", "trials/status"):
         assert _allows(rules, "kubenas.io", sub, "patch")
-    assert _allows(rules, "", "events", "create") and _allows(rules, "events.k8s.io", "events", "create")
+    assert _allows(rules, "", "events", "create")
+    for owner in ("searchexperiments/finalizers", "trials/finalizers"):
+        assert _allows(rules, "kubenas.io", owner, "update")
 
 
 def test_cluster_wide_is_the_default(helm: Path) -> None:
     objs = _render(helm)
     assert "Role" not in _kinds(objs) and "RoleBinding" not in _kinds(objs)
     args = _one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--all-namespaces" in args
+    assert "--all-namespaces" in args and not [a for a in args if a.startswith("--namespace")]
     discovery = _rules(objs, "ClusterRole", "kubenas-discovery")
     assert _allows(discovery, "apiextensions.k8s.io", "customresourcedefinitions", "watch")
     assert not any("secrets" in r["resources"] for r in discovery)
@@ -237,6 +241,37 @@ def test_deployment_is_restricted_probed_and_bounded(helm: Path) -> None:
     assert {p["name"] for p in container["ports"]} == {"http-metrics", "http-health"}
     assert pod["serviceAccountName"] == "kubenas"
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def _operator_options() -> set[str]:
+    """Every option ``kubenas operator`` accepts."""
+    command = typer.main.get_command(operator_cli.app)
+    return {opt for param in command.params for opt in param.opts if opt.startswith("-")}
+
+
+def _flags(objs: list[dict[str, Any]]) -> set[str]:
+    container = _one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return {a.split("=", 1)[0] for a in container["args"] if a.startswith("-")}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        None,
+        {"watchNamespaces": ["a"], "logLevel": "debug", "logFormat": "plain"},
+        {"peering": {"enabled": True}, "replicas": 2, "logLevel": "verbose"},
+    ],
+    ids=["defaults", "namespaced-debug", "peering"],
+)
+def test_deployment_passes_only_flags_the_operator_has(helm: Path, values: dict[str, Any] | None) -> None:
+    assert _flags(_render(helm, values)) <= _operator_options()
+
+
+def test_endpoints_listen_on_the_pod_ip(helm: Path) -> None:
+    container = _one(_render(helm), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "--metrics-address=$(POD_IP)" in container["args"]
+    assert "--liveness=http://$(POD_IP):8080/healthz" in container["args"]
+    assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in container["env"]
 
 
 def test_release_name_and_overrides_name_everything(helm: Path) -> None:

@@ -85,9 +85,13 @@ def test_operator_image_runs_as_a_non_root_uid() -> None:
     assert values["podSecurityContext"]["runAsUser"] == int(user.split(":")[0]), "chart and image disagree on uid"
 
 
-def test_operator_image_entrypoint_is_the_operator() -> None:
+def test_operator_image_entrypoint_runs_the_operator() -> None:
+    """The image alone (no command in the pod spec) starts the operator, the command the chart runs."""
     _, stages = parse(REPO / "Dockerfile")
-    assert _exec_form(stages[-1].last("ENTRYPOINT")) == ["kubenas", "operator"]
+    entrypoint = _exec_form(stages[-1].last("ENTRYPOINT"))
+    assert entrypoint == ["kubenas", "operator"]
+    deployment = (REPO / "charts" / "kubenas" / "templates" / "deployment.yaml").read_text()
+    assert f"command: {json.dumps(entrypoint)}" in deployment
 
 
 def test_operator_image_has_no_torch() -> None:

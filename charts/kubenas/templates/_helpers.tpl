@@ -72,46 +72,49 @@ kubenas-operator
 {{- end }}
 
 {{/*
-What the operator may do where experiments live. Cluster-wide it is a ClusterRole bound with a
-ClusterRoleBinding; with watchNamespaces the same rules go into a Role in each listed namespace, so
-nothing outside them can be read or written. Secrets, Jobs, Deployments and Services are only
-created, read and deleted by name (no list or watch on Secrets: the operator knows the names).
+What the operator may do where experiments live: exactly the requests it makes (docs/operator.md,
+"Permissions"), checked against operator/kubenas/operator/kube.py by tests/unit/test_chart.py and
+exercised by tests/e2e/test_install_helm.py under the chart's ServiceAccount. Cluster-wide this is a
+ClusterRole; with watchNamespaces the same rules go into a Role in each listed namespace. Secrets,
+Services and Deployments are created and read by name only: no list or watch on them.
 */}}
 {{- define "kubenas.namespacedRules" -}}
+# kopf watches experiments and keeps its progress in their annotations.
 - apiGroups: ["kubenas.io"]
-  resources: ["searchexperiments", "trials"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  resources: ["searchexperiments"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["kubenas.io"]
+  resources: ["trials"]
+  verbs: ["get", "list", "watch", "create"]
 - apiGroups: ["kubenas.io"]
   resources: ["searchexperiments/status", "trials/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 # Children carry ownerReferences with blockOwnerDeletion, which needs update on the owner's finalizers.
 - apiGroups: ["kubenas.io"]
   resources: ["searchexperiments/finalizers", "trials/finalizers"]
   verbs: ["update"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
-- apiGroups: [""]
-  resources: ["services"]
-  verbs: ["get", "create", "patch", "delete"]
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get", "create", "patch", "delete"]
-- apiGroups: ["apps"]
-  resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
+# The experiment's controller: Deployment (scaled to 0 when the search ends), Service, token Secret.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["create"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- if .Values.peering.enabled }}
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
