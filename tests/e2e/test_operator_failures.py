@@ -1,0 +1,76 @@
+"""Failing trials: kills are retried per policy, bad candidates are not, too many failures end the search."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubenas.operator import names
+from kubenas.operator.pytest_fixtures import crds, kube, kubenas_operator
+from kubenas.operator.testing import Kube, OperatorProcess, condition, experiment_manifest, wait_for
+
+__all__ = ["crds", "kube", "kubenas_operator"]
+
+ONE_EDGE = {"hyperparameters": [{"name": "op", "type": "categorical", "choices": ["conv", "broken"]}]}
+
+
+def trainer_pods(kube: Kube, trial: str) -> list[Any]:
+    return sorted(kube.pods(f"{names.LABEL_TRIAL}={trial}"), key=lambda p: p.metadata.creation_timestamp)
+
+
+def test_a_killed_trainer_is_retried_and_a_bad_candidate_is_not(
+    kube: Kube, kubenas_operator: OperatorProcess, faults: Any, namespace: str
+) -> None:
+    manifest = experiment_manifest(
+        "flaky",
+        max_trials=2,
+        parallel=2,
+        search_space=ONE_EDGE,
+        strategy={"name": "grid", "seed": 0, "grid": {"shuffle": False}},
+        settings={"sleep_s": 4, "fail_on": "broken"},
+    )
+    kube.apply_experiment(manifest)
+    trials = wait_for("two trials", lambda: len(kube.trials("flaky")) == 2 and kube.trials("flaky"), timeout=90)
+    good = next(t["metadata"]["name"] for t in trials if t["spec"]["architecture"]["op"] == "conv")
+    bad = next(t["metadata"]["name"] for t in trials if t["spec"]["architecture"]["op"] == "broken")
+
+    def running_pod() -> Any:
+        pods = trainer_pods(kube, good)
+        return pods and pods[0].status.phase == "Running" and pods[0]
+
+    first = wait_for("the good trial's pod to run", running_pod, timeout=90)
+    faults.kill(namespace, first.metadata.name, 137)  # as the OOM killer would
+
+    exp = kube.wait_phase("flaky", timeout=180)
+    by_name = {t["metadata"]["name"]: t for t in kube.trials("flaky")}
+    assert by_name[good]["status"]["phase"] == "Succeeded"
+    assert by_name[good]["status"]["attempts"] == 2  # killed once, retried once
+    assert len(trainer_pods(kube, good)) == 2
+    assert by_name[bad]["status"]["phase"] == "Failed"
+    assert by_name[bad]["status"]["reason"] == "BadCandidate"
+    assert len(trainer_pods(kube, bad)) == 1  # exit 3 is never retried (podFailurePolicy FailJob)
+    bad_job = kube.batch.read_namespaced_job(bad, namespace)
+    assert any(c.type == "Failed" and c.reason == "PodFailurePolicy" for c in bad_job.status.conditions)
+    assert exp["status"]["phase"] == "Succeeded"
+    assert exp["status"]["trials"]["failed"] == 1
+    assert "TrialFailed" in {e.reason for e in kube.events("flaky")}
+
+
+def test_too_many_failed_trials_fail_the_experiment_with_its_reason(
+    kube: Kube, kubenas_operator: OperatorProcess
+) -> None:
+    manifest = experiment_manifest(
+        "doomed",
+        max_trials=10,
+        parallel=2,
+        command=["sh", "-c", "exit 3"],
+        budget={"maxFailedTrials": 2},
+    )
+    kube.apply_experiment(manifest)
+    exp = kube.wait_phase("doomed", timeout=180)
+    assert exp["status"]["phase"] == "Failed"
+    failed = condition(exp, "Failed")
+    assert failed["status"] == "True" and failed["reason"] == "TooManyFailures"
+    assert "maxFailedTrials=2" in failed["message"]
+    assert exp["status"]["trials"]["failed"] >= 3
+    assert exp["status"]["trials"]["total"] < 10
+    assert "TooManyFailures" in {e.reason for e in kube.events("doomed")}
