@@ -208,10 +208,13 @@ class ExperimentReconciler:
         if self.final is not None or self.phase in status.TERMINAL_PHASES:
             await self._settle_finished()
             return
-        await self._ensure_controller()
+        if self.children_at is None:
+            await self._ensure_controller()
         trials = self._trials()
         endpoint = self._endpoint()
         if endpoint is None:
+            if time.monotonic() - (self.children_at or 0.0) > 30.0:
+                await self._ensure_controller()  # deleted by hand? create it again
             self.controller_ready = (False, "ControllerStarting", "waiting for the controller pod to be ready")
             self._publish(
                 trials,
@@ -300,9 +303,7 @@ class ExperimentReconciler:
         await self.runtime.api.patch("v1", "Secret", self.namespace, names.controller_name(self.name), patch)
 
     async def _ensure_controller(self) -> None:
-        """Create the controller's Service and Deployment (again, if they were deleted)."""
-        if self.children_at is not None and time.monotonic() - self.children_at < 30.0:
-            return
+        """Create the controller's Service and Deployment (already there is fine)."""
         assert self.accepted is not None
         created = []
         for obj in (manifests.controller_service(self.ref), manifests.controller_deployment(self.ref, self.accepted)):
@@ -690,7 +691,8 @@ class ExperimentReconciler:
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(body, default=str))
+    """A detached deep copy (kopf's bodies are views that change under our feet)."""
+    return json.loads(json.dumps({key: body[key] for key in body}, default=str))
 
 
 def _owned_by(body: Mapping[str, Any], uid: str) -> bool:
