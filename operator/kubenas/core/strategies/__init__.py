@@ -1,0 +1,39 @@
+"""Search strategies behind one ask/tell interface (see ``base.py`` for the lifecycle).
+
+Strategy modules are imported only when a strategy of theirs is made, so importing this package
+costs nothing: the operator process must never load torch (REINFORCE) or Optuna (TPE).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from kubenas.api.strategy import StrategySpec
+from kubenas.core.errors import SpecError
+from kubenas.core.space import SearchSpace
+from kubenas.core.strategies.base import Observation, Strategy
+
+#: strategy name → (module, class)
+REGISTRY: dict[str, tuple[str, str]] = {
+    "random": ("kubenas.core.strategies.random_", "RandomSearch"),
+    "grid": ("kubenas.core.strategies.grid", "GridSearch"),
+    "evolution": ("kubenas.core.strategies.evolution", "RegularizedEvolution"),
+    "reinforce": ("kubenas.core.strategies.reinforce", "Reinforce"),
+    "tpe": ("kubenas.core.strategies.tpe", "TPE"),
+    "progressive": ("kubenas.core.strategies.progressive", "Progressive"),
+}
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    if name not in REGISTRY:
+        raise SpecError("spec.strategy.name", f"unknown strategy {name!r}; one of {', '.join(REGISTRY)}")
+    module, cls = REGISTRY[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_strategy(spec: StrategySpec, space: SearchSpace) -> Strategy:
+    """A fresh strategy for ``spec`` over ``space``, seeded with ``spec.seed``."""
+    return strategy_class(spec.name)(space, spec.settings(), spec.seed)
+
+
+__all__ = ["REGISTRY", "Observation", "Strategy", "make_strategy", "strategy_class"]
