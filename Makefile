@@ -7,7 +7,7 @@ KUBENAS ?= $(PYTHON) -m kubenas.cli
 CLUSTER_DIR ?= .cache/cluster
 PYTEST_ARGS ?=
 
-.PHONY: cluster-build cluster-up cluster-down cluster-status e2e
+.PHONY: test run crds lint cluster-build cluster-up cluster-down cluster-status e2e
 
 ## cluster-build: build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and helm (once)
 cluster-build:
@@ -27,3 +27,19 @@ cluster-status:
 ## e2e: the tests against the real cluster, alone (the cluster starts and stops with the run)
 e2e: cluster-build
 	$(PYTHON) -m pytest tests/e2e -m e2e $(PYTEST_ARGS)
+
+## test: the README's test command: build the control plane once per machine, then every test
+test: cluster-build
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+## run: the README's main job: a cell search on digits in local mode
+run:
+	$(KUBENAS) run examples/digits-cell-search.yaml
+
+## crds: regenerate crds/ from the pydantic models
+crds:
+	$(KUBENAS) crds generate
+
+## lint: ruff over the whole tree
+lint:
+	$(PYTHON) -m ruff check operator trainer_image tests
