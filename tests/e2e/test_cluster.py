@@ -236,9 +236,7 @@ def test_deployment_pod_ip_in_endpointslice(k8s: KubeApis, namespace: str) -> No
         assert resp.read().decode() == f"hello from {pods[0].metadata.name}"
 
 
-def test_service_account_without_permissions_is_forbidden(
-    cluster: Cluster, k8s: KubeApis, namespace: str
-) -> None:
+def test_service_account_without_permissions_is_forbidden(cluster: Cluster, k8s: KubeApis, namespace: str) -> None:
     k8s.core.create_namespaced_service_account(namespace, {"metadata": {"name": "nobody"}})
     token = k8s.core.create_namespaced_service_account_token(
         "nobody", namespace, {"spec": {"expirationSeconds": 600}}

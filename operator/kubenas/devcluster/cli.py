@@ -13,9 +13,7 @@ from kubenas.devcluster.errors import DevClusterError
 from kubenas.devcluster.launcher import Cluster, StartOptions
 from kubenas.devcluster.nodes import DEFAULT_NODES, parse_node_option
 
-app = typer.Typer(
-    help="A real Kubernetes control plane on loopback, for development and tests.", no_args_is_help=True
-)
+app = typer.Typer(help="A real Kubernetes control plane on loopback, for development and tests.", no_args_is_help=True)
 
 DEFAULT_DIR = Path(".cache/cluster")
 DirOption = typer.Option(DEFAULT_DIR, "--dir", help="Cluster directory (state, kubeconfig, logs).")

@@ -90,6 +90,7 @@ def apiserver_args(
     ports: Ports,
     pki: ClusterPKI,
     serving: KeyPair,
+    front_proxy: KeyPair,
 ) -> list[str]:
     return [
         str(binary),
@@ -107,6 +108,15 @@ def apiserver_args(
         "--authorization-mode=Node,RBAC",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--allow-privileged=true",
+        # The aggregation layer's front-proxy identity: without it every component logs a missing
+        # requestheader CA, and aggregated API servers (metrics-server, ...) could not be added.
+        f"--requestheader-client-ca-file={pki.ca.cert}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={front_proxy.cert}",
+        f"--proxy-client-key-file={front_proxy.key}",
         "--profiling=false",
         "--enable-priority-and-fairness=false",
         "--v=1",

@@ -310,6 +310,7 @@ class _Starter:
         pki.create_ca()
         pki.create_service_account_keys()
         serving = pki.apiserver_serving()
+        front_proxy = pki.issue("front-proxy-client", "front-proxy-client")
         admin = pki.issue("admin", "kubenas-admin", ("system:masters",))
         fault_token = secrets.token_urlsafe(24)
 
@@ -335,7 +336,7 @@ class _Starter:
             )
             apiserver = self.spawn(
                 "kube-apiserver",
-                components.apiserver_args(self.bins["kube-apiserver"], layout, ports, pki, serving),
+                components.apiserver_args(self.bins["kube-apiserver"], layout, ports, pki, serving, front_proxy),
             )
             ctx = _https_context(pki, (admin.cert, admin.key))
             wait_for(

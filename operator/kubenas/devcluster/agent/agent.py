@@ -188,7 +188,7 @@ class NodeAgent:
 
     def pod_summaries(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [w.summary() for w in self.workers.values()]
+            return [w.summary() for w in self.workers.values() if not w.finished]
 
     # ---- watch
 
