@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -50,6 +51,8 @@ def operator(
         os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf's own login reads it too
     fmt = kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.PLAIN
     kopf.configure(debug=debug, verbose=verbose, log_format=fmt, log_prefix=False)
+    if not (verbose or debug):  # kopf reports every handled watch event at INFO: thousands per minute
+        logging.getLogger("kopf").setLevel(logging.WARNING)
     disable_created_metrics()
     import kubenas.operator.handlers  # noqa: F401  (registers the handlers)
 

@@ -22,6 +22,7 @@ import kopf
 
 from kubenas.api.v1alpha1 import GROUP, VERSION
 from kubenas.operator import names
+from kubenas.operator.kube import bearer, client_configuration
 from kubenas.operator.reconciler import ExperimentReconciler
 from kubenas.operator.runtime import Indexes, OperatorConfig, Runtime
 from kubenas.operator.views import EndpointView, JobView, PodView, TrialView
@@ -53,6 +54,23 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         port = runtime.metrics.serve(config.metrics_port, config.metrics_address)
         log.info("metrics served", extra={"address": config.metrics_address, "port": port})
     memo.runtime = runtime
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same kubeconfig (or service account) as the operator's own client."""
+    cfg = client_configuration(OperatorConfig.from_env().kubeconfig)
+    header = bearer(cfg)
+    scheme, _, token = header.partition(" ") if header and " " in header else (None, "", header)
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        scheme=scheme,
+        token=token or None,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+    )
 
 
 @kopf.on.cleanup()

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import ssl
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -88,6 +90,28 @@ def _error(status: int, body: str) -> ApiError:
     return ApiError(status, reason or "Error", message)
 
 
+def client_configuration(kubeconfig: str | None = None, context: str | None = None) -> Any:
+    """The ``kubernetes`` client's reading of a kubeconfig, or of the in-cluster service account.
+
+    The path is resolved here, not by the library's import-time default, so that a $KUBECONFIG set
+    by the command line after the library was imported still counts.
+    """
+    from kubernetes import client, config
+
+    path = Path(os.path.expanduser(kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"))
+    cfg = client.Configuration()
+    if path.exists():
+        config.load_kube_config(config_file=str(path), context=context, client_configuration=cfg)
+    else:
+        config.load_incluster_config(client_configuration=cfg)
+    return cfg
+
+
+def bearer(cfg: Any) -> str | None:
+    """The Authorization header value of a client configuration (newer clients keep it as BearerToken)."""
+    return cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization") or None
+
+
 def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
     plural = RESOURCES[(api_version, kind)]
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
@@ -117,15 +141,7 @@ class KubeApi:
     @classmethod
     def from_config(cls, kubeconfig: str | None = None, context: str | None = None, **kw: Any) -> KubeApi:
         """From a kubeconfig (or $KUBECONFIG, ~/.kube/config), else the in-cluster service account."""
-        from kubernetes import client, config
-
-        cfg = client.Configuration()
-        try:
-            config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
-        except config.ConfigException:
-            if kubeconfig:
-                raise
-            config.load_incluster_config(client_configuration=cfg)
+        cfg = client_configuration(kubeconfig, context)
         ctx: ssl.SSLContext | bool
         if cfg.verify_ssl:
             ctx = (
@@ -139,7 +155,7 @@ class KubeApi:
         def auth() -> dict[str, str]:
             if cfg.refresh_api_key_hook is not None:
                 cfg.refresh_api_key_hook(cfg)
-            token = cfg.get_api_key_with_prefix("authorization")
+            token = bearer(cfg)
             return {"Authorization": token} if token else {}
 
         return cls(cfg.host, ssl_context=ctx, auth=auth, **kw)

@@ -57,6 +57,15 @@ from kubenas.operator.views import TrialView, parse_time, resource_version
 log = logging.getLogger("kubenas.operator")
 
 
+class ExperimentLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Every line names its namespace and experiment, and keeps the call's own ``extra`` fields too
+    (the standard adapter replaces them)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
+
+
 class Fatal(KubenasError):
     """The experiment cannot go on: it ends Failed with this reason."""
 
@@ -88,7 +97,7 @@ class ExperimentReconciler:
         self.uid: str = body["metadata"]["uid"]
         self.body: dict[str, Any] = _plain(body)
         self.ref = manifests.ExperimentRef(self.namespace, self.name, self.uid)
-        self.log = logging.LoggerAdapter(log, {"namespace": self.namespace, "experiment": self.name})
+        self.log = ExperimentLog(log, {"namespace": self.namespace, "experiment": self.name})
         # what this process knows beyond the cache
         self.accepted: SearchExperimentSpec | None = None
         self.token: str | None = None

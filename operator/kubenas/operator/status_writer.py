@@ -22,7 +22,7 @@ Write = Callable[[Mapping[str, Any]], Awaitable[None]]
 class StatusWriter:
     """Single-flight, latest-wins writer of one object's status."""
 
-    def __init__(self, write: Write, interval: float, logger: logging.LoggerAdapter[logging.Logger]) -> None:
+    def __init__(self, write: Write, interval: float, logger: logging.LoggerAdapter) -> None:  # type: ignore[type-arg]
         self._write = write
         self._interval = interval
         self._log = logger
