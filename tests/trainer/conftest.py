@@ -11,17 +11,11 @@ from typing import Any
 import pytest
 import torch
 
+from kubenas_trainer.candidate import RESNET_CELL
+
 torch.set_num_threads(1)
 
-RESNET_LIKE = {
-    "edge_1_0": "nor_conv_3x3",
-    "edge_2_0": "none",
-    "edge_2_1": "nor_conv_3x3",
-    "edge_3_0": "skip_connect",
-    "edge_3_1": "none",
-    "edge_3_2": "skip_connect",
-}
-"""NAS-Bench-201's ResNet cell: two 3x3 convolutions with a skip around them."""
+RESNET_LIKE = RESNET_CELL
 
 TINY = {"width": 8, "stages": 2, "cells_per_stage": 1, "threads": 1, "latency_runs": 2}
 

@@ -83,7 +83,8 @@ def test_out_of_memory_is_a_bad_candidate(tmp_path: Path, monkeypatch) -> None:
 def test_bad_settings_exit_2_naming_the_field(tmp_path: Path, monkeypatch, capsys) -> None:
     assert _run(monkeypatch, contract_env(tmp_path, settings={"dataset": "imagenet"})) == EXIT_CONFIG
     assert "settings.dataset" in capsys.readouterr().err
-    assert not (tmp_path / "result.json").exists()
+    written = json.loads((tmp_path / "result.json").read_text())
+    assert list(written) == ["message"] and written["message"].startswith("settings.dataset: unknown dataset")
 
 
 def test_time_budget_reports_partial_metrics(tmp_path: Path, monkeypatch) -> None:

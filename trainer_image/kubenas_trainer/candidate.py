@@ -23,6 +23,16 @@ LAYER_RE = re.compile(r"^layer_(\d+)$")
 
 Edge = tuple[int, int]
 
+RESNET_CELL: dict[str, str] = {
+    "edge_1_0": "nor_conv_3x3",
+    "edge_2_0": "none",
+    "edge_2_1": "nor_conv_3x3",
+    "edge_3_0": "skip_connect",
+    "edge_3_1": "none",
+    "edge_3_2": "skip_connect",
+}
+"""NAS-Bench-201's ResNet cell (two 3x3 convolutions with a skip around them): the usual reference point."""
+
 
 @dataclass(frozen=True)
 class Candidate:

@@ -186,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainerError as exc:
         reporter.event("error", field=exc.field, message=exc.message, exit_code=exc.exit_code)
         print(f"kubenas-trainer: {exc}", file=sys.stderr)
+        reporter.failure(str(exc))
         return exc.exit_code
 
 

@@ -80,3 +80,12 @@ class Reporter:
             self.final_written = body
         self.event("final", result=body)
         return True
+
+    def failure(self, message: str) -> None:
+        """On an exit other than 0 or 3: only ``{"message": ...}``, which Kubenas adds to the failure's detail."""
+        with self._final_lock:
+            if self.final_written is not None or self.result_file is None:
+                return
+            self.final_written = {"message": message[: MAX_RESULT_BYTES // 2]}
+            self.result_file.parent.mkdir(parents=True, exist_ok=True)
+            self.result_file.write_text(json.dumps(self.final_written))

@@ -145,6 +145,10 @@ class Trainer:
         self.model = model.to(device, memory_format=torch.channels_last) if self.channels_last else model.to(device)
         self.network: nn.Module = self.model
         if settings.compile:
+            import torch._dynamo as dynamo  # imported here: it costs seconds and most trials do not compile
+
+            # a candidate the compiler cannot handle still trains, eagerly, rather than failing the trial
+            dynamo.config.suppress_errors = True
             self.network = torch.compile(self.model)  # type: ignore[assignment]
         self.use_amp = cuda and settings.amp
         groups = param_groups(self.model, settings.weight_decay)
