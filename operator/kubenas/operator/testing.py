@@ -98,7 +98,6 @@ class OperatorProcess:
             "-m",
             "kubenas.cli",
             "operator",
-            "run",
             "--kubeconfig",
             str(self.kubeconfig),
             "--metrics-port",
