@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import pytest
 
-from kubenas.devcluster.pytest_plugin import KubeApis, cluster, faults, k8s, namespace, wait_until
+from kubenas.devcluster.pytest_plugin import KubeApis, cluster, faults, k8s, namespace, prebuild, wait_until
 
 __all__ = ["KubeApis", "cluster", "faults", "k8s", "namespace", "wait_until"]
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m e2e` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    prebuild(session.items)  # a cold build must not count against the first test's timeout

@@ -37,7 +37,7 @@ from kubenas.devcluster.errors import DevClusterError
 from kubenas.devcluster.faults import FaultClient
 from kubenas.devcluster.launcher import Cluster, StartOptions
 
-__all__ = ["KubeApis", "cluster", "faults", "k8s", "namespace", "wait_until"]
+__all__ = ["KubeApis", "cluster", "faults", "k8s", "namespace", "prebuild", "wait_until"]
 
 T = TypeVar("T")
 
@@ -105,8 +105,32 @@ class KubeApis:
         return result
 
 
+_BUILD_ERROR: list[str] = []
+
+
+def prebuild(items: list[pytest.Item]) -> None:
+    """Build the binaries before the first test if any selected test needs the cluster.
+
+    Called from ``pytest_collection_finish``: a cold build takes 15-40 minutes, far beyond a per-test
+    timeout, so it must not happen inside the first test's fixture setup. A failure is remembered
+    and reported by the ``cluster`` fixture, so the tests fail rather than skip.
+    """
+    if os.environ.get("KUBENAS_CLUSTER_DIR") or not any("cluster" in getattr(i, "fixturenames", ()) for i in items):
+        return
+    from kubenas.devcluster import build
+
+    if build.toolchain().manifest() is not None:
+        return
+    try:
+        build.ensure_built()
+    except DevClusterError as err:
+        _BUILD_ERROR.append(str(err))
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
+    if _BUILD_ERROR:
+        pytest.fail(f"control-plane binaries could not be built: {_BUILD_ERROR[0]}", pytrace=False)
     existing = os.environ.get("KUBENAS_CLUSTER_DIR")
     if existing:
         try:

@@ -106,7 +106,15 @@ def terminate(pids: list[int], grace: float) -> list[int]:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(pid_alive(p) for p in stubborn):
         time.sleep(0.05)
+    for pid in pids:
+        _reap(pid)
     return stubborn
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if ``pid`` is our child, so no zombie outlives the cluster."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

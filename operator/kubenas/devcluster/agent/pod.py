@@ -338,7 +338,8 @@ class PodWorker(threading.Thread):
             self._stop_all(signal.SIGTERM, grace)
             for c in self.inits + self.containers:
                 c.done = True
-            failed = any(c.last and c.last.exit_code != 0 for c in self.containers)
+            # Succeeded only if every container ran and exited 0; a pod deleted before it ran failed.
+            failed = any(c.last is None or c.last.exit_code != 0 for c in self.containers)
             self._finish("Failed" if failed else "Succeeded")
         self.ctx.delete_pod(self.namespace, self.pod_name, self.uid)
         log.info("pod deleted", pod=self.name, grace=grace)
