@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from kubenas.devcluster import build
 from kubenas.devcluster import log as devlog
 from kubenas.devcluster.errors import DevClusterError
-from kubenas.devcluster.launcher import Cluster, StartOptions
 from kubenas.devcluster.nodes import DEFAULT_NODES, parse_node_option
+
+if TYPE_CHECKING:
+    from kubenas.devcluster.launcher import Cluster
+
+
+def _attach(cluster_dir: Path) -> Cluster:
+    # The launcher pulls in the kubernetes client (seconds to import); `build` does not need it.
+    from kubenas.devcluster.launcher import Cluster
+
+    return Cluster.attach(cluster_dir.resolve())
 
 app = typer.Typer(help="A real Kubernetes control plane on loopback, for development and tests.", no_args_is_help=True)
 
@@ -53,6 +63,8 @@ def up(
     timeout: float = typer.Option(240.0, help="Seconds to wait for every component to be ready."),
 ) -> None:
     """Start etcd, the control plane and the node agent on 127.0.0.1; print the kubeconfig path."""
+    from kubenas.devcluster.launcher import Cluster, StartOptions
+
     devlog.configure()
     nodes = tuple(parse_node_option(n) for n in node) or DEFAULT_NODES
     try:
@@ -71,7 +83,7 @@ def down(cluster_dir: Path = DirOption) -> None:
     """Stop every process of the cluster and remove its directory."""
     devlog.configure()
     try:
-        cluster = Cluster.attach(cluster_dir.resolve())
+        cluster = _attach(cluster_dir)
     except DevClusterError as err:
         _fail(err)
         return
@@ -87,7 +99,7 @@ def status(
 ) -> None:
     """Show whether the cluster in ``--dir`` runs, and where."""
     try:
-        cluster = Cluster.attach(cluster_dir.resolve())
+        cluster = _attach(cluster_dir)
     except DevClusterError as err:
         _fail(err)
         return
