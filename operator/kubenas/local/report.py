@@ -114,8 +114,10 @@ def leaderboard(console: Console, objective: Objective, trials: list[TrialRecord
     table.add_column("#", justify="right")
     table.add_column("trial")
     table.add_column(objective.metric, justify="right")
-    table.add_column("architecture", overflow="fold")
+    names = list(ranked[0].architecture) if ranked else []
+    shown = " ".join(names) if len(names) <= 4 else f"{names[0]} … {names[-1]}"
+    table.add_column(f"architecture ({shown})", overflow="fold")
     for i, t in enumerate(ranked, 1):
-        arch = ", ".join(f"{k}={v}" for k, v in t.architecture.items())
+        arch = " ".join(str(v) for v in t.architecture.values())
         table.add_row(str(i), t.name, f"{_value(objective, t):.4g}", arch)
     console.print(table)
