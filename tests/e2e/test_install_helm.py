@@ -24,11 +24,11 @@ import pytest
 import yaml
 
 from kubenas.devcluster.launcher import Cluster
-from kubenas.devcluster.pytest_plugin import KubeApis
+from kubenas.devcluster.pytest_plugin import KubeApis, wait_until
 from kubenas.operator.testing import Kube, experiment_manifest
 from kubenas.packaging import chart
 from kubenas.packaging.paths import NAMESPACE, Layout
-from kubenas.packaging.testing import HelmRelease, OperatorPod, poll, require
+from kubenas.packaging.testing import HelmRelease, OperatorPod, require
 
 LAYOUT = Layout()
 
@@ -150,7 +150,11 @@ def test_uninstall_removes_the_operator_and_keeps_the_crds(
     rel.install()
     rel.uninstall()
     selector = f"app.kubernetes.io/instance={rel.name}"
-    poll("the operator pod to go", lambda: not k8s.core.list_namespaced_pod(namespace, label_selector=selector).items)
+
+    def gone() -> bool:
+        return not k8s.core.list_namespaced_pod(namespace, label_selector=selector).items
+
+    wait_until("the operator pod to go", gone)
     assert not k8s.rbac.list_namespaced_role(namespace, label_selector=selector).items
     crd = k8s.apiext.read_custom_resource_definition("searchexperiments.kubenas.io")
     assert crd.metadata.name == "searchexperiments.kubenas.io"
@@ -177,7 +181,7 @@ def test_kubectl_bundle_runs_an_experiment(
         dep = k8s.apps.read_namespaced_deployment("kubenas", NAMESPACE)
         return (dep.status.available_replicas or 0) >= 1
 
-    poll("the bundle's operator to be available", available, timeout=180)
+    wait_until("the bundle's operator to be available", available, timeout=180)
     pod = OperatorPod.find(cluster, k8s, NAMESPACE, "kubenas")
     assert "--all-namespaces" in pod.body["spec"]["containers"][0]["args"]
     kube = Kube(cluster.kubeconfig, namespace)

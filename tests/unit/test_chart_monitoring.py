@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from kubenas.operator.metrics import OperatorMetrics
-from kubenas.packaging import dashboard, promql
+from kubenas.packaging import dashboard, prometheus, promql
 from kubenas.packaging.testing import require
 from tests.conftest import REPO
 
@@ -188,3 +188,27 @@ def test_alerts_fire_on_synthetic_series(promtool: Path, tmp_path: Path) -> None
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     proc = _promtool(promtool, "test", "rules", str(path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_documented_scrape_config_is_the_generated_one() -> None:
+    doc = (REPO / "docs" / "monitoring.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", doc, re.S)
+    (block,) = [b for b in blocks if "job_name: kubenas-operator" in b]
+    assert yaml.safe_load(block)["scrape_configs"] == [prometheus.scrape_config()]
+
+
+def test_endpoint_targets_keep_ready_endpoints_on_the_metrics_port() -> None:
+    piece = {
+        "metadata": {"namespace": "ops"},
+        "ports": [{"name": "http-metrics", "port": 9090}],
+        "endpoints": [
+            {"addresses": ["127.0.0.5"], "conditions": {"ready": True}, "targetRef": {"name": "op-1"}},
+            {"addresses": ["127.0.0.6"], "conditions": {"ready": False}, "targetRef": {"name": "op-2"}},
+        ],
+    }
+    other = {**piece, "ports": [{"name": "http", "port": 80}]}
+    assert prometheus.endpoint_targets([piece, other]) == [
+        {"targets": ["127.0.0.5:9090"], "labels": {"kubernetes_namespace": "ops", "pod": "op-1"}}
+    ]
+    job = prometheus.file_sd_config(Path("/t.json"), interval="1s")
+    assert job["honor_labels"] is True and job["job_name"] == "kubenas-operator"

@@ -50,3 +50,34 @@ def scrape_config(
         {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
     ]
     return job
+
+
+def file_sd_config(targets_file: Path, interval: str | None = None) -> dict[str, Any]:
+    """The same job fed by a targets file instead of Kubernetes discovery.
+
+    Debian's prometheus package is built without the Kubernetes service discovery, so the
+    end-to-end test does the discovery itself (:func:`endpoint_targets`) and writes the file.
+    """
+    job: dict[str, Any] = {"job_name": METRICS_JOB, "honor_labels": True}
+    if interval:
+        job["scrape_interval"] = interval
+    job["file_sd_configs"] = [{"files": [str(targets_file)], "refresh_interval": "1s"}]
+    return job
+
+
+def endpoint_targets(slices: list[dict[str, Any]], port_name: str = "http-metrics") -> list[dict[str, Any]]:
+    """file_sd target groups from a Service's EndpointSlices, as the ``endpoints`` role keeps them:
+    ready endpoints on the named port, labelled with their namespace and pod."""
+    groups = []
+    for piece in slices:
+        ports = [p["port"] for p in piece.get("ports") or [] if p.get("name") == port_name]
+        if not ports:
+            continue
+        for endpoint in piece.get("endpoints") or []:
+            if not (endpoint.get("conditions") or {}).get("ready"):
+                continue
+            labels = {"kubernetes_namespace": piece["metadata"]["namespace"]}
+            if endpoint.get("targetRef"):
+                labels["pod"] = endpoint["targetRef"]["name"]
+            groups.append({"targets": [f"{address}:{ports[0]}" for address in endpoint["addresses"]], "labels": labels})
+    return groups

@@ -17,22 +17,20 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 
+from kubenas.devcluster.pytest_plugin import wait_until
 from kubenas.operator.testing import OperatorProcess
 from kubenas.packaging.helm import find_helm, run_helm
 from kubenas.packaging.paths import Layout
-
-T = TypeVar("T")
 
 INSTALL_HINTS = {
     "helm": "run `kubenas cluster build` (or set KUBENAS_HELM)",
@@ -54,18 +52,6 @@ def require(name: str) -> Path:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
-
-
-def poll(what: str, probe: Callable[[], T | None], timeout: float = 120.0, every: float = 0.5) -> T:
-    """Call ``probe`` until it returns something truthy; fail the test naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def free_port() -> int:
@@ -144,7 +130,7 @@ class PrometheusServer:
         ]
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        poll("prometheus to be ready", self._ready, timeout=timeout)
+        wait_until("prometheus to be ready", self._ready, timeout=timeout)
         return self
 
     def _ready(self) -> bool:
@@ -206,7 +192,7 @@ class OperatorPod:
                     return dict(body)
             return None
 
-        body = poll(f"a Ready operator pod of release {release}", ready, timeout=timeout)
+        body = wait_until(f"a Ready operator pod of release {release}", ready, timeout=timeout)
         directory = cluster.pod_dir(namespace, body["metadata"]["name"])
         assert directory is not None, "the node agent has no directory for the operator pod"
         return cls(body=body, directory=Path(directory))
