@@ -10,7 +10,9 @@ watches trainer pods from outside, timestamps each pod's first sight and its tra
   the k-th pod after the first ``parallel``);
 - ``trials_per_s``: trials finished per second between the first pod's creation and the last end;
 - ``writes_per_trial``: the operator's Kubernetes API writes (creates, patches, deletes, events,
-  from its own ``kubenas_api_writes_total``) divided by the number of trials.
+  from its own ``kubenas_api_writes_total``) divided by the number of trials;
+- ``breakdown_ms``: the turnaround split at the next Job's first sight: ``end_to_next_job`` (the
+  operator's part, plus watch delivery) and ``job_to_pod`` (the Job controller and scheduler).
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import typer
 
 #: a trial that costs nothing: the metrics are written and the process exits
-ZERO_COST_COMMAND = ["sh", "-c", 'printf \'{"val_accuracy": 0.%s}\' "$KUBENAS_SEED" > "$KUBENAS_RESULT_FILE"']
+ZERO_COST_COMMAND = [
+    "sh",
+    "-c",
+    'printf \'{"val_accuracy": 0.%06d}\' $(( KUBENAS_SEED * 48271 % 999983 )) > "$KUBENAS_RESULT_FILE"',
+]
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,8 @@ class BenchResult:
     turnaround_ms: list[float]
     seconds: float
     writes: float
+    operator_ms: list[float] = field(default_factory=list)  # trainer's end → next Job seen
+    job_to_pod_ms: list[float] = field(default_factory=list)  # Job seen → its pod seen
 
     def percentile(self, q: float) -> float:
         return percentile(self.turnaround_ms, q)
@@ -47,7 +55,15 @@ class BenchResult:
             "trials": self.trials,
             "parallel": self.parallel,
             "samples": len(self.turnaround_ms),
+            "breakdown_ms": {
+                "end_to_next_job": _p50_p99(self.operator_ms),
+                "job_to_pod": _p50_p99(self.job_to_pod_ms),
+            },
         }
+
+
+def _p50_p99(values: Sequence[float]) -> dict[str, float]:
+    return {"p50": round(percentile(values, 50), 2), "p99": round(percentile(values, 99), 2)}
 
 
 def percentile(values: Sequence[float], q: float) -> float:

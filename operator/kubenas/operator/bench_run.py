@@ -49,56 +49,81 @@ def install_crds(kubeconfig: Path) -> None:
             wait_for(f"CRD {name}", established, timeout=60)
 
 
-class PodWatch:
-    """Timestamps trainer pods as a watch sees them: first sight, and the trainer's termination."""
+class TrainerWatch:
+    """Timestamps, on the watch's clock, each trainer Job's and Pod's first sight and each trainer's end."""
 
     def __init__(self, kubeconfig: Path, namespace: str) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
-        self.created: dict[str, float] = {}
-        self.terminated: dict[str, float] = {}
-        self.started = threading.Event()
+        self.job_created: dict[str, float] = {}  # job name → first sight
+        self.created: dict[str, float] = {}  # pod uid → first sight
+        self.pod_job: dict[str, str] = {}  # pod uid → job name
+        self.terminated: dict[str, float] = {}  # pod uid → trainer's end seen
+        self._ready = threading.Barrier(3, timeout=30)
         self._stop = False
-        self._thread = threading.Thread(target=self._run, name="pod watch", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._watch, args=("pods",), name="pod watch", daemon=True),
+            threading.Thread(target=self._watch, args=("jobs",), name="job watch", daemon=True),
+        ]
 
-    def __enter__(self) -> PodWatch:
-        self._thread.start()
-        self.started.wait(30)
+    def __enter__(self) -> TrainerWatch:
+        for t in self._threads:
+            t.start()
+        self._ready.wait()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop = True
-        self._thread.join(10)
+        for t in self._threads:
+            t.join(10)
 
-    def _run(self) -> None:
+    def _watch(self, kind: str) -> None:
         from kubernetes import client, config, watch
 
         with config.new_client_from_config(str(self.kubeconfig)) as api:
-            core = client.CoreV1Api(api)
+            lister = (
+                client.CoreV1Api(api).list_namespaced_pod
+                if kind == "pods"
+                else client.BatchV1Api(api).list_namespaced_job
+            )
             selector = f"{names.LABEL_COMPONENT}={names.COMPONENT_TRAINER}"
-            listing = core.list_namespaced_pod(self.namespace, label_selector=selector)
+            version = lister(self.namespace, label_selector=selector).metadata.resource_version
+            observe = self._observe_pod if kind == "pods" else self._observe_job
             w = watch.Watch()
-            self.started.set()
+            self._ready.wait()
             while not self._stop:
                 for event in w.stream(
-                    core.list_namespaced_pod,
+                    lister,
                     self.namespace,
                     label_selector=selector,
-                    resource_version=listing.metadata.resource_version,
+                    resource_version=version,
                     timeout_seconds=5,
                     deserialize=False,
                 ):
-                    self._observe(event["raw_object"], time.monotonic())
+                    obj = event["object"]  # a plain dict: no model deserialization on the clock's path
+                    observe(obj, time.monotonic())
+                    version = obj["metadata"]["resourceVersion"]
                     if self._stop:
                         w.stop()
                         break
 
-    def _observe(self, pod: dict[str, Any], now: float) -> None:
+    def _observe_job(self, job: dict[str, Any], now: float) -> None:
+        self.job_created.setdefault(job["metadata"]["name"], now)
+
+    def _observe_pod(self, pod: dict[str, Any], now: float) -> None:
         uid = pod["metadata"]["uid"]
         self.created.setdefault(uid, now)
+        self.pod_job.setdefault(uid, (pod["metadata"].get("labels") or {}).get(names.LABEL_TRIAL, ""))
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             if cs.get("name") == names.TRAINER_CONTAINER and "terminated" in (cs.get("state") or {}):
                 self.terminated.setdefault(uid, now)
+
+    def job_to_pod_ms(self) -> list[float]:
+        """For each Job, from its first sight to its first pod's: the Job controller and scheduler's part."""
+        first: dict[str, float] = {}
+        for uid, job in self.pod_job.items():
+            first[job] = min(first.get(job, float("inf")), self.created[uid])
+        return [(first[j] - t) * 1000 for j, t in self.job_created.items() if j in first]
 
 
 @contextlib.contextmanager
@@ -126,7 +151,7 @@ def run_bench(trials: int, parallel: int, kubeconfig: Path | None) -> BenchResul
         kube.core.create_namespace({"metadata": {"name": namespace}})
         operator = OperatorProcess(kc, Path(tmp) / "operator.log", namespaces=(namespace,)).start()
         try:
-            with PodWatch(kc, namespace) as pods:
+            with TrainerWatch(kc, namespace) as pods:
                 manifest = experiment_manifest(
                     "bench",
                     max_trials=trials,
@@ -147,6 +172,8 @@ def run_bench(trials: int, parallel: int, kubeconfig: Path | None) -> BenchResul
                 turnaround_ms=turnarounds(list(pods.terminated.values()), list(pods.created.values()), parallel),
                 seconds=last - first,
                 writes=writes,
+                operator_ms=turnarounds(list(pods.terminated.values()), list(pods.job_created.values()), parallel),
+                job_to_pod_ms=pods.job_to_pod_ms(),
             )
         finally:
             operator.stop()

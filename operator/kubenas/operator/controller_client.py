@@ -7,7 +7,8 @@ controller's headless Service; never through a ClusterIP (there may be no kube-p
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,13 +52,21 @@ class Endpoint:
 class ControllerClient:
     """Calls one controller. Sessions are shared by all experiments (keep-alive per pod IP)."""
 
-    def __init__(self, session: aiohttp.ClientSession, endpoint: Endpoint, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        endpoint: Endpoint,
+        timeout: float = 60.0,
+        observer: Callable[[str, float], None] | None = None,
+    ) -> None:
         self.session = session
         self.endpoint = endpoint
+        self.observer = observer
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.endpoint.token}"}
+        started = time.perf_counter()
         try:
             async with self.session.request(
                 method, self.endpoint.url + path, json=body, headers=headers, timeout=self._timeout
@@ -66,6 +75,9 @@ class ControllerClient:
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise ControllerUnavailable(f"{method} {self.endpoint.url}{path}: {exc!r}") from None
+        finally:
+            if self.observer is not None:
+                self.observer(path, time.perf_counter() - started)
         try:
             data = json.loads(text) if text else {}
         except json.JSONDecodeError:

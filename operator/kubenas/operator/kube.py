@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +40,7 @@ RESOURCES: dict[tuple[str, str], str] = {
     (API_VERSION, "SearchExperiment"): "searchexperiments",
 }
 
-RequestObserver = Callable[[str, str, int], None]  # (verb, resource, status code)
+RequestObserver = Callable[[str, str, int, float], None]  # (verb, resource, status code, seconds)
 
 
 class ApiError(KubenasError):
@@ -189,6 +190,7 @@ class KubeApi:
             headers["Content-Type"] = content_type
             data = json.dumps(body)
         status = 0
+        started = time.perf_counter()
         try:
             async with session.request(method, url, data=data, headers=headers) as response:
                 status = response.status
@@ -197,7 +199,7 @@ class KubeApi:
             raise ApiError(0, "Unreachable", f"{method} {path}: {exc!r}") from None
         finally:
             if self.observer is not None:
-                self.observer(method.lower(), resource, status)
+                self.observer(method.lower(), resource, status, time.perf_counter() - started)
         if status >= 400:
             raise _error(status, text)
         return json.loads(text) if text else None

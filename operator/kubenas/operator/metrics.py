@@ -65,12 +65,27 @@ class OperatorMetrics:
             ["verb", "resource", "code"],
             registry=r,
         )
+        self.api_duration = Histogram(
+            "kubenas_api_request_duration_seconds",
+            "Latency of the operator's Kubernetes API requests, by verb and resource.",
+            ["verb", "resource"],
+            buckets=_FAST,
+            registry=r,
+        )
+        self.controller_calls = Histogram(
+            "kubenas_controller_call_duration_seconds",
+            "Latency of the operator's calls to experiment controllers, by endpoint.",
+            ["endpoint"],
+            buckets=_FAST,
+            registry=r,
+        )
         self.api_writes = Counter(
             "kubenas_api_writes_total", "Kubernetes API writes (create, patch, delete) the operator made.", registry=r
         )
 
-    def observe_request(self, verb: str, resource: str, code: int) -> None:
+    def observe_request(self, verb: str, resource: str, code: int, seconds: float) -> None:
         self.api_requests.labels(verb, resource, str(code)).inc()
+        self.api_duration.labels(verb, resource).observe(seconds)
         if is_write(verb):
             self.api_writes.inc()
 

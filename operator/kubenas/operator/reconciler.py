@@ -231,7 +231,11 @@ class ExperimentReconciler:
             )
             self.wake_later(30.0)  # re-check the controller's objects if nothing else wakes us
             return
-        client = ControllerClient(self.runtime.http, endpoint)
+        client = ControllerClient(
+            self.runtime.http,
+            endpoint,
+            observer=lambda path, s: self.runtime.metrics.controller_calls.labels(path).observe(s),
+        )
         trials = await self._sync(client, trials)
         trials = await self._record_outcomes(client, trials)
         records = [t.record() for t in trials]
