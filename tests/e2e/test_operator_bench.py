@@ -1,0 +1,42 @@
+"""``kubenas bench operator`` runs on the test cluster and reports its figures (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from kubenas.cli import app
+from kubenas.operator.pytest_fixtures import crds
+
+__all__ = ["crds"]
+
+
+def test_the_operator_benchmark_reports_turnaround_throughput_and_writes(
+    cluster: Any, crds: None, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "operator",
+            "--trials",
+            "20",
+            "--parallel",
+            "5",
+            "--json",
+            str(out),
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert set(figures) >= {"turnaround_ms", "trials_per_s", "writes_per_trial"}
+    assert 0 < figures["turnaround_ms"]["p50"] <= figures["turnaround_ms"]["p99"]
+    assert figures["trials_per_s"] > 0
+    assert figures["samples"] == 15  # every trial after the first five replaced a finished one
+    assert figures["writes_per_trial"] <= 6  # a count, not a timing: Trial, Job, result, amortised status
