@@ -212,3 +212,9 @@ def test_endpoint_targets_keep_ready_endpoints_on_the_metrics_port() -> None:
     ]
     job = prometheus.file_sd_config(Path("/t.json"), interval="1s")
     assert job["honor_labels"] is True and job["job_name"] == "kubenas-operator"
+
+
+def test_every_operator_metric_is_documented() -> None:
+    doc = (REPO / "docs" / "monitoring.md").read_text()
+    families = [f.name + ("_total" if f.type == "counter" else "") for f in OperatorMetrics().registry.collect()]
+    assert [name for name in families if f"`{name}`" not in doc] == []

@@ -208,6 +208,25 @@ ROWS: tuple[Row, ...] = (
                 unit="reqps",
             ),
             Panel(
+                "API and controller latency (p95)",
+                "95th percentile latency of the operator's Kubernetes API requests by verb, and of its calls to "
+                "experiment controllers by endpoint.",
+                (
+                    _q(
+                        "histogram_quantile(0.95, sum by (verb, le) "
+                        "(rate(kubenas_api_request_duration_seconds_bucket[$__rate_interval])))",
+                        "API {{verb}}",
+                    ),
+                    _q(
+                        "histogram_quantile(0.95, sum by (endpoint, le) "
+                        "(rate(kubenas_controller_call_duration_seconds_bucket[$__rate_interval])))",
+                        "controller {{endpoint}}",
+                    ),
+                ),
+                unit="s",
+                width=24,
+            ),
+            Panel(
                 "API writes and controller replays",
                 "Creates, patches and deletes per second, and histories replayed into restarted controllers.",
                 (
