@@ -51,12 +51,15 @@ class FakeApi:
         self.uid = itertools.count(1)
         self.writes = 0
         self.events: list[tuple[str, str]] = []
+        self.latency = 0.0  # seconds each create takes (writes in flight while passes run)
 
     def _key(self, api_version: str, kind: str, ns: str, name: str) -> Key:
         return (api_version, kind, ns, name)
 
     async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         self.writes += 1
+        if self.latency:
+            await asyncio.sleep(self.latency)
         meta = obj["metadata"]
         key = self._key(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
         if key in self.objects:
@@ -250,6 +253,12 @@ def scenario(budget: Mapping[str, Any], body: Callable[[World], Awaitable[None]]
     asyncio.run(main())
 
 
+async def step(rec: ExperimentReconciler) -> None:
+    """One reconcile pass, and the Trial and Job creations it started."""
+    await rec.reconcile()
+    await rec.creations_done()
+
+
 async def settle(rec: ExperimentReconciler) -> None:
     for _ in range(50):
         await asyncio.sleep(0.01)
@@ -267,7 +276,7 @@ def trials(world: World) -> list[dict[str, Any]]:
 
 async def drive(world: World, rec: ExperimentReconciler, passes: int = 100, **kw: Any) -> None:
     for _ in range(passes):
-        await rec.reconcile()
+        await step(rec)
         await settle(rec)
         if rec.final is not None:
             return
@@ -279,14 +288,14 @@ def test_waits_for_the_controller_then_runs_the_search_to_the_end() -> None:
 
     async def body(world: World) -> None:
         rec = world.reconciler()
-        await rec.reconcile()
+        await step(rec)
         await settle(rec)
         assert trials(world) == []  # no controller yet: nothing asked
         kinds = {k for (_, k, _, _) in world.api.objects}
         assert {"Secret", "Service", "Deployment"} <= kinds
         assert exp_status(world)["phase"] == "Pending"
         await world.controller_up()
-        await rec.reconcile()
+        await step(rec)
         assert [t["metadata"]["name"] for t in trials(world)] == ["exp-00000", "exp-00001", "exp-00002"]
         assert len(world.api.of_kind("Job")) == 3
         await drive(world, rec)
@@ -310,16 +319,16 @@ def test_a_restarted_operator_adopts_the_controller_and_doubles_nothing() -> Non
 
     async def body(world: World) -> None:
         first = world.reconciler()
-        await first.reconcile()
+        await step(first)
         await world.controller_up()
-        await first.reconcile()
+        await step(first)
         await world.run_pods()
-        await first.reconcile()  # tells three, asks three
+        await step(first)  # tells three, asks three
         await settle(first)
         await first.status_writer.close()
         before = [t["metadata"]["name"] for t in trials(world)]
         second = world.reconciler()  # a new process: nothing in memory
-        await second.reconcile()
+        await step(second)
         assert [t["metadata"]["name"] for t in trials(world)] == before
         await drive(world, second)
         assert exp_status(world)["trials"]["total"] == 9
@@ -333,10 +342,10 @@ def test_a_restarted_controller_gets_the_history_and_suggests_the_same() -> None
 
     async def body(world: World) -> None:
         rec = world.reconciler()
-        await rec.reconcile()
+        await step(rec)
         await world.controller_up()
         for _ in range(5):
-            await rec.reconcile()
+            await step(rec)
             await world.run_pods()
         # the controller pod is replaced: a new process with an empty memory at a new address
         await world.controller_up()
@@ -357,7 +366,7 @@ def test_bad_candidates_count_as_failures_and_too_many_fail_the_experiment() -> 
 
     async def body(world: World) -> None:
         rec = world.reconciler()
-        await rec.reconcile()
+        await step(rec)
         await world.controller_up()
         await drive(world, rec, fail=lambda arch: 3)
         st = exp_status(world)
@@ -375,9 +384,9 @@ def test_raising_max_trials_takes_effect_and_other_edits_are_refused() -> None:
 
     async def body(world: World) -> None:
         rec = world.reconciler()
-        await rec.reconcile()
+        await step(rec)
         await world.controller_up()
-        await rec.reconcile()
+        await step(rec)
         exp = world.api.objects[(API_VERSION, "SearchExperiment", NS, "exp")]
         exp["spec"] = {
             **exp["spec"],
@@ -386,7 +395,7 @@ def test_raising_max_trials_takes_effect_and_other_edits_are_refused() -> None:
         }
         exp["metadata"]["generation"] = 2
         rec.observe_experiment(exp)
-        await rec.reconcile()
+        await step(rec)
         await settle(rec)
         assert len(trials(world)) == 3  # the whole edit was refused
         spec_ok = {c["type"]: c for c in exp_status(world)["conditions"]}["SpecAccepted"]
@@ -394,9 +403,31 @@ def test_raising_max_trials_takes_effect_and_other_edits_are_refused() -> None:
         exp["spec"] = {**exp["spec"], "strategy": SPEC["strategy"]}
         exp["metadata"]["generation"] = 3
         rec.observe_experiment(exp)
-        await rec.reconcile()
+        await step(rec)
         assert len(trials(world)) == 5
         secret = world.api.objects[("v1", "Secret", NS, "exp-controller")]
         assert "data" in secret
+
+    scenario(budget, body)
+
+
+def test_trials_being_created_count_as_active_so_nothing_is_asked_twice() -> None:
+    budget = {"maxTrials": 6, "parallelTrials": 3}
+
+    async def body(world: World) -> None:
+        rec = world.reconciler()
+        await step(rec)
+        await world.controller_up()
+        world.api.latency = 0.05
+        await rec.reconcile()  # asks three; their Trials and Jobs are still being written
+        assert len(rec.creating) == 3
+        await rec.reconcile()  # sees three active placeholders: asks nothing
+        await rec.reconcile()
+        await rec.creations_done()
+        assert [t["metadata"]["name"] for t in trials(world)] == ["exp-00000", "exp-00001", "exp-00002"]
+        assert len(world.api.of_kind("Job")) == 3
+        world.api.latency = 0.0
+        await drive(world, rec)
+        assert exp_status(world)["trials"]["total"] == 6
 
     scenario(budget, body)

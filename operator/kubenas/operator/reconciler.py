@@ -39,7 +39,7 @@ from kubenas.api.v1alpha1 import API_VERSION, SearchExperimentSpec
 from kubenas.controller.protocol import State
 from kubenas.core.engine import Ask, Finish, Wait, decide
 from kubenas.core.errors import KubenasError, SpecError
-from kubenas.core.records import TrialRecord, best_of, objective_value
+from kubenas.core.records import TrialRecord, best_of, objective_value, trial_seed
 from kubenas.operator import manifests, names, outcomes, status
 from kubenas.operator.controller_client import (
     ControllerClient,
@@ -104,6 +104,9 @@ class ExperimentReconciler:
         self.children_at: float | None = None
         self.synced: tuple[Endpoint, str] | None = None
         self.written: dict[str, TrialView] = {}
+        self.placeholders: dict[str, TrialView] = {}  # asked, Trial not created yet
+        self.creating: dict[str, asyncio.Task[None]] = {}
+        self.fatal: Fatal | None = None
         self.jobs_created: set[str] = set()
         self.terminated_at: dict[str, float] = {}
         self.turnarounds: deque[float] = deque()
@@ -140,6 +143,8 @@ class ExperimentReconciler:
         self.stopped = True
         if self._timer is not None:
             self._timer.cancel()
+        for task in list(self.creating.values()):
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -210,6 +215,8 @@ class ExperimentReconciler:
     async def reconcile(self) -> None:
         if self.stopped or self.body["metadata"].get("deletionTimestamp"):
             return
+        if self.fatal is not None:
+            raise self.fatal
         spec = self._spec()
         await self._load_accepted(spec)
         assert self.accepted is not None
@@ -241,7 +248,7 @@ class ExperimentReconciler:
         records = [t.record() for t in trials]
         action = decide(self.accepted, records, self._elapsed())
         if isinstance(action, Finish):
-            await self._finish(action, trials)
+            await self._finish(action)
             return
         if isinstance(action, Ask):
             _, trials = await asyncio.gather(
@@ -353,6 +360,8 @@ class ExperimentReconciler:
                 del self.written[name]  # the watch caught up
             else:
                 merged[name] = mine
+        for name, placeholder in self.placeholders.items():
+            merged.setdefault(name, placeholder)
         return sorted(merged.values(), key=lambda t: t.index)
 
     def _remember(self, body: Mapping[str, Any]) -> TrialView:
@@ -402,7 +411,7 @@ class ExperimentReconciler:
         assert indexes is not None and self.accepted is not None
         finished: list[tuple[TrialView, outcomes.TrialOutcome, int]] = []
         for trial in trials:
-            if trial.done:
+            if trial.done or not trial.uid:  # finished, or its Trial is still being created
                 continue
             jobs = [j for j in indexes.job_of(self.namespace, trial.name) if j.owner_uid == trial.uid]
             pods = [p for p in indexes.pods_of(self.namespace, trial.name) if not jobs or p.owner_uid == jobs[0].uid]
@@ -480,12 +489,62 @@ class ExperimentReconciler:
     async def _start_trials(
         self, client: ControllerClient, trials: list[TrialView], count: int, expect: State | None = None
     ) -> list[TrialView]:
-        """Ask for ``count`` candidates after the known ones and create a Trial and a Job for each."""
+        """Ask for ``count`` candidates after the known ones; their Trials and Jobs are created in the background.
+
+        The pass does not wait for the creations: it returns the candidates as placeholders (Pending, no
+        uid yet), so the next pass counts them as active and never asks twice, and a trial that ends
+        meanwhile is told without waiting for these writes. With ``expect`` (the orphans found by a
+        sync) the creations are awaited, so they exist before anything else is told.
+        """
         candidates, state = await client.ask(len(trials), count)
         if expect is None:
             self._check(state)
-        created = await asyncio.gather(*(self._create_trial(c) for c in candidates))
-        return sorted([*trials, *created], key=lambda t: t.index)
+        placeholders = [self._begin_creation(c) for c in candidates]
+        if expect is not None:
+            await self.creations_done()
+            return self._trials()
+        return sorted([*trials, *placeholders], key=lambda t: t.index)
+
+    def _begin_creation(self, candidate: Mapping[str, Any]) -> TrialView:
+        assert self.accepted is not None
+        index = int(candidate["index"])
+        view = TrialView(
+            name=names.trial_name(self.name, index),
+            uid="",
+            owner_uid=self.uid,
+            resource_version=-1,
+            index=index,
+            architecture=dict(candidate["architecture"]),
+            architecture_id=candidate["architectureId"],
+            seed=trial_seed(self.accepted.strategy.seed, index),
+        )
+        if view.name not in self.creating:
+            self.placeholders[view.name] = view
+            task = asyncio.get_running_loop().create_task(self._create(candidate), name=f"create {view.name}")
+            self.creating[view.name] = task
+        return view
+
+    async def _create(self, candidate: Mapping[str, Any]) -> None:
+        name = names.trial_name(self.name, int(candidate["index"]))
+        try:
+            await self._create_trial(candidate)
+        except asyncio.CancelledError:
+            raise
+        except Fatal as exc:
+            self.fatal = exc
+            self.wake()
+        except Exception as exc:  # the next pass asks for this index again and gets the same candidate
+            self.runtime.metrics.reconcile_errors.labels(self.namespace, self.name).inc()
+            self.log.warning("trial creation failed", extra={"trial": name, "error": repr(exc)})
+            self.wake_later(exc.delay if isinstance(exc, Requeue) else 1.0)
+        finally:
+            self.placeholders.pop(name, None)
+            self.creating.pop(name, None)
+
+    async def creations_done(self) -> None:
+        """Wait for the Trial and Job creations under way."""
+        while self.creating:
+            await asyncio.gather(*list(self.creating.values()), return_exceptions=True)
 
     async def _create_trial(self, candidate: Mapping[str, Any]) -> TrialView:
         assert self.accepted is not None
@@ -535,7 +594,7 @@ class ExperimentReconciler:
         assert indexes is not None
         writes = []
         for trial in trials:
-            if trial.done:
+            if trial.done or not trial.uid:
                 continue
             pods = indexes.pods_of(self.namespace, trial.name)
             if not outcomes.is_running(pods):
@@ -551,8 +610,9 @@ class ExperimentReconciler:
             self._remember(body)
 
     # -- the end -------------------------------------------------------------------------------
-    async def _finish(self, action: Finish, trials: list[TrialView]) -> None:
-        active = [t for t in trials if not t.done]
+    async def _finish(self, action: Finish) -> None:
+        await self.creations_done()
+        active = [t for t in self._trials() if not t.done]
         for trial in active:  # a goal reached or too many failures: the rest is not needed
             await self.runtime.api.delete("batch/v1", "Job", self.namespace, trial.name)
             body = await self.runtime.api.patch(
