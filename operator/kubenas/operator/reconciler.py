@@ -577,13 +577,17 @@ class ExperimentReconciler:
                 "seed": trial.seed,
             },
         }
+        self.jobs_created.add(trial.name)  # before the write: a pass meanwhile must not create it too
         try:
             await self.runtime.api.create(manifests.trainer_job(self.ref, self.accepted, trial_body))
         except AlreadyExists:
             job = await self.runtime.api.get("batch/v1", "Job", self.namespace, trial.name)
             if not _owned_by(job, trial.uid):
+                self.jobs_created.discard(trial.name)
                 raise Requeue(f"an older Job {trial.name} is still being deleted") from None
-        self.jobs_created.add(trial.name)
+        except BaseException:
+            self.jobs_created.discard(trial.name)
+            raise
         if self.turnarounds:
             elapsed = time.monotonic() - self.turnarounds.popleft()
             self.runtime.metrics.trial_turnaround.labels(self.namespace, self.name).observe(elapsed)
