@@ -75,6 +75,7 @@ def test_helm_install_runs_an_experiment_as_the_charts_service_account(
     cluster: Cluster, namespace: str, k8s: KubeApis, release: HelmRelease
 ) -> None:
     assert release.status()["info"]["status"] == "deployed"
+    assert f"serves SearchExperiments in these namespaces: {namespace}." in release.output  # NOTES.txt
     pod = OperatorPod.find(cluster, k8s, namespace, release.name)
     assert pod.body["spec"]["serviceAccountName"] == "kubenas"
 

@@ -16,7 +16,7 @@ from kubenas.api import crd
 from kubenas.operator import cli as operator_cli
 from kubenas.operator.kube import RESOURCES
 from kubenas.packaging import bundle, chart, crds, dashboard, generate
-from kubenas.packaging.helm import HelmError
+from kubenas.packaging.helm import HelmError, run_helm
 from kubenas.packaging.paths import NAMESPACE, Layout
 from kubenas.packaging.testing import require
 from tests.conftest import REPO
@@ -92,6 +92,11 @@ def test_every_schema_object_forbids_unknown_keys() -> None:
 
     walk(schema, "")
     assert open_ones == []
+
+
+def test_chart_packages(helm: Path, tmp_path: Path) -> None:
+    out = run_helm(["package", str(CHART), "--destination", str(tmp_path)], helm=helm)
+    assert len(list(tmp_path.glob("kubenas-*.tgz"))) == 1, out
 
 
 def test_chart_version_follows_the_package() -> None:

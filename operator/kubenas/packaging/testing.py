@@ -78,6 +78,7 @@ class HelmRelease:
         self.namespace = namespace
         self.values = dict(values)
         self.helm = helm
+        self.output = ""  # what `helm install` printed, NOTES.txt included
 
     def _run(self, *args: str) -> str:
         return run_helm([*args, "--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace], helm=self.helm)
@@ -87,7 +88,8 @@ class HelmRelease:
             json.dump(self.values, fh)
         try:
             chart = str(Layout().chart)
-            return self._run("install", self.name, chart, "--values", fh.name, "--wait", "--timeout", timeout)
+            self.output = self._run("install", self.name, chart, "--values", fh.name, "--wait", "--timeout", timeout)
+            return self.output
         finally:
             Path(fh.name).unlink()
 
