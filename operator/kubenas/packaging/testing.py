@@ -29,7 +29,7 @@ import yaml
 
 from kubenas.devcluster.pytest_plugin import wait_until
 from kubenas.operator.testing import OperatorProcess
-from kubenas.packaging.helm import find_helm, run_helm
+from kubenas.packaging.helm import HelmError, find_helm, run_helm
 from kubenas.packaging.paths import Layout
 
 INSTALL_HINTS = {
@@ -79,6 +79,7 @@ class HelmRelease:
         self.values = dict(values)
         self.helm = helm
         self.output = ""  # what `helm install` printed, NOTES.txt included
+        self.installed = False
 
     def _run(self, *args: str) -> str:
         return run_helm([*args, "--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace], helm=self.helm)
@@ -88,6 +89,7 @@ class HelmRelease:
             json.dump(self.values, fh)
         try:
             chart = str(Layout().chart)
+            self.installed = True  # a failed --wait still leaves a release to uninstall
             self.output = self._run("install", self.name, chart, "--values", fh.name, "--wait", "--timeout", timeout)
             return self.output
         finally:
@@ -97,7 +99,16 @@ class HelmRelease:
         return dict(json.loads(self._run("status", self.name, "--output", "json")))
 
     def uninstall(self) -> str:
-        return self._run("uninstall", self.name, "--wait", "--timeout", "120s")
+        """Uninstall; nothing to do when the install never started."""
+        if not self.installed:
+            return ""
+        self.installed = False
+        try:
+            return self._run("uninstall", self.name, "--wait", "--timeout", "120s")
+        except HelmError as err:
+            if "not found" in str(err):  # the install failed before helm recorded a release
+                return ""
+            raise
 
 
 class PrometheusServer:
