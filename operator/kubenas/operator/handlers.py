@@ -48,6 +48,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix=names.ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.posting.enabled = False
+    # Server-side filters: the API server sends only our pods, Jobs and slices, not the cluster's.
+    settings.watching.label_selectors[PODS] = f"{names.LABEL_COMPONENT}={names.COMPONENT_TRAINER}"
+    settings.watching.label_selectors[JOBS] = f"{names.LABEL_COMPONENT}={names.COMPONENT_TRAINER}"
+    settings.watching.label_selectors[SLICES] = f"{names.LABEL_COMPONENT}={names.COMPONENT_CONTROLLER}"
+    settings.watching.label_selectors[TRIALS] = names.LABEL_EXPERIMENT
     config = OperatorConfig.from_env()
     runtime = Runtime.create(config)
     if config.metrics_port is not None:
