@@ -36,9 +36,10 @@ test: cluster-build
 run:
 	$(KUBENAS) run examples/digits-cell-search.yaml
 
-## crds: regenerate crds/ from the pydantic models
+## crds: regenerate crds/ from the pydantic models, then the chart's copy and the kubectl bundle
 crds:
 	$(KUBENAS) crds generate
+	$(KUBENAS) chart generate
 
 ## lint: ruff over the whole tree
 lint:

@@ -12,6 +12,7 @@ from kubenas.bench import cli as bench_cli
 from kubenas.controller import cli as controller_cli
 from kubenas.devcluster import cli as cluster_cli
 from kubenas.operator import cli as operator_cli
+from kubenas.packaging import cli as chart_cli
 
 console = Console()
 app = typer.Typer(
@@ -26,6 +27,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(cluster_cli.app, name="cluster")
 app.add_typer(operator_cli.app, name="operator")
 app.add_typer(controller_cli.app, name="controller")
+chart_cli.register(app)
 
 
 crds_app = typer.Typer(help="The CustomResourceDefinitions generated from the API models.", no_args_is_help=True)

@@ -20,7 +20,7 @@ def mixed() -> SearchSpaceSpec:
         hyperparameters=[
             Decision(name="lr", type="float", low=1e-4, high=1e-1, log=True),
             Decision(name="width", type="int", low=8, high=64, step=8),
-            Decision(name="act", type="categorical", choices=["relu", "gelu", 1, True]),
+            Decision(name="act", type="categorical", choices=["relu", "gelu", 1, "1"]),
         ],
     )
 
@@ -46,7 +46,7 @@ def test_canonical_round_trips_and_keeps_types_apart() -> None:
         assert space.parse(space.canonical(arch)) == arch
         assert space.validate(arch) == arch
     a = {"layer_0": "conv3x3", "layer_1": "identity", "lr": 0.01, "width": 16, "act": 1}
-    b = {**a, "act": True}
+    b = {**a, "act": "1"}
     assert space.canonical(a) != space.canonical(b)
 
 

@@ -69,6 +69,8 @@ class _Converter:
         else:
             node = self._convert_plain(node)
         out = {k: v for k, v in node.items() if k not in _DROP}
+        if isinstance(node.get("additionalProperties"), dict):  # a typed map; only `false` is dropped
+            out["additionalProperties"] = node["additionalProperties"]
         default = node.get("default")
         if default is not None and not isinstance(default, (dict, list)):
             out["default"] = default
@@ -87,11 +89,9 @@ class _Converter:
                 node["properties"] = {k: self.convert(v) for k, v in props.items()}
             else:
                 extra = node.get("additionalProperties")
-                if isinstance(extra, dict) and extra and extra.get("type") in {"string", "integer", "number"}:
-                    node["additionalProperties"] = self.convert(extra)
+                if isinstance(extra, dict) and (extra.get("type") in {"string", "integer", "number"} or "anyOf" in extra):
                     return {**node, "additionalProperties": self.convert(extra)}
-                if isinstance(extra, dict) and "anyOf" in extra:
-                    return {**node, "additionalProperties": self.convert(extra)}
+                node.pop("additionalProperties", None)
                 node["x-kubernetes-preserve-unknown-fields"] = True
         elif kind == "array":
             node["items"] = self.convert(node.get("items", {}))
@@ -113,7 +113,6 @@ _NAME_RULE = cel(
     f"self.metadata.name.size() <= {MAX_EXPERIMENT_NAME} && self.metadata.name.matches('^[a-z]')",
     f"metadata.name must start with a letter and have at most {MAX_EXPERIMENT_NAME} characters"
     " (children are named <name>-controller and <name>-00042)",
-    ".metadata.name",
 )
 
 

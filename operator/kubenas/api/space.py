@@ -19,7 +19,9 @@ NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 NB201_OPERATIONS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
 CHAIN_OPERATIONS = ["conv3x3", "conv5x5", "sep_conv3x3", "max_pool3x3", "identity"]
 
-ChoiceValue = str | int | float | bool
+#: categorical choices are strings or integers: the CRD types them int-or-string so CEL can check them;
+#: real-valued options belong in a float decision (with ``step`` for a fixed grid).
+ChoiceValue = str | int
 
 
 class Decision(ApiModel):

@@ -11,6 +11,7 @@ and nothing else changes.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -194,10 +195,18 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _format(value: Value) -> str:
+    """Text of a value in a canonical id; strings that would read as numbers or break the id are quoted."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(float(value))
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            if not any(c in value for c in ',="') and value not in ("true", "false"):
+                return value
+        return json.dumps(value)
     return str(value)
 
 
