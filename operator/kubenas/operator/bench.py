@@ -11,6 +11,7 @@ watches trainer pods from outside, timestamps each pod's first sight and its tra
 - ``trials_per_s``: trials finished per second between the first pod's creation and the last end;
 - ``writes_per_trial``: the operator's Kubernetes API writes (creates, patches, deletes, events,
   from its own ``kubenas_api_writes_total``) divided by the number of trials;
+- ``operator_cpu_ms_per_trial``: CPU the operator process spent per trial (what scales with load);
 - ``breakdown_ms``: the turnaround split at the next Job's first sight: ``end_to_next_job`` (the
   operator's part, plus watch delivery) and ``job_to_pod`` (the Job controller and scheduler).
 """
@@ -43,6 +44,7 @@ class BenchResult:
     writes: float
     operator_ms: list[float] = field(default_factory=list)  # trainer's end → next Job seen
     job_to_pod_ms: list[float] = field(default_factory=list)  # Job seen → its pod seen
+    operator_cpu_s: float = 0.0  # CPU the operator process used during the run
 
     def percentile(self, q: float) -> float:
         return percentile(self.turnaround_ms, q)
@@ -55,6 +57,7 @@ class BenchResult:
             "trials": self.trials,
             "parallel": self.parallel,
             "samples": len(self.turnaround_ms),
+            "operator_cpu_ms_per_trial": round(1000 * self.operator_cpu_s / self.trials, 2) if self.trials else None,
             "breakdown_ms": {
                 "end_to_next_job": _p50_p99(self.operator_ms),
                 "job_to_pod": _p50_p99(self.job_to_pod_ms),

@@ -151,6 +151,7 @@ def run_bench(trials: int, parallel: int, kubeconfig: Path | None) -> BenchResul
         kube.core.create_namespace({"metadata": {"name": namespace}})
         operator = OperatorProcess(kc, Path(tmp) / "operator.log", namespaces=(namespace,)).start()
         try:
+            cpu_before = operator.cpu_seconds()
             with TrainerWatch(kc, namespace) as pods:
                 manifest = experiment_manifest(
                     "bench",
@@ -165,6 +166,7 @@ def run_bench(trials: int, parallel: int, kubeconfig: Path | None) -> BenchResul
             if exp["status"]["phase"] != "Succeeded":
                 raise RuntimeError(f"the benchmark experiment ended {exp['status']}; see {operator.log_path}")
             writes = operator.metric("kubenas_api_writes_total")
+            cpu = operator.cpu_seconds() - cpu_before
             first, last = min(pods.created.values()), max(pods.terminated.values())
             return BenchResult(
                 trials=trials,
@@ -174,6 +176,7 @@ def run_bench(trials: int, parallel: int, kubeconfig: Path | None) -> BenchResul
                 writes=writes,
                 operator_ms=turnarounds(list(pods.terminated.values()), list(pods.job_created.values()), parallel),
                 job_to_pod_ms=pods.job_to_pod_ms(),
+                operator_cpu_s=cpu,
             )
         finally:
             operator.stop()
