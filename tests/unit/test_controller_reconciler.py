@@ -195,10 +195,14 @@ class World:
         for runtime in self.runtimes:
             await runtime.close()
 
-    async def run_pods(self, fail: Callable[[dict[str, Any]], int | None] = lambda arch: None) -> int:
-        """Give every Job without a pod a pod, and let each new pod finish; returns how many ran."""
+    async def run_pods(
+        self, fail: Callable[[dict[str, Any]], int | None] = lambda arch: None, most: int | None = None
+    ) -> int:
+        """Give every Job without a pod (at most ``most``) a pod that finishes; returns how many ran."""
         ran = 0
         for job in self.api.of_kind("Job"):
+            if most is not None and ran >= most:
+                break
             trial = job["metadata"]["labels"][names.LABEL_TRIAL]
             if any(p["metadata"]["labels"][names.LABEL_TRIAL] == trial for p in self.api.of_kind("Pod")):
                 continue
@@ -429,5 +433,46 @@ def test_trials_being_created_count_as_active_so_nothing_is_asked_twice() -> Non
         world.api.latency = 0.0
         await drive(world, rec)
         assert exp_status(world)["trials"]["total"] == 6
+
+    scenario(budget, body)
+
+
+def test_a_goal_reached_cancels_the_trials_still_running() -> None:
+    budget = {"maxTrials": 20, "parallelTrials": 3}
+
+    async def body(world: World) -> None:
+        exp = world.api.objects[(API_VERSION, "SearchExperiment", NS, "exp")]
+        exp["spec"]["objective"] = {"metric": "val_accuracy", "target": 0.0}  # the first result reaches it
+        rec = world.reconciler()
+        await step(rec)
+        await world.controller_up()
+        await step(rec)
+        await world.run_pods(most=1)
+        await step(rec)
+        await settle(rec)
+        st = exp_status(world)
+        assert st["phase"] == "Succeeded"
+        assert {c["type"]: c for c in st["conditions"]}["Succeeded"]["reason"] == "GoalReached"
+        phases = sorted((t["status"]["phase"], t["status"].get("reason")) for t in trials(world))
+        assert phases == [("Failed", "Cancelled"), ("Failed", "Cancelled"), ("Succeeded", None)]
+        assert len(world.api.of_kind("Job")) == 1  # the cancelled trials' Jobs are deleted
+
+    scenario(budget, body)
+
+
+def test_max_duration_stops_new_trials_and_ends_with_deadline_exceeded() -> None:
+    budget = {"maxTrials": 50, "parallelTrials": 2, "maxDuration": "1s"}
+
+    async def body(world: World) -> None:
+        rec = world.reconciler()
+        await step(rec)
+        await world.controller_up()
+        await step(rec)
+        await settle(rec)  # status.startTime is written
+        await asyncio.sleep(2.1)
+        await drive(world, rec)
+        st = exp_status(world)
+        assert {c["type"]: c for c in st["conditions"]}["Succeeded"]["reason"] == "DeadlineExceeded"
+        assert st["trials"]["total"] < 50
 
     scenario(budget, body)
