@@ -642,8 +642,8 @@ class ExperimentReconciler:
             extra={"phase": action.phase, "reason": action.reason, "detail": action.message, "cancelled": len(active)},
         )
         self._event("Normal" if action.phase == "Succeeded" else "Warning", action.reason, action.message)
-        self._publish(self._trials(), verdict, urgent=True)
         await self._scale_controller_down()
+        self._publish(self._trials(), verdict, urgent=True)
 
     async def _fail(self, exc: Fatal | ControllerRefused) -> None:
         reason = exc.reason if isinstance(exc, Fatal) else exc.code
@@ -655,11 +655,12 @@ class ExperimentReconciler:
         if self.accepted is None:
             self._publish_invalid(reason, message)
             return
-        self._publish(trials, status.Verdict("Failed", reason, message), urgent=True)
         await self._scale_controller_down()
+        self._publish(trials, status.Verdict("Failed", reason, message), urgent=True)
 
     async def _settle_finished(self) -> None:
         """A finished experiment keeps its status current (spec edits) and holds no controller pod."""
+        await self._scale_controller_down()
         verdict = self.final or status.Verdict(
             self.phase, _terminal_reason(self.body), (self.body.get("status") or {}).get("message") or ""
         )
@@ -667,15 +668,16 @@ class ExperimentReconciler:
             self._publish_invalid(verdict.reason, verdict.message)
         else:
             self._publish(self._trials(), verdict)
-        await self._scale_controller_down()
 
     async def _scale_controller_down(self) -> None:
+        """Stop the controller pod (once; a restarted operator only reads that it is stopped)."""
         if self.scaled_down:
             return
+        name = names.controller_name(self.name)
         with contextlib.suppress(NotFound):
-            await self.runtime.api.patch(
-                "apps/v1", "Deployment", self.namespace, names.controller_name(self.name), {"spec": {"replicas": 0}}
-            )
+            deployment = await self.runtime.api.get("apps/v1", "Deployment", self.namespace, name)
+            if (deployment.get("spec") or {}).get("replicas") != 0:
+                await self.runtime.api.patch("apps/v1", "Deployment", self.namespace, name, {"spec": {"replicas": 0}})
         self.scaled_down = True
         self.controller_ready = (False, "ExperimentFinished", "the controller is stopped once the search is over")
 
