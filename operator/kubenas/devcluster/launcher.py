@@ -260,6 +260,10 @@ def _clear_stale(cluster_dir: Path) -> None:
             raise DevClusterError(f"a cluster is already running in {cluster_dir}; `kubenas cluster down` first")
         existing.stop(remove=True)
     elif cluster_dir.exists() and any(cluster_dir.iterdir()):
+        # Only ever delete what looks like a cluster directory left by a failed start.
+        layout = Layout(cluster_dir)
+        if not (layout.pki.exists() or layout.logs.exists()):
+            raise DevClusterError(f"{cluster_dir} is not empty and not a cluster directory; pick another --dir")
         shutil.rmtree(cluster_dir)
 
 
