@@ -52,7 +52,7 @@ from kubenas.operator.kube import AlreadyExists, ApiError, NotFound
 from kubenas.operator.runtime import Runtime
 from kubenas.operator.spec_changes import describe_budget_change, judge_edit
 from kubenas.operator.status_writer import StatusWriter
-from kubenas.operator.views import TrialView, parse_time, resource_version
+from kubenas.operator.views import JobView, PodView, TrialView, parse_time, resource_version
 
 log = logging.getLogger("kubenas.operator")
 
@@ -441,10 +441,8 @@ class ExperimentReconciler:
                 self.turnarounds.append(self.terminated_at.pop(outcome.pod_uid))
         return [by_name.get(t.name, t) for t in trials]
 
-    async def _confirm_lost_result(self, trial: TrialView, job: Any) -> outcomes.TrialOutcome | None:
+    async def _confirm_lost_result(self, trial: TrialView, job: JobView) -> outcomes.TrialOutcome | None:
         """A Job completed without a pod result in the cache: read the pods from the API server to be sure."""
-        from kubenas.operator.views import PodView
-
         bodies = await self.runtime.api.list("v1", "Pod", self.namespace, {names.LABEL_TRIAL: trial.name})
         pods = [PodView.parse(b) for b in bodies]
         return outcomes.trial_outcome(pods, job, self.accepted.trial_template.retries if self.accepted else 0, True)
