@@ -476,3 +476,39 @@ def test_max_duration_stops_new_trials_and_ends_with_deadline_exceeded() -> None
         assert st["trials"]["total"] < 50
 
     scenario(budget, body)
+
+
+def test_a_history_with_unwritten_trials_is_recovered_exactly() -> None:
+    """Operator and controller lost while Trials were being written: the hole is asked again."""
+    budget = {"maxTrials": 12, "parallelTrials": 3}
+
+    async def body(world: World) -> None:
+        rec = world.reconciler()
+        await step(rec)
+        await world.controller_up()
+        await step(rec)  # asks 0, 1, 2
+        for _ in range(3):  # one result at a time: each tell counts the candidates asked before it
+            await world.run_pods(most=1)
+            await step(rec)
+        await settle(rec)
+        await rec.status_writer.close()
+        # Trial 3 was asked before later results were told; now lose it (and its Job) as if it had
+        # never been written, and lose both processes.
+        lost = next(t for t in trials(world) if t["spec"]["index"] == 3)
+        told_after = [t for t in trials(world) if (t.get("status") or {}).get("asksBeforeTell", 0) > 3]
+        assert told_after, "the scenario needs a result told after candidate 3 was asked"
+        for key in [k for k in world.api.objects if k[3] in ("exp-00003",) or k[3].startswith("exp-00003-")]:
+            del world.api.objects[key]
+        await world.controller_up()  # a fresh controller: empty memory
+        second = world.reconciler()  # a fresh operator
+        await step(second)
+        again = next(t for t in trials(world) if t["spec"]["index"] == 3)
+        assert again["spec"]["architecture"] == lost["spec"]["architecture"]
+        await drive(world, second)
+        assert exp_status(world)["phase"] == "Succeeded"
+        from kubenas.api.v1alpha1 import SearchExperimentSpec
+
+        records = [TrialView.parse(t).record() for t in trials(world)]
+        Search(SearchExperimentSpec.model_validate({**SPEC, "budget": budget}), records, name_prefix="exp")
+
+    scenario(budget, body)

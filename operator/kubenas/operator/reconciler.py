@@ -49,6 +49,7 @@ from kubenas.operator.controller_client import (
     Endpoint,
 )
 from kubenas.operator.kube import AlreadyExists, ApiError, NotFound
+from kubenas.operator.recovery import recovery_step
 from kubenas.operator.runtime import Runtime
 from kubenas.operator.spec_changes import describe_budget_change, judge_edit
 from kubenas.operator.status_writer import StatusWriter
@@ -386,7 +387,14 @@ class ExperimentReconciler:
             self.log.info("controller adopted", extra={"asked": state.asked, "told": state.told})
         else:
             started = time.perf_counter()
-            state = await client.replay(self.name, self.accepted.to_wire(), [t.record() for t in trials])
+            spec = self.accepted.to_wire()
+            step = recovery_step([t.record() for t in trials])
+            while step is not None:  # both processes were lost while Trials were being written
+                self.log.warning("history has unwritten candidates", extra={"from": step.index, "count": step.count})
+                await client.replay(self.name, spec, step.prefix)
+                trials = await self._start_trials(client, trials, step.count, State("", True, 0, 0), step.index)
+                step = recovery_step([t.record() for t in trials])
+            state = await client.replay(self.name, spec, [t.record() for t in trials])
             self.runtime.metrics.controller_replays.labels(self.namespace, self.name).inc()
             seconds = round(time.perf_counter() - started, 4)
             self.log.info("controller replayed", extra={"trials": len(trials), "told": told, "seconds": seconds})
@@ -485,16 +493,21 @@ class ExperimentReconciler:
 
     # -- 4. new trials -------------------------------------------------------------------------
     async def _start_trials(
-        self, client: ControllerClient, trials: list[TrialView], count: int, expect: State | None = None
+        self,
+        client: ControllerClient,
+        trials: list[TrialView],
+        count: int,
+        expect: State | None = None,
+        index: int | None = None,
     ) -> list[TrialView]:
         """Ask for ``count`` candidates after the known ones; their Trials and Jobs are created in the background.
 
         The pass does not wait for the creations: it returns the candidates as placeholders (Pending, no
         uid yet), so the next pass counts them as active and never asks twice, and a trial that ends
-        meanwhile is told without waiting for these writes. With ``expect`` (the orphans found by a
-        sync) the creations are awaited, so they exist before anything else is told.
+        meanwhile is told without waiting for these writes. With ``expect`` (candidates found missing
+        by a sync, from ``index`` on) the creations are awaited, so they exist before anything is told.
         """
-        candidates, state = await client.ask(len(trials), count)
+        candidates, state = await client.ask(len(trials) if index is None else index, count)
         if expect is None:
             self._check(state)
         placeholders = [self._begin_creation(c) for c in candidates]
