@@ -263,6 +263,14 @@ async def step(rec: ExperimentReconciler) -> None:
     await rec.creations_done()
 
 
+async def started(world: World) -> ExperimentReconciler:
+    """A reconciler whose first pass created the controller's objects, and the controller running."""
+    rec = world.reconciler()
+    await step(rec)
+    await world.controller_up()
+    return rec
+
+
 async def settle(rec: ExperimentReconciler) -> None:
     for _ in range(50):
         await asyncio.sleep(0.01)
@@ -345,9 +353,7 @@ def test_a_restarted_controller_gets_the_history_and_suggests_the_same() -> None
     budget = {"maxTrials": 16, "parallelTrials": 2}
 
     async def body(world: World) -> None:
-        rec = world.reconciler()
-        await step(rec)
-        await world.controller_up()
+        rec = await started(world)
         for _ in range(5):
             await step(rec)
             await world.run_pods()
@@ -369,9 +375,7 @@ def test_bad_candidates_count_as_failures_and_too_many_fail_the_experiment() -> 
     budget = {"maxTrials": 12, "parallelTrials": 2, "maxFailedTrials": 2}
 
     async def body(world: World) -> None:
-        rec = world.reconciler()
-        await step(rec)
-        await world.controller_up()
+        rec = await started(world)
         await drive(world, rec, fail=lambda arch: 3)
         st = exp_status(world)
         assert st["phase"] == "Failed"
@@ -387,9 +391,7 @@ def test_raising_max_trials_takes_effect_and_other_edits_are_refused() -> None:
     budget = {"maxTrials": 3, "parallelTrials": 3}
 
     async def body(world: World) -> None:
-        rec = world.reconciler()
-        await step(rec)
-        await world.controller_up()
+        rec = await started(world)
         await step(rec)
         exp = world.api.objects[(API_VERSION, "SearchExperiment", NS, "exp")]
         exp["spec"] = {
@@ -419,9 +421,7 @@ def test_trials_being_created_count_as_active_so_nothing_is_asked_twice() -> Non
     budget = {"maxTrials": 6, "parallelTrials": 3}
 
     async def body(world: World) -> None:
-        rec = world.reconciler()
-        await step(rec)
-        await world.controller_up()
+        rec = await started(world)
         world.api.latency = 0.05
         await rec.reconcile()  # asks three; their Trials and Jobs are still being written
         assert len(rec.creating) == 3
@@ -443,9 +443,7 @@ def test_a_goal_reached_cancels_the_trials_still_running() -> None:
     async def body(world: World) -> None:
         exp = world.api.objects[(API_VERSION, "SearchExperiment", NS, "exp")]
         exp["spec"]["objective"] = {"metric": "val_accuracy", "target": 0.0}  # the first result reaches it
-        rec = world.reconciler()
-        await step(rec)
-        await world.controller_up()
+        rec = await started(world)
         await step(rec)
         await world.run_pods(most=1)
         await step(rec)
@@ -464,9 +462,7 @@ def test_max_duration_stops_new_trials_and_ends_with_deadline_exceeded() -> None
     budget = {"maxTrials": 50, "parallelTrials": 2, "maxDuration": "1s"}
 
     async def body(world: World) -> None:
-        rec = world.reconciler()
-        await step(rec)
-        await world.controller_up()
+        rec = await started(world)
         await step(rec)
         await settle(rec)  # status.startTime is written
         await asyncio.sleep(2.1)
@@ -483,9 +479,7 @@ def test_a_history_with_unwritten_trials_is_recovered_exactly() -> None:
     budget = {"maxTrials": 12, "parallelTrials": 3}
 
     async def body(world: World) -> None:
-        rec = world.reconciler()
-        await step(rec)
-        await world.controller_up()
+        rec = await started(world)
         await step(rec)  # asks 0, 1, 2
         for _ in range(3):  # one result at a time: each tell counts the candidates asked before it
             await world.run_pods(most=1)
