@@ -327,7 +327,10 @@ class ExperimentReconciler:
         """Create the controller's Service and Deployment (already there is fine)."""
         assert self.accepted is not None
         created = []
+        recheck = self.children_at is not None  # later checks read first: no failed writes every 30 s
         for obj in (manifests.controller_service(self.ref), manifests.controller_deployment(self.ref, self.accepted)):
+            if recheck and await self._exists(obj):
+                continue
             try:
                 await self.runtime.api.create(obj)
                 created.append(f"{obj['kind']} {obj['metadata']['name']}")
@@ -336,6 +339,13 @@ class ExperimentReconciler:
         if created:
             self._event("Normal", "ControllerCreated", "created " + ", ".join(created))
         self.children_at = time.monotonic()
+
+    async def _exists(self, obj: Mapping[str, Any]) -> bool:
+        try:
+            await self.runtime.api.get(obj["apiVersion"], obj["kind"], self.namespace, obj["metadata"]["name"])
+        except NotFound:
+            return False
+        return True
 
     def _endpoint(self) -> Endpoint | None:
         indexes = self.runtime.indexes
