@@ -35,11 +35,6 @@ def _peers(k8s: KubeApis, namespace: str) -> dict[str, dict]:
     return dict(peering.get("status") or {})
 
 
-@pytest.mark.xfail(
-    reason="`kubenas operator --peering` runs every replica at kopf's default priority 0, so both pause; "
-    "the operator needs a distinct (e.g. random) priority per process under --peering",
-    strict=False,
-)
 def test_two_peered_replicas_run_an_experiment(
     cluster: Cluster, namespace: str, k8s: KubeApis, peered: HelmRelease, tmp_path: Path
 ) -> None:

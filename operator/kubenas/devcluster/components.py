@@ -156,6 +156,7 @@ def controller_manager_args(binary: Path, layout: Layout, ports: Ports, pki: Clu
         "--node-monitor-period=2s",
         "--node-monitor-grace-period=20s",
         "--concurrent-gc-syncs=10",
+        "--concurrent-job-syncs=50",  # the default 5 queues Jobs behind each other at 50 parallel trials
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from pathlib import Path
 
 import typer
@@ -56,7 +57,11 @@ def operator(
     disable_created_metrics()
     import kubenas.operator.handlers  # noqa: F401  (registers the handlers)
 
+    # Peered replicas must differ in priority: kopf pauses every operator that sees a peer of equal
+    # priority, so replicas that all kept the default 0 would all stand still.
+    priority = secrets.randbelow(2**31 - 1) + 1 if peering else 0
     kopf.run(
+        priority=priority,
         standalone=standalone and peering is None,
         peering_name=peering,
         clusterwide=not namespace,
