@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 
 from kubenas.operator.kube import is_write
 
@@ -24,6 +24,7 @@ class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # CPU, memory and file descriptors for the operator-health panels
         ex = ["namespace", "experiment"]
         self.reconciles = Counter("kubenas_reconciles_total", "Experiment reconcile passes.", ex, registry=r)
         self.reconcile_errors = Counter(
@@ -92,6 +93,16 @@ class OperatorMetrics:
     def set_trials(self, namespace: str, experiment: str, counts: Mapping[str, int]) -> None:
         for phase in TRIAL_PHASES:
             self.trials.labels(namespace, experiment, phase).set(counts.get(phase.lower(), 0))
+        # Create the experiment's other series at zero: rate() and increase() cannot see the first
+        # observation of a series that did not exist before it.
+        for metric in (
+            self.reconcile_errors,
+            self.trial_duration,
+            self.trial_turnaround,
+            self.gpu_seconds,
+            self.controller_replays,
+        ):
+            metric.labels(namespace, experiment)
 
     def forget(self, namespace: str, experiment: str) -> None:
         """Drop an experiment's series when it is deleted, so deleted experiments do not linger."""
