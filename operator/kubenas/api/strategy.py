@@ -49,6 +49,10 @@ class ReinforceSettings(ApiModel):
     tanh_constant: float = Field(
         2.5, ge=0, le=100, description="Logit clipping C*tanh(l/C) as in ENAS; 0 turns it off."
     )
+    reward_normalization: Literal["rank", "zscore", "none"] = Field(
+        "rank", description="How rewards are scaled before the baseline: rank among those seen, z-score, or raw."
+    )
+    float_steps: int = Field(5, ge=2, le=100, description="Grid points the policy chooses among on a float range.")
 
 
 class TpeSettings(ApiModel):
