@@ -64,10 +64,16 @@ class TpeSettings(ApiModel):
 
 
 class ProgressiveSettings(ApiModel):
-    """Model-based search: a surrogate predictor trained on every result ranks many candidates."""
+    """Model-based search: a surrogate trained on every result steers a local search with restarts."""
 
-    initial_samples: int = Field(10, ge=1, le=100000, description="Random architectures before the model is used.")
-    candidates: int = Field(1000, ge=1, le=1000000, description="Candidates scored by the surrogate for each proposal.")
+    initial_samples: int = Field(20, ge=1, le=100000, description="Random architectures before the model is used.")
+    candidates: int = Field(
+        1000, ge=1, le=1000000, description="Random candidates the surrogate scores when a new run starts."
+    )
+    restart_distance: int = Field(
+        3, ge=1, le=1000, description="Decisions in which a restart must differ from every local optimum found."
+    )
+    float_steps: int = Field(5, ge=2, le=100, description="Grid points searched on a float range.")
 
 
 class StrategySpec(ApiModel):
