@@ -2,8 +2,93 @@
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+from typing import Any
+
 import typer
+import yaml
+
+from kubenas.api.strategy import STRATEGY_NAMES
+
+
+def _settings(pairs: list[str]) -> dict[str, Any] | None:
+    """``KEY=VALUE`` pairs as strategy settings; values are read as YAML scalars (10, 0.5, true, rank)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--set")
+        out[key.strip()] = yaml.safe_load(value)
+    return out or None
+
+
+def search(
+    table: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="CSV: x_<decision> columns and metric columns."
+    ),
+    signal: str = typer.Option(..., "--signal", help="Column the strategy searches on (larger is better)."),
+    report: str = typer.Option(..., "--report", help="Column reported for the incumbent (never searched on)."),
+    strategy: str = typer.Option(..., "--strategy", help=f"One of {', '.join(STRATEGY_NAMES)}."),
+    trials: int = typer.Option(300, "--trials", min=1, help="Trials per search."),
+    seeds: int = typer.Option(30, "--seeds", min=1, help="Searches, with strategy seeds 0..seeds-1."),
+    parallel: int = typer.Option(1, "--parallel", min=1, help="Trials outstanding: parallel-1 asks ahead of rewards."),
+    json_out: Path | None = typer.Option(None, "--json", dir_okay=False, help="Also write the summary as JSON here."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Worker processes over seeds."),
+    settings: list[str] = typer.Option(
+        [], "--set", help="A strategy setting, KEY=VALUE (repeatable), e.g. --set population_size=10."
+    ),
+) -> None:
+    """Search a tabular NAS benchmark and report the incumbent after 50, 100, 150, 300 and all trials."""
+    from pydantic import ValidationError
+
+    from kubenas.bench.tabular import benchmark, limit_threads, load_table
+    from kubenas.core.errors import SpecError
+
+    if strategy not in STRATEGY_NAMES:
+        raise typer.BadParameter(f"{strategy!r} is not one of {', '.join(STRATEGY_NAMES)}", param_hint="--strategy")
+    if parallel > trials:
+        raise typer.BadParameter("must not exceed --trials", param_hint="--parallel")
+    limit_threads()
+    try:
+        data = load_table(table, signal, report)
+        started = time.perf_counter()
+        summary = benchmark(data, strategy, trials, seeds, parallel, _settings(settings), jobs)
+    except SpecError as exc:
+        raise typer.BadParameter(exc.message, param_hint=exc.field) from None
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--set") from None
+    seconds = time.perf_counter() - started
+    typer.echo(f"{strategy}: {seeds} seeds x {trials} trials, parallel {parallel}, {seconds:.1f} s")
+    typer.echo(f"{'trials':>8}  {'mean ' + report:>16}  {'std':>6}")
+    for b, (mean, std) in summary.budgets.items():
+        typer.echo(f"{b:>8}  {mean:>16.2f}  {std:>6.2f}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+
+
+def nk_table(
+    out: Path = typer.Argument(..., dir_okay=False, help="CSV file to write."),
+    choices: str = typer.Option("4,4,3,5,4,3,4", "--choices", help="Choices of each decision, comma-separated."),
+    interactions: int = typer.Option(2, "--interactions", min=0, help="Other decisions each contribution depends on."),
+    noise: float = typer.Option(0.01, "--noise", min=0.0, help="Signal noise, as a fraction of the value range."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the landscape."),
+) -> None:
+    """Write a synthetic NK-landscape table (columns x_d0.., signal, report) to check strategies off NAS-Bench-201."""
+    from kubenas.bench.synthetic import nk_table as write
+
+    try:
+        sizes = [int(c) for c in choices.split(",")]
+    except ValueError:
+        raise typer.BadParameter("must be integers separated by commas", param_hint="--choices") from None
+    if not sizes or min(sizes) < 1:
+        raise typer.BadParameter("every decision needs at least one choice", param_hint="--choices")
+    write(out, sizes, interactions, noise, seed)
+    typer.echo(f"wrote {out}")
 
 
 def register(bench_app: typer.Typer) -> None:
     """Add the tabular benchmark commands to ``kubenas bench``."""
+    bench_app.command("search")(search)
+    bench_app.command("nk-table")(nk_table)
