@@ -1,0 +1,164 @@
+"""The tabular benchmark on small generated tables: loading, the search loop, the summary and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from kubenas.bench.synthetic import nk_table
+from kubenas.bench.tabular import (
+    benchmark,
+    budgets_for,
+    experiment_spec,
+    load_table,
+    run_search,
+    summarize,
+)
+from kubenas.cli import app
+from kubenas.core.errors import SpecError
+from kubenas.core.search import Search
+
+
+@pytest.fixture
+def nk(tmp_path: Path) -> Path:
+    return nk_table(tmp_path / "nk.csv", choices=(3, 4, 2, 3), interactions=1, seed=2)
+
+
+@pytest.fixture
+def holes(tmp_path: Path) -> Path:
+    """A 3 x 3 table with numeric choices, one empty signal and one architecture missing."""
+    path = tmp_path / "holes.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["x_Width", "x_op", "val", "test", "other"])
+        for width in (16, 8, 32):
+            for op in ("conv", "pool", "skip"):
+                if (width, op) == (32, "skip"):
+                    continue
+                val = "" if (width, op) == (8, "pool") else str(width + len(op))
+                w.writerow([width, op, val, width * 2 + len(op), 1])
+    return path
+
+
+@pytest.fixture
+def searches(monkeypatch: pytest.MonkeyPatch) -> list[Search]:
+    """Every Search the benchmark builds, so a test can read its trials afterwards."""
+    import kubenas.bench.tabular as tabular
+
+    made: list[Search] = []
+
+    class Recorded(Search):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(tabular, "Search", Recorded)
+    return made
+
+
+def test_x_columns_become_decisions_with_sorted_typed_choices(holes: Path) -> None:
+    table = load_table(holes, "val", "test")
+    assert table.decisions == (("width", (8, 16, 32)), ("op", ("conv", "pool", "skip")))
+    assert table.rows[(16, "conv")] == (20.0, 36.0)
+    assert math.isnan(table.rows[(8, "pool")][0])
+
+
+def test_a_missing_column_is_named(holes: Path) -> None:
+    with pytest.raises(SpecError, match="--signal"):
+        load_table(holes, "nope", "test")
+
+
+def test_a_table_without_decisions_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "flat.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(SpecError, match="x_"):
+        load_table(path, "a", "b")
+
+
+def test_missing_rows_and_empty_signals_are_failed_trials(holes: Path, searches: list[Search]) -> None:
+    table = load_table(holes, "val", "test")
+    curve = run_search(table, experiment_spec(table, "grid", seed=0, trials=9, parallel=1))
+    assert len(curve) == 9
+    assert curve[-1] == 68.0  # the best signal (36) is width 32 with conv or pool; both report 2 * 32 + 4
+    failed = {(t.architecture["width"], t.architecture["op"]) for t in searches[0].trials if t.phase == "Failed"}
+    assert failed == {(8, "pool"), (32, "skip")}
+
+
+def test_the_incumbent_is_the_best_by_signal_so_far(nk: Path, searches: list[Search]) -> None:
+    table = load_table(nk, "signal", "report")
+    curve = run_search(table, experiment_spec(table, "progressive", seed=1, trials=40, parallel=1))
+    names = [n for n, _ in table.decisions]
+    best, expected = -math.inf, []
+    for trial in sorted(searches[0].trials, key=lambda t: t.tell_sequence):
+        signal, report = table.rows[tuple(trial.architecture[n] for n in names)]
+        if signal > best:
+            best, incumbent = signal, report
+        expected.append(incumbent)
+    assert curve == expected
+
+
+def test_parallel_keeps_asks_ahead_of_rewards(nk: Path, searches: list[Search]) -> None:
+    table = load_table(nk, "signal", "report")
+    spec = experiment_spec(table, "evolution", seed=0, trials=30, parallel=4)
+    run_search(table, spec)
+    history = searches[0].trials
+    assert len(history) == 30
+    assert all(t.asks_before_tell == t.index + 4 for t in history if t.index < 26)
+    rebuilt = Search(spec, history)
+    assert rebuilt.strategy.state_digest() == searches[0].strategy.state_digest()
+
+
+def test_budgets_are_the_standard_ones_up_to_the_trials_and_the_trials() -> None:
+    assert budgets_for(300) == [50, 100, 150, 300]
+    assert budgets_for(120) == [50, 100, 120]
+    assert budgets_for(20) == [20]
+
+
+def test_summary_is_mean_and_std_over_seeds() -> None:
+    curves = [[1.0] * 60, [3.0] * 60, [math.nan] * 49 + [5.0] * 11]
+    summary = summarize("random", curves, 60)
+    assert summary.budgets[50] == (3.0, pytest.approx(math.sqrt(8 / 3)))
+    out = summary.to_json()
+    assert out["strategy"] == "random" and out["seeds"] == 3
+    assert set(out["budgets"]) == {"50", "60"}
+
+
+@pytest.mark.parametrize("strategy", ["random", "evolution", "progressive"])
+def test_same_seeds_same_figures_in_one_process_or_two(nk: Path, strategy: str) -> None:
+    table = load_table(nk, "signal", "report")
+    one = benchmark(table, strategy, trials=30, seeds=2, parallel=2, jobs=1)
+    two = benchmark(table, strategy, trials=30, seeds=2, parallel=2, jobs=2)
+    assert one == two
+
+
+def test_cli_prints_and_writes_the_json_summary(nk: Path, tmp_path: Path) -> None:
+    out = tmp_path / "summary.json"
+    args = ["bench", "search", str(nk), "--signal", "signal", "--report", "report", "--strategy", "evolution"]
+    args += ["--trials", "60", "--seeds", "3", "--parallel", "2", "--json", str(out), "--set", "population_size=10"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "evolution: 3 seeds x 60 trials" in result.output
+    summary = json.loads(out.read_text())
+    assert summary["strategy"] == "evolution" and summary["seeds"] == 3
+    assert set(summary["budgets"]) == {"50", "60"}
+    assert set(summary["budgets"]["50"]) == {"mean", "std"}
+
+
+def test_cli_names_a_bad_setting(nk: Path) -> None:
+    args = ["bench", "search", str(nk), "--signal", "signal", "--report", "report", "--strategy", "evolution"]
+    result = CliRunner().invoke(app, [*args, "--set", "population_size=0"])
+    assert result.exit_code != 0
+
+
+def test_cli_writes_an_nk_table(tmp_path: Path) -> None:
+    out = tmp_path / "t.csv"
+    result = CliRunner().invoke(app, ["bench", "nk-table", str(out), "--choices", "2,3", "--interactions", "1"])
+    assert result.exit_code == 0, result.output
+    table = load_table(out, "signal", "report")
+    assert [len(c) for _, c in table.decisions] == [2, 3] and len(table.rows) == 6
