@@ -69,7 +69,7 @@ def test_ctrl_c_then_resume_equals_an_unbroken_run(tmp_path: Path) -> None:
         "budget": {"maxTrials": 8, "parallelTrials": 1},
         "trialTemplate": {
             "command": [sys.executable, "-m", "kubenas.local.toy_trial"],
-            "settings": {"sleep_s": 0.4},
+            "settings": {"sleep_s": 1.0},
         },
     }
     path = write_experiment(tmp_path, **overrides)
@@ -82,13 +82,13 @@ def test_ctrl_c_then_resume_equals_an_unbroken_run(tmp_path: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         told = [t for t in read_journal(broken)[0] if t.told] if broken.exists() else []
-        if len(told) >= 3:
+        if len(told) >= 2:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
     before, _ = read_journal(broken)
-    assert 3 <= sum(t.told for t in before) < 8
+    assert 2 <= sum(t.told for t in before) < 8
 
     resumed = subprocess.run([sys.executable, "-m", "kubenas.cli", "run", "--resume", str(broken)], capture_output=True)
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
