@@ -57,8 +57,8 @@ def search(
         summary = benchmark(data, strategy, trials, seeds, parallel, _settings(settings), jobs)
     except SpecError as exc:
         raise typer.BadParameter(exc.message, param_hint=exc.field) from None
-    except ValidationError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--set") from None
+    except ValidationError as exc:  # settings given with --set, or a column name the API refuses
+        raise typer.BadParameter(str(exc)) from None
     seconds = time.perf_counter() - started
     typer.echo(f"{strategy}: {seeds} seeds x {trials} trials, parallel {parallel}, {seconds:.1f} s")
     typer.echo(f"{'trials':>8}  {'mean ' + report:>16}  {'std':>6}")

@@ -56,6 +56,8 @@ class Progressive(Strategy):
         self.indices: list[tuple[int, ...]] = []  # by ask index
         self.seen: set[tuple[int, ...]] = set()
         self.run_start = 0
+        self.run_told = 0
+        self.restart_bar = np.inf
         self.optima: list[tuple[int, ...]] = []
         self.fitted_on = 0
 
@@ -101,6 +103,13 @@ class Progressive(Strategy):
 
     def _centre(self) -> tuple[int, ...]:
         run = [r for r in self.ledger.results if r.usable and r.index >= self.run_start]
+        # With parallel trials a neighbour of the last centre may report after the restart: if it beats
+        # that centre, the centre was no local optimum and the climb goes on from there.
+        run += [
+            r
+            for r in self.ledger.results[self.run_told :]
+            if r.reward is not None and r.index < self.run_start and r.reward > self.restart_bar
+        ]
         if not run:
             return self.indices[self.run_start]
         best = max(run, key=lambda r: (r.reward, -r.index))
@@ -128,7 +137,10 @@ class Progressive(Strategy):
         if len(options):
             return tuple(int(v) for v in options[int(np.argmax(self.model.mean(options)))])
         self.optima.append(centre)
-        self.run_start = self.asked
+        self.restart_bar = max(
+            (r.reward for r in self.ledger.results if r.usable and self.indices[r.index] == centre), default=np.inf
+        )
+        self.run_start, self.run_told = self.asked, len(self.ledger.results)
         return self._restart()
 
     def _ask(self) -> Architecture:
@@ -147,7 +159,7 @@ class Progressive(Strategy):
         return fingerprint(
             self.name,
             self.ledger.digest_parts(),
-            self.run_start,
+            (self.run_start, self.run_told, self.restart_bar),
             tuple(self.optima),
             (self.model.lengthscale, self.model.noise, self.fitted_on),
             rng_state(self.rng),
