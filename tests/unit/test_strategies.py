@@ -157,6 +157,15 @@ def test_no_architecture_is_proposed_twice_until_the_space_is_exhausted(name: st
 
 
 @pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_stepped_ranges_are_proposed_on_their_grid_without_repeats(name: str) -> None:
+    space = SearchSpace((FloatRange("p", 0.1, 0.9, step=0.1), IntRange("n", 2, 6, 2)))
+    s = make(name, space)
+    archs = sequential(s, space.size or 0, lambda a: float(a["p"]) * a["n"])
+    assert {a["p"] for a in archs} == set(space["p"].values())
+    assert len({space.canonical(a) for a in archs}) == space.size
+
+
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
 def test_no_repeats_on_a_large_space_with_parallel_asks(name: str) -> None:
     s = make(name, CELL)
     history = live_run(s)

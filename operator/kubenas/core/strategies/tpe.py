@@ -71,10 +71,22 @@ class TPE(Strategy):
         else:
             self.study.tell(trial, reward)
 
+    def _architecture(self, params: dict[str, Any]) -> Architecture:
+        """Optuna's parameters as an architecture; stepped floats snapped to the grid the space defines.
+
+        Optuna computes a stepped value as ``low + k * step`` in floating point (0.7000000000000001),
+        which would be a different canonical id from the grid's 0.7 and defeat duplicate detection.
+        """
+        arch = self.space.validate(params)
+        for d in self.space.decisions:
+            if isinstance(d, FloatRange) and d.step is not None:
+                arch[d.name] = d.values()[d.index(arch[d.name])]
+        return arch
+
     def _ask(self) -> Architecture:
         for _ in range(DUPLICATE_TRIES):
             trial = self.study.ask(self.distributions)
-            arch = self.space.validate(trial.params)
+            arch = self._architecture(trial.params)
             if self.ledger.is_new(arch) or self.ledger.exhausted:
                 break
             self._close_duplicate(trial, self.space.canonical(arch))
