@@ -7,7 +7,8 @@ operator imports the strategy registry to validate specs and must not pull torch
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -78,7 +79,7 @@ class Controller:
         self,
         batch: int,
         settings: ReinforceSettings,
-        choose: Any,
+        choose: Callable[[int, torch.Tensor], torch.Tensor],
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Unroll the controller over every decision.
 
