@@ -105,10 +105,10 @@ Services and Deployments are created and read by name only: no list or watch on 
 # The experiment's controller: Deployment (scaled to 0 when the search ends), Service, token Secret.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["create"]
+  verbs: ["get", "create"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch"]
