@@ -24,7 +24,8 @@ def test_the_operator_process_never_imports_torch() -> None:
 
 def test_no_package_named_operator_shadows_the_stdlib() -> None:
     assert not (REPO / "operator" / "__init__.py").exists()
-    out = subprocess.run([sys.executable, "-c", "import operator; print(operator.__file__)"], capture_output=True, text=True)
+    code = "import operator; print(operator.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "site-packages" not in out.stdout and str(REPO) not in out.stdout
 
 

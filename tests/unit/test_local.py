@@ -27,7 +27,7 @@ def write_experiment(tmp_path: Path, **overrides: object) -> Path:
 
 
 def quiet() -> Console:
-    return Console(file=open(os.devnull, "w"), force_terminal=False)  # noqa: SIM115
+    return Console(file=open(os.devnull, "w"), force_terminal=False)
 
 
 def test_run_writes_summary_csv_json_and_plot(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ HEADER = (
 
 _DROP = {"title", "additionalProperties", "$defs", "default"}
 _NUMERIC = {"integer", "number"}
+_SCALARS = {"string", "integer", "number"}
 
 
 def _strategy_rules() -> list[dict[str, str]]:
@@ -89,7 +90,8 @@ class _Converter:
                 node["properties"] = {k: self.convert(v) for k, v in props.items()}
             else:
                 extra = node.get("additionalProperties")
-                if isinstance(extra, dict) and (extra.get("type") in {"string", "integer", "number"} or "anyOf" in extra):
+                typed = isinstance(extra, dict) and (extra.get("type") in _SCALARS or "anyOf" in extra)
+                if typed:
                     return {**node, "additionalProperties": self.convert(extra)}
                 node.pop("additionalProperties", None)
                 node["x-kubernetes-preserve-unknown-fields"] = True

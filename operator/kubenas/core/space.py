@@ -69,6 +69,13 @@ class Categorical:
         raise ValueError(f"{value!r} is not one of {list(self.choices)}")
 
 
+def _unit(v: float, low: float, high: float, log: bool) -> float:
+    """Position of ``v`` in [low, high] as a number in [0, 1], on a log scale when ``log``."""
+    if log:
+        return (math.log(v) - math.log(low)) / (math.log(high) - math.log(low))
+    return (v - low) / (high - low)
+
+
 @dataclass(frozen=True)
 class IntRange:
     """Integers from ``low`` to ``high`` inclusive, every ``step``, optionally log-scaled."""
@@ -108,10 +115,7 @@ class IntRange:
         return int(value)
 
     def to_unit(self, value: Value) -> float:
-        v = float(value)
-        if self.log:
-            return (math.log(v) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
-        return (v - self.low) / (self.high - self.low)
+        return _unit(float(value), self.low, self.high, self.log)
 
     def index(self, value: Value) -> int:
         return (int(value) - self.low) // self.step
@@ -171,10 +175,7 @@ class FloatRange:
         return float(value)
 
     def to_unit(self, value: Value) -> float:
-        v = float(value)
-        if self.log:
-            return (math.log(v) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
-        return (v - self.low) / (self.high - self.low)
+        return _unit(float(value), self.low, self.high, self.log)
 
     def index(self, value: Value) -> int:
         if self.step is None:
