@@ -7,7 +7,7 @@ KUBENAS ?= $(PYTHON) -m kubenas.cli
 CLUSTER_DIR ?= .cache/cluster
 PYTEST_ARGS ?=
 
-.PHONY: test run crds lint cluster-build cluster-up cluster-down cluster-status e2e
+.PHONY: deps test run crds lint cluster-build cluster-up cluster-down cluster-status e2e
 
 ## cluster-build: build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and helm (once)
 cluster-build:
@@ -28,8 +28,16 @@ cluster-status:
 e2e: cluster-build
 	$(PYTHON) -m pytest tests/e2e -m e2e $(PYTEST_ARGS)
 
-## test: the README's test command: build the control plane once per machine, then every test
-test: cluster-build
+## deps: what the tests need on a fresh machine: the package with its extras, Debian's prometheus
+deps:
+	$(PYTHON) -m pip install -q -e '.[all]'
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	fi
+
+## test: the README's test command: install, build the control plane once per machine, run every test
+test: deps
+	$(MAKE) cluster-build
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 ## run: the README's main job: a cell search on digits in local mode
