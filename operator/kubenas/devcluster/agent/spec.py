@@ -149,22 +149,18 @@ def container_env(
     env: dict[str, str] = {}
     for source in container.get("envFrom", []) or []:
         prefix = source.get("prefix", "")
-        if "configMapRef" in source:
-            ref = source["configMapRef"]
-            obj = lookups.config_map(ns, ref["name"])
-            if obj is None:
-                if ref.get("optional"):
-                    continue
-                raise ConfigError(f'configmap "{ref["name"]}" not found', f"configmap/{ref['name']}")
-            env.update({prefix + k: v for k, v in (obj.get("data") or {}).items()})
-        elif "secretRef" in source:
-            ref = source["secretRef"]
-            obj = lookups.secret(ns, ref["name"])
-            if obj is None:
-                if ref.get("optional"):
-                    continue
-                raise ConfigError(f'secret "{ref["name"]}" not found', f"secret/{ref['name']}")
-            env.update({prefix + k: _decode(obj, k) or "" for k in (obj.get("data") or {})})
+        is_secret = "secretRef" in source
+        if not is_secret and "configMapRef" not in source:
+            continue
+        ref = source["secretRef" if is_secret else "configMapRef"]
+        kind = "secret" if is_secret else "configmap"
+        obj = (lookups.secret if is_secret else lookups.config_map)(ns, ref["name"])
+        if obj is None:
+            if ref.get("optional"):
+                continue
+            raise ConfigError(f'{kind} "{ref["name"]}" not found', f"{kind}/{ref['name']}")
+        data = obj.get("data") or {}
+        env.update({prefix + k: (_decode(obj, k) or "") if is_secret else v for k, v in data.items()})
     for var in container.get("env", []) or []:
         name = var["name"]
         if "value" in var:
