@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from pathlib import Path
 
 import typer
@@ -25,10 +24,22 @@ def operator(
     liveness: str | None = typer.Option(
         None, help="Serve kopf's liveness probe at this URL, e.g. http://0.0.0.0:8081/healthz."
     ),
-    peering: str | None = typer.Option(
-        None, help="Elect one active operator among replicas through this kopf peering object."
+    leader_election: bool = typer.Option(
+        False,
+        "--leader-election/--no-leader-election",
+        help="Run experiments only while holding a coordination.k8s.io Lease (several replicas; the others stand by).",
     ),
-    standalone: bool = typer.Option(True, help="Run without peering (one replica)."),
+    leader_election_namespace: str | None = typer.Option(
+        None, help="Namespace of the Lease (default: $POD_NAMESPACE, the service account's namespace, or default)."
+    ),
+    leader_election_name: str = typer.Option("kubenas-operator", help="Name of the Lease."),
+    leader_election_lease_duration: float = typer.Option(
+        15.0, help="Seconds a standby waits for the leader's renewal before taking over."
+    ),
+    leader_election_renew_deadline: float = typer.Option(
+        10.0, help="Seconds the leader keeps acting without a successful renewal (shorter than the lease duration)."
+    ),
+    leader_election_retry_period: float = typer.Option(2.0, help="Seconds between two tries to take or renew."),
     log_format: str = typer.Option("json", help="json (one object per line) or plain."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Verbose logs."),
     debug: bool = typer.Option(False, "--debug", help="Debug logs, kopf's included."),
@@ -37,15 +48,29 @@ def operator(
     import kopf
     from prometheus_client import disable_created_metrics
 
+    from kubenas.operator.leader import ElectionConfig, ElectionConfigError, default_namespace
     from kubenas.operator.runtime import OperatorConfig
 
     if namespace and all_namespaces:
         raise typer.BadParameter("--namespace and --all-namespaces exclude each other")
+    election = None
+    if leader_election:
+        try:
+            election = ElectionConfig(
+                namespace=leader_election_namespace or default_namespace(),
+                name=leader_election_name,
+                lease_duration_s=leader_election_lease_duration,
+                renew_deadline_s=leader_election_renew_deadline,
+                retry_period_s=leader_election_retry_period,
+            )
+        except ElectionConfigError as err:
+            raise typer.BadParameter(str(err)) from None
     config = OperatorConfig(
         kubeconfig=str(kubeconfig) if kubeconfig else None,
         metrics_port=None if metrics_port < 0 else metrics_port,
         metrics_address=metrics_address,
         status_interval_s=status_interval,
+        election=election,
     )
     os.environ.update(config.to_env())
     if kubeconfig:
@@ -57,13 +82,11 @@ def operator(
     disable_created_metrics()
     import kubenas.operator.handlers  # noqa: F401  (registers the handlers)
 
-    # Peered replicas must differ in priority: kopf pauses every operator that sees a peer of equal
-    # priority, so replicas that all kept the default 0 would all stand still.
-    priority = secrets.randbelow(2**31 - 1) + 1 if peering else 0
+    # kopf itself always runs standalone: every replica watches (a warm cache), and the Lease, not
+    # kopf's peering, decides which one runs the experiments (kopf's pause stops only its watches,
+    # not the reconcilers' own tasks).
     kopf.run(
-        priority=priority,
-        standalone=standalone and peering is None,
-        peering_name=peering,
+        standalone=True,
         clusterwide=not namespace,
         namespaces=namespace,
         liveness_endpoint=liveness,

@@ -3,9 +3,10 @@
 - **Indexes** (Trials, trainer Jobs and Pods, controller EndpointSlices) are the operator's cache;
   kopf fills them completely before the first handler runs, so a restarted operator reconciles from
   the whole picture.
-- **Experiment handlers**: create and resume start the experiment's reconciler; update (of the spec)
-  wakes it; the deletion event stops it and drops its metric series. Deletion needs no finalizer:
-  every child has an owner reference and the garbage collector removes it.
+- **Experiment handlers**: every replica remembers the newest copy of each experiment (the runtime
+  keeps them); the replica that leads also runs its reconciler: create and resume start it, update
+  (of the spec) wakes it, the deletion event stops it and drops its metric series. Deletion needs
+  no finalizer: every child has an owner reference and the garbage collector removes it.
 - **Watch events** on Jobs, Pods and EndpointSlices wake the experiment's reconciler at once, which
   is how a finished trial starts the next one without any polling.
 
@@ -24,7 +25,7 @@ from kubenas.api.v1alpha1 import GROUP, VERSION
 from kubenas.operator import names
 from kubenas.operator.kube import bearer, client_configuration
 from kubenas.operator.reconciler import ExperimentReconciler
-from kubenas.operator.runtime import Indexes, OperatorConfig, Runtime
+from kubenas.operator.runtime import OperatorConfig, Reconciler, Runtime
 from kubenas.operator.views import EndpointView, JobView, PodView, TrialView
 
 log = logging.getLogger("kubenas.operator")
@@ -55,7 +56,8 @@ class ExperimentDiffBase(kopf.AnnotationsDiffBaseStorage):
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """kopf's bookkeeping in our group's annotations; no kopf events (ours are explicit); our runtime."""
+    """kopf's bookkeeping in our group's annotations; no kopf events (ours are explicit); our runtime,
+    which joins the leader election when one is configured."""
     settings.persistence.finalizer = names.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = ExperimentDiffBase(
@@ -68,11 +70,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.label_selectors[SLICES] = f"{names.LABEL_COMPONENT}={names.COMPONENT_CONTROLLER}"
     settings.watching.label_selectors[TRIALS] = names.LABEL_EXPERIMENT
     config = OperatorConfig.from_env()
-    runtime = Runtime.create(config)
+    runtime = Runtime.create(config, ExperimentReconciler)
     if config.metrics_port is not None:
         port = runtime.metrics.serve(config.metrics_port, config.metrics_address)
         log.info("metrics served", extra={"address": config.metrics_address, "port": port})
     memo.runtime = runtime
+    runtime.start()
 
 
 @kopf.on.login()
@@ -121,62 +124,28 @@ def endpoint_index(namespace: str, labels: Mapping[str, str], body: kopf.Body, *
 
 
 # -- experiments -------------------------------------------------------------------------------
-def _reconciler(memo: kopf.Memo, body: kopf.Body, indexes: Mapping[str, Any] | None = None) -> ExperimentReconciler:
-    """The experiment's reconciler, started on first sight (or replaced if the name was reused)."""
-    runtime: Runtime = memo.runtime
-    if indexes is not None and runtime.indexes is None:
-        runtime.indexes = Indexes(
-            trials=indexes["trial_index"],
-            jobs=indexes["job_index"],
-            pods=indexes["pod_index"],
-            endpoints=indexes["endpoint_index"],
-        )
-    key = (body.metadata.namespace or "", body.metadata.name or "")
-    current = runtime.reconcilers.get(key)
-    if current is None or current.uid != body.metadata.uid:
-        if current is not None:
-            runtime.spawn(current.stop(), f"stop {key[1]}")
-        current = ExperimentReconciler(runtime, body)
-        runtime.reconcilers[key] = current
-        current.start()
-    return current
-
-
 @kopf.on.resume(*EXPERIMENTS)
 @kopf.on.create(*EXPERIMENTS)
-async def experiment_started(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    """A new experiment, or one found at operator start: rebuild its state from the objects."""
-    _reconciler(memo, body, kwargs).wake()
-
-
 @kopf.on.update(*EXPERIMENTS, field="spec")
-async def experiment_updated(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    """A spec edit: the reconciler accepts a budget change or refuses the edit with a reason."""
-    reconciler = _reconciler(memo, body, kwargs)
-    reconciler.observe_experiment(body)
-    reconciler.wake()
+async def experiment_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A new experiment, one found at operator start, or a spec edit: the leader's reconciler
+    rebuilds its state from the objects, accepts a budget change or refuses the edit with a reason."""
+    reconciler = memo.runtime.observe(body, kwargs)
+    if reconciler is not None:
+        reconciler.wake()
 
 
 @kopf.on.event(*EXPERIMENTS)
-async def experiment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def experiment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """Keep the newest copy of each experiment; stop its reconciler when it is deleted."""
-    runtime: Runtime = memo.runtime
-    key = (body.metadata.namespace or "", body.metadata.name or "")
-    reconciler = runtime.reconcilers.get(key)
-    if reconciler is None or reconciler.uid != body.metadata.uid:
-        return
     if type == "DELETED" or body.metadata.get("deletionTimestamp"):
-        runtime.reconcilers.pop(key, None)
-        await reconciler.stop()
-        runtime.metrics.forget(*key)
-        runtime.set_phase(key, None)
-        log.info("experiment deleted", extra={"namespace": key[0], "experiment": key[1]})
-        return
-    reconciler.observe_experiment(body)
+        await memo.runtime.forget(body)
+    else:
+        memo.runtime.observe(body, kwargs)
 
 
 # -- wake-ups ----------------------------------------------------------------------------------
-def _wake(memo: kopf.Memo, namespace: str, labels: Mapping[str, str]) -> ExperimentReconciler | None:
+def _wake(memo: kopf.Memo, namespace: str, labels: Mapping[str, str]) -> Reconciler | None:
     reconciler = memo.runtime.reconcilers.get((namespace, labels.get(names.LABEL_EXPERIMENT, "")))
     if reconciler is not None:
         reconciler.wake()

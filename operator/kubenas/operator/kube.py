@@ -36,6 +36,7 @@ RESOURCES: dict[tuple[str, str], str] = {
     ("apps/v1", "Deployment"): "deployments",
     ("batch/v1", "Job"): "jobs",
     ("discovery.k8s.io/v1", "EndpointSlice"): "endpointslices",
+    ("coordination.k8s.io/v1", "Lease"): "leases",
     (API_VERSION, "Trial"): "trials",
     (API_VERSION, "SearchExperiment"): "searchexperiments",
 }
@@ -211,6 +212,14 @@ class KubeApi:
         path = resource_path(api_version, kind, obj["metadata"].get("namespace"))
         return await self.request(
             "POST", path, resource=RESOURCES[(api_version, kind)], body=obj, params={"fieldManager": FIELD_MANAGER}
+        )
+
+    async def replace(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT ``obj`` whole; with ``metadata.resourceVersion`` set, Conflict if it changed since it was read."""
+        api_version, kind, meta = obj["apiVersion"], obj["kind"], obj["metadata"]
+        path = resource_path(api_version, kind, meta.get("namespace"), meta["name"])
+        return await self.request(
+            "PUT", path, resource=RESOURCES[(api_version, kind)], body=obj, params={"fieldManager": FIELD_MANAGER}
         )
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:

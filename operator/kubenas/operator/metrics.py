@@ -80,6 +80,11 @@ class OperatorMetrics:
             buckets=_FAST,
             registry=r,
         )
+        self.leader = Gauge(
+            "kubenas_operator_leader",
+            "1 while this process runs the experiments (it holds the Lease, or runs alone), 0 on standby.",
+            registry=r,
+        )
         self.api_writes = Counter(
             "kubenas_api_writes_total", "Kubernetes API writes (create, patch, delete) the operator made.", registry=r
         )

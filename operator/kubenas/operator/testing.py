@@ -84,7 +84,9 @@ def experiment_manifest(
 class OperatorProcess:
     """``kubenas operator`` in a child process, logging to a file."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, namespaces: tuple[str, ...] = (), **options: str) -> None:
+    def __init__(
+        self, kubeconfig: Path, log_path: Path, namespaces: tuple[str, ...] = (), **options: str | bool
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.namespaces = namespaces
@@ -106,7 +108,8 @@ class OperatorProcess:
         for ns in self.namespaces:
             argv += ["--namespace", ns]
         for key, value in self.options.items():
-            argv += [f"--{key.replace('_', '-')}", value]
+            flag = f"--{key.replace('_', '-')}"
+            argv += [flag] if value is True else [f"--no-{flag[2:]}"] if value is False else [flag, value]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("KUBENAS_OPERATOR_METRICS_PORT", None)
         with self.log_path.open("ab") as out:
