@@ -51,7 +51,7 @@ def test_rendered_chart_passes_a_server_side_dry_run(cluster: Cluster, namespace
     assert crds.returncode == 0, f"the chart's CRDs are refused by the API server:\n{crds.stderr}"
     variants: dict[str, dict[str, Any]] = {
         "cluster-wide": {},
-        "namespaced-ha": {"watchNamespaces": [namespace], "replicas": 2, "peering": {"enabled": True}},
+        "namespaced-ha": {"watchNamespaces": [namespace], "replicas": 2},
     }
     for label, values in variants.items():
         rendered = chart.template(values, release=f"dry-{label}", namespace=namespace, helm=helm)

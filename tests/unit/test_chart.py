@@ -46,7 +46,7 @@ def _one(objs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 ALL_OPTIONS: dict[str, Any] = {
     "watchNamespaces": ["team-a", "team-b"],
     "replicas": 2,
-    "peering": {"enabled": True},
+    "leaderElection": {"enabled": True, "leaseName": "kubenas-leader", "leaseDuration": 20},
     "logLevel": "debug",
     "metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}},
     "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
@@ -75,9 +75,13 @@ def test_schema_rejects_bad_values(helm: Path) -> None:
         chart.lint({"watchNamespaces": ["Not_A_Namespace"]}, helm=helm)
 
 
-def test_more_than_one_replica_needs_peering(helm: Path) -> None:
-    with pytest.raises(HelmError, match="peering/enabled"):
-        chart.lint({"replicas": 2}, helm=helm)
+def test_leader_election_timings_must_be_safe(helm: Path) -> None:
+    with pytest.raises(HelmError, match="leaseDuration must be longer"):
+        chart.objects({"replicas": 2, "leaderElection": {"leaseDuration": 10, "renewDeadline": 10}}, helm=helm)
+    with pytest.raises(HelmError, match=r"1\.2 times"):
+        chart.objects({"leaderElection": {"enabled": True, "retryPeriod": 9}}, helm=helm)
+    with pytest.raises(HelmError, match="'peering' not allowed"):
+        chart.lint({"peering": {"enabled": True}}, helm=helm)
 
 
 def test_every_schema_object_forbids_unknown_keys() -> None:
@@ -135,7 +139,7 @@ def test_bundle_is_self_contained() -> None:
     objs = [o for o in yaml.safe_load_all(text) if o]
     assert objs[0] == {**objs[0], "kind": "Namespace"} and objs[0]["metadata"]["name"] == NAMESPACE
     kinds = _kinds(objs)
-    assert kinds.count("CustomResourceDefinition") == 4
+    assert kinds.count("CustomResourceDefinition") == 2
     for kind in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ConfigMap"):
         assert kind in kinds
     namespaced = [o for o in objs if o["kind"] in ("ServiceAccount", "Deployment", "Service", "ConfigMap")]
@@ -184,7 +188,8 @@ def test_rbac_has_no_wildcards_and_never_lists_secrets(helm: Path) -> None:
 
 
 def test_rbac_covers_every_resource_the_operator_touches(helm: Path) -> None:
-    rules = _rules(_render(helm), "ClusterRole", "kubenas")
+    objs = _render(helm, {"replicas": 2})
+    rules = _rules(objs, "ClusterRole", "kubenas") + _rules(objs, "Role", "kubenas-leader-election")
     for (api_version, _kind), plural in RESOURCES.items():
         group = api_version.split("/")[0] if "/" in api_version else ""
         assert any(group in r["apiGroups"] and plural in r["resources"] for r in rules), f"no rule for {plural}"
@@ -218,15 +223,45 @@ def test_watch_namespaces_confine_every_write_to_them(helm: Path) -> None:
     assert "--namespace=team-a" in args and "--namespace=team-b" in args and "--all-namespaces" not in args
 
 
-def test_peering_objects_follow_the_mode(helm: Path) -> None:
-    cluster = _render(helm, {"replicas": 2, "peering": {"enabled": True}})
-    assert _one(cluster, "ClusterKopfPeering")["metadata"]["name"] == "kubenas"
-    assert _allows(_rules(cluster, "ClusterRole", "kubenas-discovery"), "kopf.dev", "clusterkopfpeerings", "patch")
-    assert _one(cluster, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
-    spaced = _render(helm, {"watchNamespaces": ["a", "b"], "peering": {"enabled": True}})
-    assert sorted(o["metadata"]["namespace"] for o in spaced if o["kind"] == "KopfPeering") == ["a", "b"]
-    assert "PodDisruptionBudget" not in _kinds(spaced)
-    assert "ClusterKopfPeering" not in _kinds(_render(helm))
+def test_leader_election_follows_the_replicas(helm: Path) -> None:
+    """More than one replica elects a leader through a Lease in the release namespace; the Role may
+    create Leases and get and update only its own, nothing else and nowhere else."""
+    for values in ({"replicas": 2}, {"watchNamespaces": ["a", "b"], "leaderElection": {"enabled": True}}):
+        objs = _render(helm, values)
+        (role,) = [o for o in objs if o["kind"] == "Role" and o["metadata"]["name"] == "kubenas-leader-election"]
+        assert role["metadata"]["namespace"] == NAMESPACE
+        assert role["rules"] == [
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            {
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "resourceNames": ["kubenas"],
+                "verbs": ["get", "update"],
+            },
+        ]
+        binding = next(
+            o for o in objs if o["kind"] == "RoleBinding" and o["metadata"]["name"] == role["metadata"]["name"]
+        )
+        assert binding["metadata"]["namespace"] == NAMESPACE and binding["roleRef"]["name"] == role["metadata"]["name"]
+        dep = _one(objs, "Deployment")
+        args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert "--leader-election" in args and "--leader-election-name=kubenas" in args
+        assert "--leader-election-namespace=$(POD_NAMESPACE)" in args
+        assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+        assert not any("kopf.dev" in r["apiGroups"] for k in ("ClusterRole", "Role") for r in _rules(objs, k))
+    assert _one(_render(helm, {"replicas": 2}), "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    single = _render(helm)
+    assert "PodDisruptionBudget" not in _kinds(single) and "Role" not in _kinds(single)
+    assert not [
+        a for a in _one(single, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"] if "leader" in a
+    ]
+    named = _render(helm, ALL_OPTIONS)
+    assert "--leader-election-name=kubenas-leader" in _flags_and_values(named)
+    assert "--leader-election-lease-duration=20" in _flags_and_values(named)
+
+
+def _flags_and_values(objs: list[dict[str, Any]]) -> list[str]:
+    return list(_one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"])
 
 
 # -- the Deployment ------------------------------------------------------------------------------
@@ -264,9 +299,9 @@ def _flags(objs: list[dict[str, Any]]) -> set[str]:
     [
         None,
         {"watchNamespaces": ["a"], "logLevel": "debug", "logFormat": "plain"},
-        {"peering": {"enabled": True}, "replicas": 2, "logLevel": "verbose"},
+        {"replicas": 2, "logLevel": "verbose"},
     ],
-    ids=["defaults", "namespaced-debug", "peering"],
+    ids=["defaults", "namespaced-debug", "leader-election"],
 )
 def test_deployment_passes_only_flags_the_operator_has(helm: Path, values: dict[str, Any] | None) -> None:
     assert _flags(_render(helm, values)) <= _operator_options()
@@ -276,7 +311,12 @@ def test_endpoints_listen_on_the_pod_ip(helm: Path) -> None:
     container = _one(_render(helm), "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert "--metrics-address=$(POD_IP)" in container["args"]
     assert "--liveness=http://$(POD_IP):8080/healthz" in container["args"]
-    assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in container["env"]
+    for name, path in (
+        ("POD_IP", "status.podIP"),
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ):
+        assert {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}} in container["env"]
 
 
 def test_release_name_and_overrides_name_everything(helm: Path) -> None:

@@ -54,8 +54,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
-{{- define "kubenas.peeringName" -}}
-{{- default (include "kubenas.fullname" .) .Values.peering.name }}
+{{/* Leader election through a Lease: asked for, or implied by more than one replica. */}}
+{{- define "kubenas.leaderElection" -}}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicas) 1) }}true{{- end }}
+{{- end }}
+
+{{- define "kubenas.leaseName" -}}
+{{- default (include "kubenas.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
 
 {{/* Cluster-wide when no namespaces are listed. */}}
@@ -115,9 +120,4 @@ Services and Deployments are created and read by name only: no list or watch on 
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-{{- if .Values.peering.enabled }}
-- apiGroups: ["kopf.dev"]
-  resources: ["kopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
-{{- end }}
 {{- end }}

@@ -23,12 +23,12 @@ def write(layout: Layout | None = None, *, with_bundle: bool = True, helm: Path 
     written = []
     for path, text in expected(layout, with_bundle=False).items():
         written += _write(path, text)
-    if with_bundle:
-        written += _write(layout.bundle, bundle.render(layout, helm))
     stale = {p for p in layout.chart_crds.glob("*.yaml")} - set(expected(layout, with_bundle=False))
-    for path in sorted(stale):  # a CRD that the models no longer define
+    for path in sorted(stale):  # a CRD that is no longer generated; before the bundle, which renders crds/
         path.unlink()
         written.append(path)
+    if with_bundle:
+        written += _write(layout.bundle, bundle.render(layout, helm))
     return written
 
 
