@@ -88,11 +88,11 @@ def test_trial_seed_is_fixed_by_experiment_seed_and_index() -> None:
     assert trial(index=5)["spec"]["seed"] != trial()["spec"]["seed"]
 
 
-def test_job_is_named_after_its_trial_and_owned_by_it() -> None:
+def test_job_is_named_after_its_trial_and_owned_by_the_experiment() -> None:
     j = job()
     assert j["metadata"]["name"] == "cells-00004"
-    (owner,) = j["metadata"]["ownerReferences"]
-    assert (owner["kind"], owner["uid"]) == ("Trial", "uid-trial")
+    (owner,) = j["metadata"]["ownerReferences"]  # no Trial uid needed: Trial and Job are created together
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("SearchExperiment", "uid-exp", True)
     pod_labels = j["spec"]["template"]["metadata"]["labels"]
     assert pod_labels[names.LABEL_TRIAL] == "cells-00004"
     assert pod_labels[names.LABEL_EXPERIMENT] == "cells"

@@ -101,25 +101,27 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 
 
 # -- the cache ---------------------------------------------------------------------------------
+# The indexers are coroutines although they never await: kopf runs plain functions in a thread
+# pool, which would cost a thread hop on every watch event of every trainer pod and Job.
 @kopf.index(*TRIALS, labels={names.LABEL_EXPERIMENT: kopf.PRESENT})
-def trial_index(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict:
+async def trial_index(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict:
     return {(namespace, labels[names.LABEL_EXPERIMENT]): TrialView.parse(body)}
 
 
 @kopf.index(*JOBS, labels=TRAINERS)
-def job_index(namespace: str, body: kopf.Body, **_: Any) -> dict:
+async def job_index(namespace: str, body: kopf.Body, **_: Any) -> dict:
     view = JobView.parse(body)
     return {(namespace, view.trial): view}
 
 
 @kopf.index(*PODS, labels=TRAINERS)
-def pod_index(namespace: str, body: kopf.Body, **_: Any) -> dict:
+async def pod_index(namespace: str, body: kopf.Body, **_: Any) -> dict:
     view = PodView.parse(body)
     return {(namespace, view.trial): view}
 
 
 @kopf.index(*SLICES, labels=CONTROLLERS)
-def endpoint_index(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict:
+async def endpoint_index(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict:
     return {(namespace, labels[names.LABEL_EXPERIMENT]): EndpointView.parse(body)}
 
 

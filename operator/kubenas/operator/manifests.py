@@ -261,11 +261,15 @@ def _tolerations(template: TrialTemplate) -> list[dict[str, Any]]:
 
 
 def trainer_job(exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[str, Any]) -> dict[str, Any]:
-    """The Job that trains one Trial; owned by the Trial, named after it."""
+    """The Job that trains one Trial, named after it and labelled with it.
+
+    Its owner is the experiment, not the Trial: it needs no Trial uid, so the operator creates the
+    Trial and its Job side by side (one API round trip less between two trials).
+    """
     template = spec.trial_template
     name = trial["metadata"]["name"]
     labels = names.trainer_labels(exp.name, name)
-    owner = Owner(API_VERSION, "Trial", name, trial["metadata"]["uid"])
+    owner = exp.owner
     container: dict[str, Any] = {
         "name": names.TRAINER_CONTAINER,
         "image": trainer_image(spec),

@@ -106,6 +106,8 @@ class ExperimentReconciler:
         self.synced: tuple[Endpoint, str] | None = None
         self.written: dict[str, TrialView] = {}
         self.placeholders: dict[str, TrialView] = {}  # asked, Trial not created yet
+        self.told: dict[str, TrialView] = {}  # told, result write under way (how the Trial will read)
+        self.result_writes: set[asyncio.Task[None]] = set()
         self.creating: dict[str, asyncio.Task[None]] = {}
         self.fatal: Fatal | None = None
         self.jobs_created: set[str] = set()
@@ -144,7 +146,7 @@ class ExperimentReconciler:
         self.stopped = True
         if self._timer is not None:
             self._timer.cancel()
-        for task in list(self.creating.values()):
+        for task in [*self.creating.values(), *self.result_writes]:
             task.cancel()
         if self._task is not None:
             self._task.cancel()
@@ -371,6 +373,8 @@ class ExperimentReconciler:
                 del self.written[name]  # the watch caught up
             else:
                 merged[name] = mine
+        for name, told in self.told.items():
+            merged[name] = told
         for name, placeholder in self.placeholders.items():
             merged.setdefault(name, placeholder)
         return sorted(merged.values(), key=lambda t: t.index)
@@ -431,7 +435,8 @@ class ExperimentReconciler:
         for trial in trials:
             if trial.done or not trial.uid:  # finished, or its Trial is still being created
                 continue
-            jobs = [j for j in indexes.job_of(self.namespace, trial.name) if j.owner_uid == trial.uid]
+            # Jobs are owned by the experiment (by their Trial when an earlier version made them)
+            jobs = [j for j in indexes.job_of(self.namespace, trial.name) if j.owner_uid in (self.uid, trial.uid)]
             pods = [p for p in indexes.pods_of(self.namespace, trial.name) if not jobs or p.owner_uid == jobs[0].uid]
             if not jobs and trial.name not in self.jobs_created:
                 await self._create_job(trial)
@@ -452,9 +457,15 @@ class ExperimentReconciler:
             self._check(state)
             told.append((trial, outcome, attempts, record))
         now = _now()
-        updated = await asyncio.gather(*(self._write_result(t, o, a, r, now) for t, o, a, r in told))
-        by_name = {v.name: v for v in updated}
-        for _trial, outcome, _attempts, _record in told:
+        by_name = {}
+        for trial, outcome, attempts, record in told:
+            final = status.trial_final_status(record, outcome, attempts, now)
+            by_name[trial.name] = self.told[trial.name] = trial.with_status(final)
+            task = asyncio.get_running_loop().create_task(
+                self._write_result(trial, outcome, final), name=f"result {trial.name}"
+            )
+            self.result_writes.add(task)
+            task.add_done_callback(self.result_writes.discard)
             if outcome.pod_uid and outcome.pod_uid in self.terminated_at:
                 self.turnarounds.append(self.terminated_at.pop(outcome.pod_uid))
         return [by_name.get(t.name, t) for t in trials]
@@ -465,20 +476,36 @@ class ExperimentReconciler:
         pods = [PodView.parse(b) for b in bodies]
         return outcomes.trial_outcome(pods, job, self.accepted.trial_template.retries if self.accepted else 0, True)
 
-    async def _write_result(
-        self, trial: TrialView, outcome: outcomes.TrialOutcome, attempts: int, record: Mapping[str, Any], now: datetime
-    ) -> TrialView:
-        body = await self.runtime.api.patch(
-            API_VERSION,
-            "Trial",
-            self.namespace,
-            trial.name,
-            {"status": status.trial_final_status(record, outcome, attempts, now)},
-            subresource="status",
-        )
-        view = self._remember(body)
-        self._observe_finished(view, outcome)
-        return view
+    async def _write_result(self, trial: TrialView, outcome: outcomes.TrialOutcome, final: Mapping[str, Any]) -> None:
+        """Record a told result on its Trial. Runs beside the pass: the next candidate may be asked
+        meanwhile, but its Trial and Job are created only after this write (see ``_results_written``)."""
+        try:
+            body = await self.runtime.api.patch(
+                API_VERSION, "Trial", self.namespace, trial.name, {"status": dict(final)}, subresource="status"
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the trial reads unfinished again: the next pass tells it again (idempotent)
+            self.runtime.metrics.reconcile_errors.labels(self.namespace, self.name).inc()
+            self.log.warning("trial result not written", extra={"trial": trial.name, "error": repr(exc)})
+            self.wake_later(1.0)
+            raise
+        finally:
+            self.told.pop(trial.name, None)
+        self._observe_finished(self._remember(body), outcome)
+
+    async def _results_written(self) -> None:
+        """Wait for the result writes under way; fail if one failed.
+
+        This is what keeps replay exact: a candidate asked after a tell becomes a Trial (or a Job)
+        only once that tell's position is stored on the told Trial.
+        """
+        pending = list(self.result_writes)
+        if not pending:
+            return
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        if any(isinstance(r, BaseException) for r in results):
+            raise Requeue("a finished trial's result could not be written yet", 1.0)
 
     def _observe_finished(self, view: TrialView, outcome: outcomes.TrialOutcome) -> None:
         assert self.accepted is not None and self.runtime.indexes is not None
@@ -541,14 +568,24 @@ class ExperimentReconciler:
         )
         if view.name not in self.creating:
             self.placeholders[view.name] = view
-            task = asyncio.get_running_loop().create_task(self._create(candidate), name=f"create {view.name}")
+            task = asyncio.get_running_loop().create_task(self._create(candidate, view), name=f"create {view.name}")
             self.creating[view.name] = task
         return view
 
-    async def _create(self, candidate: Mapping[str, Any]) -> None:
-        name = names.trial_name(self.name, int(candidate["index"]))
+    async def _create(self, candidate: Mapping[str, Any], view: TrialView) -> None:
+        """Create a candidate's Trial and Job, side by side, once the results told before it are stored."""
+        name = view.name
         try:
-            await self._create_trial(candidate)
+            await self._results_written()
+            trial, job = await asyncio.gather(
+                self._create_trial(candidate), self._create_job(view), return_exceptions=True
+            )
+            for outcome in (trial, job):
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            if isinstance(trial, TrialView) and trial.done and job is True:
+                # Found finished (a pass that ran on an older copy): the Job just made is not needed.
+                await self.runtime.api.delete("batch/v1", "Job", self.namespace, name)
         except asyncio.CancelledError:
             raise
         except Fatal as exc:
@@ -583,15 +620,13 @@ class ExperimentReconciler:
                 raise Fatal(
                     "HistoryConflict", f"Trial {obj['metadata']['name']} exists with another architecture"
                 ) from None
-        view = self._remember(body)
-        if not view.done:
-            await self._create_job(view)
-        return view
+        return self._remember(body)
 
-    async def _create_job(self, trial: TrialView) -> None:
+    async def _create_job(self, trial: TrialView) -> bool:
+        """Create the trial's Job (owned by the experiment, so it needs no Trial uid); True if it was new."""
         assert self.accepted is not None
         trial_body = {
-            "metadata": {"name": trial.name, "uid": trial.uid},
+            "metadata": {"name": trial.name},
             "spec": {
                 "architecture": dict(trial.architecture),
                 "architectureId": trial.architecture_id,
@@ -603,15 +638,17 @@ class ExperimentReconciler:
             await self.runtime.api.create(manifests.trainer_job(self.ref, self.accepted, trial_body))
         except AlreadyExists:
             job = await self.runtime.api.get("batch/v1", "Job", self.namespace, trial.name)
-            if not _owned_by(job, trial.uid):
+            if not (_owned_by(job, self.uid) or (trial.uid and _owned_by(job, trial.uid))):
                 self.jobs_created.discard(trial.name)
                 raise Requeue(f"an older Job {trial.name} is still being deleted") from None
+            return False
         except BaseException:
             self.jobs_created.discard(trial.name)
             raise
         if self.turnarounds:
             elapsed = time.monotonic() - self.turnarounds.popleft()
             self.runtime.metrics.trial_turnaround.labels(self.namespace, self.name).observe(elapsed)
+        return True
 
     async def _mark_running(self, trials: Sequence[TrialView]) -> None:
         """Pending trials whose pod runs become Running (and retried ones count their attempts)."""
@@ -636,6 +673,7 @@ class ExperimentReconciler:
 
     # -- the end -------------------------------------------------------------------------------
     async def _finish(self, action: Finish) -> None:
+        await self._results_written()
         await self.creations_done()
         active = [t for t in self._trials() if not t.done]
         for trial in active:  # a goal reached or too many failures: the rest is not needed

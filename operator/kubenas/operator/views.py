@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -76,8 +76,7 @@ class TrialView:
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> TrialView:
-        meta, spec, status = body.get("metadata", {}), body.get("spec", {}), body.get("status") or {}
-        reward = status.get("reward")
+        meta, spec = body.get("metadata", {}), body.get("spec", {})
         return cls(
             name=meta["name"],
             uid=meta.get("uid", ""),
@@ -87,17 +86,17 @@ class TrialView:
             architecture=dict(spec.get("architecture", {})),
             architecture_id=spec.get("architectureId", ""),
             seed=int(spec.get("seed", 0)),
-            phase=status.get("phase") or "Pending",
-            reward=None if reward is None else float(reward),
-            metrics={k: float(v) for k, v in (status.get("metrics") or {}).items()},
-            reason=status.get("reason"),
-            message=status.get("message"),
-            attempts=int(status.get("attempts") or 0),
-            start_time=status.get("startTime"),
-            completion_time=status.get("completionTime"),
-            tell_sequence=status.get("tellSequence"),
-            asks_before_tell=status.get("asksBeforeTell"),
+            **_status_fields(body.get("status") or {}),
         )
+
+    def with_status(self, status: Mapping[str, Any]) -> TrialView:
+        """This trial as it will read once ``status`` (a whole status, as the operator writes it) is stored.
+
+        A finished trial counts as finished from the moment its result is told, while the write that
+        records it is still on its way: the next candidate can be asked meanwhile (it is created only
+        once the write has landed).
+        """
+        return replace(self, **_status_fields(status))
 
     @property
     def done(self) -> bool:
@@ -120,6 +119,22 @@ class TrialView:
     def record(self) -> TrialRecord:
         """The trial as history, the form the engine and the controller's replay take (built once)."""
         return self._record
+
+
+def _status_fields(status: Mapping[str, Any]) -> dict[str, Any]:
+    reward = status.get("reward")
+    return {
+        "phase": status.get("phase") or "Pending",
+        "reward": None if reward is None else float(reward),
+        "metrics": {k: float(v) for k, v in (status.get("metrics") or {}).items()},
+        "reason": status.get("reason"),
+        "message": status.get("message"),
+        "attempts": int(status.get("attempts") or 0),
+        "start_time": status.get("startTime"),
+        "completion_time": status.get("completionTime"),
+        "tell_sequence": status.get("tellSequence"),
+        "asks_before_tell": status.get("asksBeforeTell"),
+    }
 
 
 @dataclass(frozen=True)
