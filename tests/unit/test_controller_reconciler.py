@@ -20,7 +20,7 @@ from kubenas.api.v1alpha1 import API_VERSION
 from kubenas.controller.server import make_app
 from kubenas.core.search import Search
 from kubenas.operator import names
-from kubenas.operator.kube import AlreadyExists, NotFound
+from kubenas.operator.kube import AlreadyExists, ApiError, NotFound
 from kubenas.operator.metrics import OperatorMetrics
 from kubenas.operator.reconciler import ExperimentReconciler
 from kubenas.operator.runtime import Indexes, OperatorConfig, Runtime
@@ -504,5 +504,45 @@ def test_a_history_with_unwritten_trials_is_recovered_exactly() -> None:
 
         records = [TrialView.parse(t).record() for t in trials(world)]
         Search(SearchExperimentSpec.model_validate({**SPEC, "budget": budget}), records, name_prefix="exp")
+
+    scenario(budget, body)
+
+
+def test_the_next_trial_waits_for_the_result_write_and_a_failed_write_is_done_again() -> None:
+    """The result is written beside the next /ask, but the next Trial and Job only follow the write."""
+    budget = {"maxTrials": 3, "parallelTrials": 1}
+
+    async def body(world: World) -> None:
+        rec = await started(world)
+        await step(rec)
+        first = names.trial_name("exp", 0)
+        assert [t["metadata"]["name"] for t in trials(world)] == [first]
+        patch, failures = world.api.patch, []
+
+        async def flaky(api_version: str, kind: str, ns: str, name: str, body: Any, subresource: Any = None) -> Any:
+            if kind == "Trial" and "tellSequence" in (body.get("status") or {}) and not failures:
+                failures.append(name)
+                raise ApiError(503, "ServiceUnavailable", "etcd is busy")
+            return await patch(api_version, kind, ns, name, body, subresource)
+
+        world.api.patch = flaky  # type: ignore[method-assign]
+        await world.run_pods()
+        await step(rec)  # told; the write fails: the candidate asked meanwhile must not become objects
+        assert failures == [first]
+        assert [t["metadata"]["name"] for t in trials(world)] == [first]
+        assert len(world.api.of_kind("Job")) == 1
+        assert "tellSequence" not in (trials(world)[0].get("status") or {})
+        await step(rec)  # told again (same record), written, then the next Trial and Job
+        status = trials(world)[0]["status"]
+        assert (status["phase"], status["tellSequence"], status["asksBeforeTell"]) == ("Succeeded", 0, 1)
+        assert [t["metadata"]["name"] for t in trials(world)] == [first, names.trial_name("exp", 1)]
+        assert len(world.api.of_kind("Job")) == 2
+        await drive(world, rec)
+        assert exp_status(world)["phase"] == "Succeeded"
+        history = [TrialView.parse(t).record() for t in trials(world)]
+        replayed = Search(rec.accepted, [], name_prefix="exp")  # an unbroken run asks the same candidates
+        for record in history:
+            assert replayed.ask().architecture == record.architecture
+            replayed.tell(record.index, dict(record.metrics))
 
     scenario(budget, body)

@@ -19,6 +19,7 @@ stopped it.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -55,12 +56,9 @@ Action = Ask | Wait | Finish
 
 
 def count(trials: Sequence[TrialRecord]) -> TrialCounts:
-    """Trials by phase."""
-    c = TrialCounts()
-    for t in trials:
-        c.total += 1
-        setattr(c, t.phase.lower(), getattr(c, t.phase.lower()) + 1)
-    return c
+    """Trials by phase (one pass, one model built: this runs on every decision)."""
+    by_phase = Counter(t.phase for t in trials)
+    return TrialCounts(total=len(trials), **{phase.lower(): n for phase, n in by_phase.items()})
 
 
 def summarize(spec: SearchExperimentSpec, trials: Sequence[TrialRecord]) -> tuple[TrialCounts, TrialRecord | None]:

@@ -36,6 +36,8 @@ JOBS = ("batch", "v1", "jobs")
 PODS = ("v1", "pods")
 SLICES = ("discovery.k8s.io", "v1", "endpointslices")
 TRAINERS = {names.LABEL_COMPONENT: names.COMPONENT_TRAINER, names.LABEL_EXPERIMENT: kopf.PRESENT}
+#: trainer exit codes that carry a result (success, bad candidate): the turnaround clock starts there
+ENDS_WITH_RESULT = (0, names.BAD_CANDIDATE_EXIT_CODE)
 CONTROLLERS = {names.LABEL_COMPONENT: names.COMPONENT_CONTROLLER, names.LABEL_EXPERIMENT: kopf.PRESENT}
 
 
@@ -156,32 +158,26 @@ def _wake(memo: kopf.Memo, namespace: str, labels: Mapping[str, str]) -> Reconci
 
 @kopf.on.event(*PODS, labels=TRAINERS)
 async def trainer_pod_event(
-    namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **_: Any
+    type: str | None, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
     """A trainer started or ended: record the time (turnaround) and wake the experiment."""
     view = PodView.parse(body)
-    if view.terminated is None and view.running_since is None:
+    state = "terminated" if view.terminated is not None else "running" if view.running_since else None
+    if not memo.runtime.transitions.changed(view.uid, state, gone=type == "DELETED"):
         return
     reconciler = _wake(memo, namespace, labels)
-    if (
-        reconciler is not None
-        and view.terminated is not None
-        and view.terminated.exit_code
-        in (
-            0,
-            names.BAD_CANDIDATE_EXIT_CODE,
-        )
-    ):
+    if reconciler is not None and view.terminated is not None and view.terminated.exit_code in ENDS_WITH_RESULT:
         reconciler.note_termination(view.uid)
 
 
 @kopf.on.event(*JOBS, labels=TRAINERS)
 async def trainer_job_event(
-    namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **_: Any
+    type: str | None, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
     """A trainer Job gave its verdict (retries exhausted, deadline, complete)."""
     view = JobView.parse(body)
-    if view.complete or view.failed:
+    state = "complete" if view.complete else "failed" if view.failed else None
+    if memo.runtime.transitions.changed(view.uid, state, gone=type == "DELETED"):
         _wake(memo, namespace, labels)
 
 

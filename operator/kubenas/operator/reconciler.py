@@ -107,7 +107,8 @@ class ExperimentReconciler:
         self.written: dict[str, TrialView] = {}
         self.placeholders: dict[str, TrialView] = {}  # asked, Trial not created yet
         self.told: dict[str, TrialView] = {}  # told, result write under way (how the Trial will read)
-        self.result_writes: set[asyncio.Task[None]] = set()
+        self.result_writes: dict[str, asyncio.Task[None]] = {}  # by trial
+        self.unrecorded: set[str] = set()  # told, result not stored on the Trial yet (nothing may be created)
         self.creating: dict[str, asyncio.Task[None]] = {}
         self.fatal: Fatal | None = None
         self.jobs_created: set[str] = set()
@@ -146,7 +147,7 @@ class ExperimentReconciler:
         self.stopped = True
         if self._timer is not None:
             self._timer.cancel()
-        for task in [*self.creating.values(), *self.result_writes]:
+        for task in [*self.creating.values(), *self.result_writes.values()]:
             task.cancel()
         if self._task is not None:
             self._task.cancel()
@@ -461,11 +462,10 @@ class ExperimentReconciler:
         for trial, outcome, attempts, record in told:
             final = status.trial_final_status(record, outcome, attempts, now)
             by_name[trial.name] = self.told[trial.name] = trial.with_status(final)
-            task = asyncio.get_running_loop().create_task(
+            self.unrecorded.add(trial.name)
+            self.result_writes[trial.name] = asyncio.get_running_loop().create_task(
                 self._write_result(trial, outcome, final), name=f"result {trial.name}"
             )
-            self.result_writes.add(task)
-            task.add_done_callback(self.result_writes.discard)
             if outcome.pod_uid and outcome.pod_uid in self.terminated_at:
                 self.turnarounds.append(self.terminated_at.pop(outcome.pod_uid))
         return [by_name.get(t.name, t) for t in trials]
@@ -489,23 +489,30 @@ class ExperimentReconciler:
             self.runtime.metrics.reconcile_errors.labels(self.namespace, self.name).inc()
             self.log.warning("trial result not written", extra={"trial": trial.name, "error": repr(exc)})
             self.wake_later(1.0)
-            raise
+            return
         finally:
             self.told.pop(trial.name, None)
+            self.result_writes.pop(trial.name, None)
+        self.unrecorded.discard(trial.name)
         self._observe_finished(self._remember(body), outcome)
 
-    async def _results_written(self) -> None:
-        """Wait for the result writes under way; fail if one failed.
+    def _told_so_far(self) -> tuple[frozenset[str], list[asyncio.Task[None]]]:
+        """The results told but not stored yet, and the writes under way: what a candidate asked now waits for."""
+        return frozenset(self.unrecorded), list(self.result_writes.values())
+
+    async def _results_written(self, told: tuple[frozenset[str], list[asyncio.Task[None]]] | None = None) -> None:
+        """Wait until the results told before a candidate was asked are stored; fail if one could not be.
 
         This is what keeps replay exact: a candidate asked after a tell becomes a Trial (or a Job)
-        only once that tell's position is stored on the told Trial.
+        only once that tell's position is stored on the told Trial. Results told later do not hold
+        it up.
         """
-        pending = list(self.result_writes)
-        if not pending:
-            return
-        results = await asyncio.gather(*pending, return_exceptions=True)
-        if any(isinstance(r, BaseException) for r in results):
-            raise Requeue("a finished trial's result could not be written yet", 1.0)
+        required, writes = told or self._told_so_far()
+        if writes:
+            await asyncio.gather(*writes, return_exceptions=True)
+        missing = required & self.unrecorded
+        if missing:
+            raise Requeue(f"results not stored yet: {', '.join(sorted(missing))}", 1.0)
 
     def _observe_finished(self, view: TrialView, outcome: outcomes.TrialOutcome) -> None:
         assert self.accepted is not None and self.runtime.indexes is not None
@@ -568,15 +575,19 @@ class ExperimentReconciler:
         )
         if view.name not in self.creating:
             self.placeholders[view.name] = view
-            task = asyncio.get_running_loop().create_task(self._create(candidate, view), name=f"create {view.name}")
+            task = asyncio.get_running_loop().create_task(
+                self._create(candidate, view, self._told_so_far()), name=f"create {view.name}"
+            )
             self.creating[view.name] = task
         return view
 
-    async def _create(self, candidate: Mapping[str, Any], view: TrialView) -> None:
+    async def _create(
+        self, candidate: Mapping[str, Any], view: TrialView, told: tuple[frozenset[str], list[asyncio.Task[None]]]
+    ) -> None:
         """Create a candidate's Trial and Job, side by side, once the results told before it are stored."""
         name = view.name
         try:
-            await self._results_written()
+            await self._results_written(told)
             trial, job = await asyncio.gather(
                 self._create_trial(candidate), self._create_job(view), return_exceptions=True
             )

@@ -133,6 +133,29 @@ def experiment_key(body: Mapping[str, Any]) -> ExperimentKey:
     return (meta.get("namespace") or "", meta.get("name") or "")
 
 
+class Transitions:
+    """The last state seen of each watched trainer pod and Job, by uid.
+
+    A trainer pod sends several watch events after it ends (the Job controller removes its
+    finalizer, status is rewritten); only a change of state (running, terminated; complete,
+    failed) is news to the reconciler, so only that wakes it. Fewer idle passes also means that
+    the pass a trainer's end needs starts at once instead of queueing behind them.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] = {}
+
+    def changed(self, uid: str, state: str | None, gone: bool = False) -> bool:
+        """Record ``state`` (None: nothing to tell yet) and say whether it differs from the last one."""
+        before = self._seen.pop(uid, None) if gone else self._seen.get(uid)
+        if state is not None and not gone:
+            self._seen[uid] = state
+        return state is not None and state != before
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
 class Runtime:
     """The operator process: API client, controller HTTP session, metrics, the known experiments and,
     while this process leads, one reconciler per experiment."""
@@ -153,6 +176,7 @@ class Runtime:
         self.experiments: dict[ExperimentKey, Mapping[str, Any]] = {}
         self.reconcilers: dict[ExperimentKey, Reconciler] = {}
         self.phases: dict[ExperimentKey, str] = {}
+        self.transitions = Transitions()
         self.elector: LeaderElector | None = None
         self.leading = config.election is None
         self.metrics.leader.set(1 if self.leading else 0)
