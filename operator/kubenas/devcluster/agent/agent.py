@@ -93,12 +93,13 @@ class NodeAgent:
         return str(result.status.token)
 
     def _patch_status(self, ns: str, name: str, status: dict[str, Any]) -> None:
-        self.core.patch_namespaced_pod_status(name, ns, {"status": status}, _content_type=SMP)
+        # The answer is not read: no model is built from it (the client's models cost more CPU than the write).
+        self.core.patch_namespaced_pod_status(name, ns, {"status": status}, _content_type=SMP, _preload_content=False)
 
     def _delete_pod(self, ns: str, name: str, uid: str) -> None:
         body = {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
         try:
-            self.core.delete_namespaced_pod(name, ns, body=body, grace_period_seconds=0)
+            self.core.delete_namespaced_pod(name, ns, body=body, grace_period_seconds=0, _preload_content=False)
         except ApiException as err:
             if err.status not in (404, 409):
                 raise
@@ -124,7 +125,7 @@ class NodeAgent:
             "count": 1,
         }
         try:
-            self.core.create_namespaced_event(meta["namespace"], body)
+            self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False)
         except ApiException as err:  # events are best effort, as in the kubelet
             log.debug("event not recorded", reason=reason, status=err.status)
 
@@ -193,13 +194,21 @@ class NodeAgent:
     # ---- watch
 
     def watch_pods(self) -> None:
+        """List the pods bound to a node, then watch from there; list again only when the watch is too old.
+
+        Objects stay plain dicts (``deserialize=False``): the client's models would be built for every
+        event only to be thrown away, and that was a third of the agent's CPU under load.
+        """
         selector = "spec.nodeName!="
+        rv: str | None = None
         while not self.stop_event.is_set():
             try:
-                listing = self.core.list_pod_for_all_namespaces(field_selector=selector)
-                for pod in listing.items:
-                    self.on_pod("ADDED", self._raw(pod))
-                rv = listing.metadata.resource_version
+                if rv is None:
+                    response = self.core.list_pod_for_all_namespaces(field_selector=selector, _preload_content=False)
+                    listing = json.loads(response.data)
+                    for pod in listing.get("items") or []:
+                        self.on_pod("ADDED", pod)
+                    rv = listing["metadata"]["resourceVersion"]
                 w = watch.Watch()
                 for event in w.stream(
                     self.core.list_pod_for_all_namespaces,
@@ -207,18 +216,25 @@ class NodeAgent:
                     resource_version=rv,
                     timeout_seconds=60,
                     allow_watch_bookmarks=True,
+                    deserialize=False,
                 ):
                     if self.stop_event.is_set():
                         w.stop()
                         break
+                    obj = event["object"]
+                    rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
                     if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
-                        self.on_pod(event["type"], event["raw_object"])
-                    self.reap_workers()
+                        self.on_pod(event["type"], obj)  # finished workers are reaped once a second by run()
             except ApiException as err:
+                rv = None
                 if err.status != 410:  # 410 Gone: relist
                     log.warning("pod watch failed", status=err.status, error=err.reason)
                     self.stop_event.wait(1.0)
+            except KeyError:  # an ERROR event (410 Gone: too old a version) that the client cannot read raw
+                rv = None
+                log.info("pod watch expired; listing again")
             except Exception as exc:
+                rv = None
                 log.warning("pod watch interrupted", error=exc)
                 self.stop_event.wait(1.0)
 
