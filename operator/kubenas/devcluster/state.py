@@ -77,6 +77,16 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far; 0 once it is gone (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def processes_with_marker(cluster_id: str) -> list[int]:
     """PIDs of live processes whose environment carries this cluster's marker."""
     needle = f"{MARKER_ENV}={cluster_id}".encode()

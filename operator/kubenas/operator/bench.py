@@ -13,7 +13,11 @@ watches trainer pods from outside, timestamps each pod's first sight and its tra
   from its own ``kubenas_api_writes_total``) divided by the number of trials;
 - ``operator_cpu_ms_per_trial``: CPU the operator process spent per trial (what scales with load);
 - ``breakdown_ms``: the turnaround split at the next Job's first sight: ``end_to_next_job`` (the
-  operator's part, plus watch delivery) and ``job_to_pod`` (the Job controller and scheduler).
+  operator's part, plus watch delivery) and ``job_to_pod`` (the Job controller and scheduler);
+- ``cpu_ms_per_trial``: CPU per trial of the operator and of each process of the test cluster (API
+  server, etcd, controller manager, scheduler, node agent) when the cluster is a development one.
+  Zero-cost trials run as fast as the machine allows, so the figures are those of a saturated
+  machine: where the CPU goes says where the turnaround goes.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class BenchResult:
     operator_ms: list[float] = field(default_factory=list)  # trainer's end → next Job seen
     job_to_pod_ms: list[float] = field(default_factory=list)  # Job seen → its pod seen
     operator_cpu_s: float = 0.0  # CPU the operator process used during the run
+    cluster_cpu_s: dict[str, float] = field(default_factory=dict)  # component → CPU seconds in the run
 
     def percentile(self, q: float) -> float:
         return percentile(self.turnaround_ms, q)
@@ -62,7 +67,16 @@ class BenchResult:
                 "end_to_next_job": _p50_p99(self.operator_ms),
                 "job_to_pod": _p50_p99(self.job_to_pod_ms),
             },
+            "cpu_ms_per_trial": self.cpu_ms_per_trial(),
         }
+
+    def cpu_ms_per_trial(self) -> dict[str, float]:
+        spent = {"operator": self.operator_cpu_s, **self.cluster_cpu_s}
+        if not self.trials:
+            return {}
+        out = {name: round(1000 * s / self.trials, 2) for name, s in sorted(spent.items(), key=lambda kv: -kv[1])}
+        out["total"] = round(1000 * sum(spent.values()) / self.trials, 2)
+        return out
 
 
 def _p50_p99(values: Sequence[float]) -> dict[str, float]:

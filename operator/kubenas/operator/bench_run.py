@@ -126,6 +126,33 @@ class TrainerWatch:
         return [(first[j] - t) * 1000 for j, t in self.job_created.items() if j in first]
 
 
+def cluster_processes(kubeconfig: Path) -> dict[str, int]:
+    """The processes of a development cluster by component (API server, etcd, ...), found from the
+    state file beside its kubeconfig; none for any other cluster."""
+    from kubenas.devcluster.errors import ClusterNotRunningError
+    from kubenas.devcluster.state import ClusterState, pid_alive
+
+    try:
+        state = ClusterState.load(kubeconfig.parent)
+    except (ClusterNotRunningError, OSError, TypeError, ValueError):
+        return {}
+    return {name: pid for name, pid in state.pids.items() if name != "watchdog" and pid_alive(pid)}
+
+
+class CpuMeter:
+    """CPU seconds each named process spends between ``start`` and ``stop``."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        from kubenas.devcluster.state import cpu_seconds
+
+        self._read = cpu_seconds
+        self.pids = pids
+        self.before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def spent(self) -> dict[str, float]:
+        return {name: max(0.0, self._read(pid) - self.before[name]) for name, pid in self.pids.items()}
+
+
 @contextlib.contextmanager
 def cluster_kubeconfig(kubeconfig: Path | None, workdir: Path) -> Iterator[Path]:
     """The given cluster, or a development cluster started (and stopped) for the benchmark."""
@@ -151,7 +178,7 @@ def run_bench(trials: int, parallel: int, kubeconfig: Path | None) -> BenchResul
         kube.core.create_namespace({"metadata": {"name": namespace}})
         operator = OperatorProcess(kc, Path(tmp) / "operator.log", namespaces=(namespace,)).start()
         try:
-            cpu_before = operator.cpu_seconds()
+            meter = CpuMeter({**cluster_processes(kc), "operator": operator.proc.pid if operator.proc else 0})
             with TrainerWatch(kc, namespace) as pods:
                 manifest = experiment_manifest(
                     "bench",
@@ -166,7 +193,7 @@ def run_bench(trials: int, parallel: int, kubeconfig: Path | None) -> BenchResul
             if exp["status"]["phase"] != "Succeeded":
                 raise RuntimeError(f"the benchmark experiment ended {exp['status']}; see {operator.log_path}")
             writes = operator.metric("kubenas_api_writes_total")
-            cpu = operator.cpu_seconds() - cpu_before
+            cpu = meter.spent()
             first, last = min(pods.created.values()), max(pods.terminated.values())
             return BenchResult(
                 trials=trials,
@@ -176,7 +203,8 @@ def run_bench(trials: int, parallel: int, kubeconfig: Path | None) -> BenchResul
                 writes=writes,
                 operator_ms=turnarounds(list(pods.terminated.values()), list(pods.job_created.values()), parallel),
                 job_to_pod_ms=pods.job_to_pod_ms(),
-                operator_cpu_s=cpu,
+                operator_cpu_s=cpu.pop("operator"),
+                cluster_cpu_s=cpu,
             )
         finally:
             operator.stop()

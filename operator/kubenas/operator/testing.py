@@ -160,10 +160,9 @@ class OperatorProcess:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the operator process has used so far (Linux)."""
-        if self.proc is None:
-            return 0.0
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        from kubenas.devcluster.state import cpu_seconds
+
+        return 0.0 if self.proc is None else cpu_seconds(self.proc.pid)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -1,0 +1,41 @@
+"""How ``kubenas bench operator`` turns its observations into figures (the pure half of the benchmark)."""
+
+from __future__ import annotations
+
+import math
+
+from kubenas.operator.bench import BenchResult, percentile, turnarounds
+
+
+def test_each_end_is_paired_with_the_pod_that_took_its_slot() -> None:
+    # two slots: pods created at 0 and 0; ends at 1.0 and 2.0; the next pods at 1.03 and 2.25
+    ms = turnarounds([2.0, 1.0], [0.0, 0.0, 2.25, 1.03], parallel=2)
+    assert [round(x) for x in ms] == [30, 250]
+
+
+def test_percentiles_are_nearest_rank_values_that_were_measured() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile([7.0], 99) == 7.0
+    assert math.isnan(percentile([], 50))
+
+
+def test_figures_per_trial_include_every_process_and_their_total() -> None:
+    result = BenchResult(
+        trials=100,
+        parallel=5,
+        turnaround_ms=[10.0, 20.0, 30.0],
+        seconds=10.0,
+        writes=310.0,
+        operator_cpu_s=2.0,
+        cluster_cpu_s={"kube-apiserver": 5.5, "etcd": 1.0},
+    )
+    figures = result.to_json()
+    assert figures["trials_per_s"] == 10.0
+    assert figures["writes_per_trial"] == 3.1
+    assert figures["turnaround_ms"] == {"p50": 20.0, "p99": 30.0}
+    assert figures["operator_cpu_ms_per_trial"] == 20.0
+    cpu = figures["cpu_ms_per_trial"]
+    assert list(cpu) == ["kube-apiserver", "operator", "etcd", "total"]  # largest first
+    assert cpu == {"kube-apiserver": 55.0, "operator": 20.0, "etcd": 10.0, "total": 85.0}
