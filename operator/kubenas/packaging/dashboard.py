@@ -208,6 +208,15 @@ ROWS: tuple[Row, ...] = (
                 unit="reqps",
             ),
             Panel(
+                "Leader election",
+                "Operator replicas that lead (exactly 1 is healthy: 0 means nothing reconciles until a standby "
+                "takes the Lease) and replicas scraped; standbys keep warm caches.",
+                (
+                    _q("sum(kubenas_operator_leader) or vector(0)", "leading"),
+                    _q("count(kubenas_operator_leader) or vector(0)", "replicas"),
+                ),
+            ),
+            Panel(
                 "API and controller latency (p95)",
                 "95th percentile latency of the operator's Kubernetes API requests by verb, and of its calls to "
                 "experiment controllers by endpoint.",
