@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import time
+from pathlib import Path
 
-from kubenas.operator.bench import BenchResult, percentile, turnarounds
+from kubenas.operator.bench import ZERO_COST_COMMAND, BenchResult, percentile, trial_command, turnarounds
 
 
 def test_each_end_is_paired_with_the_pod_that_took_its_slot() -> None:
@@ -39,3 +44,15 @@ def test_figures_per_trial_include_every_process_and_their_total() -> None:
     cpu = figures["cpu_ms_per_trial"]
     assert list(cpu) == ["kube-apiserver", "operator", "etcd", "total"]  # largest first
     assert cpu == {"kube-apiserver": 55.0, "operator": 20.0, "etcd": 10.0, "total": 85.0}
+
+
+def test_the_benchmark_trial_reports_a_reward_and_idles_only_when_asked(tmp_path: Path) -> None:
+    assert trial_command() == ZERO_COST_COMMAND
+    for seconds in (0.0, 0.2):
+        out = tmp_path / f"result-{seconds}.json"
+        env = {**os.environ, "KUBENAS_SEED": "7", "KUBENAS_RESULT_FILE": str(out)}
+        started = time.monotonic()
+        subprocess.run(trial_command(seconds), env=env, check=True)
+        took = time.monotonic() - started
+        assert json.loads(out.read_text()) == {"val_accuracy": 7 * 48271 % 999983 / 1e6}
+        assert took >= seconds  # a lower bound only: it idles at least as long as asked

@@ -39,6 +39,14 @@ ZERO_COST_COMMAND = [
 ]
 
 
+def trial_command(seconds: float = 0.0) -> list[str]:
+    """The benchmark's trial: zero-cost, or idle for ``seconds`` first (a trial that holds its slot
+    without using the CPU, so the machine is not saturated by the benchmark itself)."""
+    if seconds <= 0:
+        return list(ZERO_COST_COMMAND)
+    return [ZERO_COST_COMMAND[0], ZERO_COST_COMMAND[1], f"sleep {seconds:g}; {ZERO_COST_COMMAND[2]}"]
+
+
 @dataclass(frozen=True)
 class BenchResult:
     trials: int
@@ -49,6 +57,7 @@ class BenchResult:
     operator_ms: list[float] = field(default_factory=list)  # trainer's end → next Job seen
     job_to_pod_ms: list[float] = field(default_factory=list)  # Job seen → its pod seen
     operator_cpu_s: float = 0.0  # CPU the operator process used during the run
+    trial_seconds: float = 0.0  # how long each trial idled (0: zero-cost)
     cluster_cpu_s: dict[str, float] = field(default_factory=dict)  # component → CPU seconds in the run
 
     def percentile(self, q: float) -> float:
@@ -61,6 +70,7 @@ class BenchResult:
             "writes_per_trial": round(self.writes / self.trials, 3) if self.trials else None,
             "trials": self.trials,
             "parallel": self.parallel,
+            "trial_seconds": self.trial_seconds,
             "samples": len(self.turnaround_ms),
             "operator_cpu_ms_per_trial": round(1000 * self.operator_cpu_s / self.trials, 2) if self.trials else None,
             "breakdown_ms": {
@@ -105,11 +115,17 @@ def bench_command(
     kubeconfig: Path | None = typer.Option(
         None, help="Use this cluster (it needs the CRDs); default: start a test cluster of its own."
     ),
+    trial_seconds: float = typer.Option(
+        0.0,
+        "--trial-seconds",
+        min=0.0,
+        help="Each trial idles this long before it reports (0: zero-cost trials, which saturate the machine).",
+    ),
 ) -> None:
     """Operator turnaround with zero-cost trials: p50/p99 ms, trials/s, API writes per trial."""
     from kubenas.operator.bench_run import run_bench
 
-    result = run_bench(trials, parallel, kubeconfig)
+    result = run_bench(trials, parallel, kubeconfig, trial_seconds)
     figures = result.to_json()
     typer.echo(json.dumps(figures, indent=2))
     if json_out is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kubenas.operator import names
-from kubenas.operator.bench import ZERO_COST_COMMAND, BenchResult, turnarounds
+from kubenas.operator.bench import BenchResult, trial_command, turnarounds
 from kubenas.operator.testing import Kube, OperatorProcess, experiment_manifest, wait_for
 
 log = logging.getLogger("kubenas.bench")
@@ -170,7 +170,7 @@ def cluster_kubeconfig(kubeconfig: Path | None, workdir: Path) -> Iterator[Path]
         cluster.stop(remove=True)
 
 
-def run_bench(trials: int, parallel: int, kubeconfig: Path | None) -> BenchResult:
+def run_bench(trials: int, parallel: int, kubeconfig: Path | None, trial_seconds: float = 0.0) -> BenchResult:
     with tempfile.TemporaryDirectory(prefix="kubenas-bench-") as tmp, cluster_kubeconfig(kubeconfig, Path(tmp)) as kc:
         install_crds(kc)
         namespace = f"bench-{secrets.token_hex(3)}"
@@ -184,11 +184,11 @@ def run_bench(trials: int, parallel: int, kubeconfig: Path | None) -> BenchResul
                     "bench",
                     max_trials=trials,
                     parallel=parallel,
-                    command=ZERO_COST_COMMAND,
+                    command=trial_command(trial_seconds),
                     search_space={"cell": {"nodes": 4}},  # 5**6 architectures: never exhausted
                 )
                 kube.apply_experiment(manifest)
-                exp = kube.wait_phase("bench", timeout=120 + trials)
+                exp = kube.wait_phase("bench", timeout=120 + trials + 1.5 * trials / parallel * trial_seconds)
                 wait_for("every trainer pod's end", lambda: len(pods.terminated) >= trials, timeout=30)
             if exp["status"]["phase"] != "Succeeded":
                 raise RuntimeError(f"the benchmark experiment ended {exp['status']}; see {operator.log_path}")
@@ -203,6 +203,7 @@ def run_bench(trials: int, parallel: int, kubeconfig: Path | None) -> BenchResul
                 writes=writes,
                 operator_ms=turnarounds(list(pods.terminated.values()), list(pods.job_created.values()), parallel),
                 job_to_pod_ms=pods.job_to_pod_ms(),
+                trial_seconds=trial_seconds,
                 operator_cpu_s=cpu.pop("operator"),
                 cluster_cpu_s=cpu,
             )
