@@ -48,11 +48,12 @@ def test_figures_per_trial_include_every_process_and_their_total() -> None:
 
 def test_the_benchmark_trial_reports_a_reward_and_idles_only_when_asked(tmp_path: Path) -> None:
     assert trial_command() == ZERO_COST_COMMAND
-    for seconds in (0.0, 0.2):
-        out = tmp_path / f"result-{seconds}.json"
-        env = {**os.environ, "KUBENAS_SEED": "7", "KUBENAS_RESULT_FILE": str(out)}
+    for seconds, seed in ((0.0, 7), (0.4, 7), (0.4, 150)):
+        out = tmp_path / f"result-{seconds}-{seed}.json"
+        env = {**os.environ, "KUBENAS_SEED": str(seed), "KUBENAS_RESULT_FILE": str(out)}
         started = time.monotonic()
         subprocess.run(trial_command(seconds), env=env, check=True)
         took = time.monotonic() - started
-        assert json.loads(out.read_text()) == {"val_accuracy": 7 * 48271 % 999983 / 1e6}
-        assert took >= seconds  # a lower bound only: it idles at least as long as asked
+        assert json.loads(out.read_text()) == {"val_accuracy": seed * 48271 % 999983 / 1e6}
+        # idles (50 + seed % 101)% of the mean: 0.228 s for seed 7, 0.396 s for seed 150 (lower bounds)
+        assert took >= seconds * (50 + seed % 101) / 100

@@ -40,11 +40,21 @@ ZERO_COST_COMMAND = [
 
 
 def trial_command(seconds: float = 0.0) -> list[str]:
-    """The benchmark's trial: zero-cost, or idle for ``seconds`` first (a trial that holds its slot
-    without using the CPU, so the machine is not saturated by the benchmark itself)."""
+    """The benchmark's trial: zero-cost, or idle for about ``seconds`` first.
+
+    An idle trial holds its slot without using the CPU, so the machine is not saturated by the
+    benchmark itself. Its length is drawn from its seed, uniformly between half and one and a half
+    times ``seconds``: trials that all lasted the same would start and end in lockstep, each round a
+    burst of ends that no real search sees.
+    """
     if seconds <= 0:
         return list(ZERO_COST_COMMAND)
-    return [ZERO_COST_COMMAND[0], ZERO_COST_COMMAND[1], f"sleep {seconds:g}; {ZERO_COST_COMMAND[2]}"]
+    mean_ms = round(seconds * 1000)
+    idle = (
+        f"ms=$(( {mean_ms} * (50 + KUBENAS_SEED % 101) / 100 )); "
+        'sleep "$(( ms / 1000 )).$(printf %03d $(( ms % 1000 )))"; '
+    )
+    return [ZERO_COST_COMMAND[0], ZERO_COST_COMMAND[1], idle + ZERO_COST_COMMAND[2]]
 
 
 @dataclass(frozen=True)
