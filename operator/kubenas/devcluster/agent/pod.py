@@ -25,6 +25,8 @@ log = get_logger("kubenas.devcluster.agent.pod")
 
 HOST_IP = "127.0.0.1"
 TICK = 0.1
+#: between checks of a pod whose containers only run (no probes, no back-off): their exit wakes it at once
+IDLE_TICK = 1.0
 
 
 @dataclass
@@ -158,8 +160,33 @@ class PodWorker(threading.Thread):
             else:
                 self._step_containers(volumes)
             self.push_status()
-            self._updated.wait(TICK)
+            self._updated.wait(self._tick())
             self._updated.clear()
+
+    def _tick(self) -> float:
+        """Short ticks while something needs watching (init containers, probes, a start or a back-off);
+        long ones while the containers only run, since a process's exit wakes the loop at once."""
+        if not self.initialized:
+            return TICK
+        for c in self.containers:
+            if not c.done and (not c.running or c.readiness is not None or c.liveness is not None):
+                return TICK
+        return IDLE_TICK
+
+    def _wake_on_exit(self, c: ContainerRuntime) -> None:
+        """Wake the loop when the container's process ends (``Popen.poll`` stays correct meanwhile)."""
+        process = c.process
+        if process is None:
+            return
+
+        def wait() -> None:
+            try:
+                process.wait()
+            except Exception as exc:  # never lose the wake-up: the loop reaps on its next tick anyway
+                log.debug("process wait failed", pod=self.name, error=exc)
+            self._updated.set()
+
+        threading.Thread(target=wait, name=f"exit {self.name}/{c.name}", daemon=True).start()
 
     def _prepare(self) -> dict[str, Path] | None:
         """Volumes, retried while a referenced object is missing (CreateContainerConfigError)."""
@@ -194,6 +221,7 @@ class PodWorker(threading.Thread):
                 cluster_id=self.ctx.cluster_id,
             )
             c.start(pspec)
+            self._wake_on_exit(c)
         except ConfigError as err:
             c.waiting_reason, c.waiting_message = "CreateContainerConfigError", str(err)
             c.backoff_until = time.monotonic() + 1.0
