@@ -84,6 +84,10 @@ class Requeue(KubenasError):
         super().__init__(message)
 
 
+#: results told but not stored yet, and the result writes under way (see ``_results_written``)
+ToldSoFar = tuple[frozenset[str], list[asyncio.Task[None]]]
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -106,8 +110,8 @@ class ExperimentReconciler:
         self.synced: tuple[Endpoint, str] | None = None
         self.written: dict[str, TrialView] = {}
         self.placeholders: dict[str, TrialView] = {}  # asked, Trial not created yet
-        self.told: dict[str, TrialView] = {}  # told, result write under way (how the Trial will read)
-        self.result_writes: dict[str, asyncio.Task[None]] = {}  # by trial
+        #: told, result write under way: how the Trial will read, and the write
+        self.result_writes: dict[str, tuple[TrialView, asyncio.Task[None]]] = {}
         self.unrecorded: set[str] = set()  # told, result not stored on the Trial yet (nothing may be created)
         self.creating: dict[str, asyncio.Task[None]] = {}
         self.fatal: Fatal | None = None
@@ -147,7 +151,7 @@ class ExperimentReconciler:
         self.stopped = True
         if self._timer is not None:
             self._timer.cancel()
-        for task in [*self.creating.values(), *self.result_writes.values()]:
+        for task in [*self.creating.values(), *(task for _, task in self.result_writes.values())]:
             task.cancel()
         if self._task is not None:
             self._task.cancel()
@@ -374,7 +378,7 @@ class ExperimentReconciler:
                 del self.written[name]  # the watch caught up
             else:
                 merged[name] = mine
-        for name, told in self.told.items():
+        for name, (told, _) in self.result_writes.items():
             merged[name] = told
         for name, placeholder in self.placeholders.items():
             merged.setdefault(name, placeholder)
@@ -461,11 +465,12 @@ class ExperimentReconciler:
         by_name = {}
         for trial, outcome, attempts, record in told:
             final = status.trial_final_status(record, outcome, attempts, now)
-            by_name[trial.name] = self.told[trial.name] = trial.with_status(final)
+            by_name[trial.name] = trial.with_status(final)
             self.unrecorded.add(trial.name)
-            self.result_writes[trial.name] = asyncio.get_running_loop().create_task(
+            task = asyncio.get_running_loop().create_task(
                 self._write_result(trial, outcome, final), name=f"result {trial.name}"
             )
+            self.result_writes[trial.name] = (by_name[trial.name], task)
             if outcome.pod_uid and outcome.pod_uid in self.terminated_at:
                 self.turnarounds.append(self.terminated_at.pop(outcome.pod_uid))
         return [by_name.get(t.name, t) for t in trials]
@@ -491,16 +496,15 @@ class ExperimentReconciler:
             self.wake_later(1.0)
             return
         finally:
-            self.told.pop(trial.name, None)
             self.result_writes.pop(trial.name, None)
         self.unrecorded.discard(trial.name)
         self._observe_finished(self._remember(body), outcome)
 
-    def _told_so_far(self) -> tuple[frozenset[str], list[asyncio.Task[None]]]:
+    def _told_so_far(self) -> ToldSoFar:
         """The results told but not stored yet, and the writes under way: what a candidate asked now waits for."""
-        return frozenset(self.unrecorded), list(self.result_writes.values())
+        return frozenset(self.unrecorded), [task for _, task in self.result_writes.values()]
 
-    async def _results_written(self, told: tuple[frozenset[str], list[asyncio.Task[None]]] | None = None) -> None:
+    async def _results_written(self, told: ToldSoFar | None = None) -> None:
         """Wait until the results told before a candidate was asked are stored; fail if one could not be.
 
         This is what keeps replay exact: a candidate asked after a tell becomes a Trial (or a Job)
@@ -581,9 +585,7 @@ class ExperimentReconciler:
             self.creating[view.name] = task
         return view
 
-    async def _create(
-        self, candidate: Mapping[str, Any], view: TrialView, told: tuple[frozenset[str], list[asyncio.Task[None]]]
-    ) -> None:
+    async def _create(self, candidate: Mapping[str, Any], view: TrialView, told: ToldSoFar) -> None:
         """Create a candidate's Trial and Job, side by side, once the results told before it are stored."""
         name = view.name
         try:
