@@ -23,6 +23,7 @@ def _attach(cluster_dir: Path) -> Cluster:
 
     return Cluster.attach(cluster_dir.resolve())
 
+
 app = typer.Typer(help="A real Kubernetes control plane on loopback, for development and tests.", no_args_is_help=True)
 
 DEFAULT_DIR = Path(".cache/cluster")

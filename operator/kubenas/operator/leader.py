@@ -272,14 +272,18 @@ class LeaderElector:
         if self.leading:
             await self._step_down("shutdown")
             try:
-                await asyncio.wait_for(self._release(), timeout=self.config.renew_deadline_s)
+                async with asyncio.timeout(self.config.renew_deadline_s):
+                    await self._release()
             except Exception as exc:  # the standbys take over when the Lease expires instead
                 log.warning("lease not released", extra=self._extra(error=repr(exc)))
 
     async def _campaign(self) -> None:
+        # Timeouts use asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for drops a cancel
+        # that arrives just as the awaited call finishes, and the elector would then outlive stop().
         while True:
             try:
-                acquired = await asyncio.wait_for(self.try_acquire_or_renew(), timeout=self.config.renew_deadline_s)
+                async with asyncio.timeout(self.config.renew_deadline_s):
+                    acquired = await self.try_acquire_or_renew()
             except Exception as exc:  # the API server is away or the Lease unreadable: try again later
                 log.warning("lease not readable", extra=self._extra(error=repr(exc)))
                 acquired = False
@@ -301,7 +305,9 @@ class LeaderElector:
                 await self._step_down("renew deadline passed")
                 return
             try:
-                if await asyncio.wait_for(self.try_acquire_or_renew(), timeout=left):
+                async with asyncio.timeout(left):
+                    renewed = await self.try_acquire_or_renew()
+                if renewed:
                     continue
             except Exception as exc:
                 log.warning("lease renewal failed", extra=self._extra(error=repr(exc)))

@@ -49,7 +49,8 @@ class StatusWriter:
             wait = self._last + self._interval - time.monotonic()
             if wait > 0 and not self._urgent.is_set():
                 with contextlib.suppress(TimeoutError):  # an urgent submit cuts the wait short
-                    await asyncio.wait_for(self._urgent.wait(), timeout=wait)
+                    async with asyncio.timeout(wait):
+                        await self._urgent.wait()
             desired, self._pending = self._pending, None
             self._urgent.clear()
             try:
