@@ -12,14 +12,19 @@ from kubenas.operator.status_writer import StatusWriter
 LOG = logging.LoggerAdapter(logging.getLogger("test"), {})
 
 
+def recording_writer() -> tuple[StatusWriter, list[Mapping[str, Any]]]:
+    """A writer with a 30 s interval, and the list its writes land in."""
+    written: list[Mapping[str, Any]] = []
+
+    async def write(desired: Mapping[str, Any]) -> None:
+        written.append(desired)
+
+    return StatusWriter(write, interval=30.0, logger=LOG), written
+
+
 def test_writes_coalesce_to_the_latest_and_urgent_ones_go_at_once() -> None:
     async def main() -> None:
-        written: list[Mapping[str, Any]] = []
-
-        async def write(desired: Mapping[str, Any]) -> None:
-            written.append(desired)
-
-        writer = StatusWriter(write, interval=30.0, logger=LOG)
+        writer, written = recording_writer()
         writer.submit({"n": 1})
         await asyncio.sleep(0.05)
         assert written == [{"n": 1}]  # the first write goes at once
@@ -40,12 +45,7 @@ def test_close_that_meets_an_urgent_submit_writes_nothing_more() -> None:
     asyncio.wait_for on Python 3.11 the wake-up won and a write went out after close)."""
 
     async def main() -> None:
-        written: list[Mapping[str, Any]] = []
-
-        async def write(desired: Mapping[str, Any]) -> None:
-            written.append(desired)
-
-        writer = StatusWriter(write, interval=30.0, logger=LOG)
+        writer, written = recording_writer()
         writer.submit({"n": 1})
         await asyncio.sleep(0.05)
         writer.submit({"n": 2})
