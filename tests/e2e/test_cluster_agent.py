@@ -6,6 +6,10 @@ import base64
 import json
 import time
 
+from kubernetes import client as k8s_client
+
+from kubenas.devcluster.agent.agent import PodWrites
+from kubenas.devcluster.client import api_client
 from kubenas.devcluster.faults import FaultClient
 from kubenas.devcluster.launcher import Cluster
 from kubenas.devcluster.pytest_plugin import KubeApis, wait_until
@@ -185,3 +189,23 @@ def test_node_leases_are_renewed(k8s: KubeApis, cluster: Cluster) -> None:
             lambda n=node, f=first: k8s.coordination.read_namespaced_lease(n, "kube-node-lease").spec.renew_time > f,
             timeout=20,
         )
+
+
+def test_the_agents_writes_reuse_one_connection(cluster: Cluster, namespace: str) -> None:
+    """Status patches, events and deletions go out one after another on a single kept-alive TLS
+    connection: an answer left unread would keep its connection out of the pool, and every write
+    would pay a new handshake and client-certificate check on both ends."""
+    api = api_client(cluster.kubeconfig)
+    core = k8s_client.CoreV1Api(api)
+    writes = PodWrites(core)
+    pod = core.create_namespaced_pod(namespace, pod_manifest("idle", [python_container("main", SLEEP)]))
+    body = api.sanitize_for_serialization(pod)
+    for i in range(5):
+        writes.event(body, "Normal", "Probe", f"write {i}")
+        writes.patch_status(namespace, "idle", {"conditions": [{"type": "Extra", "status": str(i % 2 == 0)}]})
+    writes.delete_pod(namespace, "idle", body["metadata"]["uid"])
+    writes.delete_pod(namespace, "idle", body["metadata"]["uid"])  # already gone: 404, ignored
+    pools = api.rest_client.pool_manager.pools  # type: ignore[attr-defined]
+    assert [pools[key].num_connections for key in pools.keys()] == [1]  # noqa: SIM118 - the pool container has no iterator
+    events = core.list_namespaced_event(namespace, field_selector="reason=Probe").items
+    assert sorted(e.message for e in events) == [f"write {i}" for i in range(5)]

@@ -6,10 +6,12 @@ import json
 import math
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from kubenas.operator.bench import ZERO_COST_COMMAND, BenchResult, percentile, trial_command, turnarounds
+from kubenas.operator.bench_run import CpuMeter
 
 
 def test_each_end_is_paired_with_the_pod_that_took_its_slot() -> None:
@@ -35,6 +37,8 @@ def test_figures_per_trial_include_every_process_and_their_total() -> None:
         writes=310.0,
         operator_cpu_s=2.0,
         cluster_cpu_s={"kube-apiserver": 5.5, "etcd": 1.0},
+        benchmark_cpu_s=0.5,
+        machine_cpu_s=9.0,
     )
     figures = result.to_json()
     assert figures["trials_per_s"] == 10.0
@@ -44,6 +48,43 @@ def test_figures_per_trial_include_every_process_and_their_total() -> None:
     cpu = figures["cpu_ms_per_trial"]
     assert list(cpu) == ["kube-apiserver", "operator", "etcd", "total"]  # largest first
     assert cpu == {"kube-apiserver": 55.0, "operator": 20.0, "etcd": 10.0, "total": 85.0}
+    assert figures["benchmark_cpu_ms_per_trial"] == 5.0 and figures["machine_cpu_ms_per_trial"] == 90.0
+
+
+BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"
+
+
+def test_the_meter_counts_what_the_agent_started_alive_or_reaped() -> None:
+    """A stand-in agent (this test's own child) starts two busy children: one it has reaped by the
+    end, one still running. Both count under ``pods``; the agent's own time does not."""
+    agent_code = (
+        "import subprocess, sys, time\n"
+        "sys.stdin.readline()\n"
+        f"subprocess.run([sys.executable, '-c', {BURN.format(s=0.3)!r}])\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {BURN.format(s=0.3)!r} + 'time.sleep(30)'])\n"
+        "print('ready', flush=True)\n"
+        "p.wait()\n"
+    )
+    agent = subprocess.Popen(
+        [sys.executable, "-c", agent_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        meter = CpuMeter({"node-agent": agent.pid})
+        assert agent.stdin is not None
+        agent.stdin.write("go\n")
+        agent.stdin.flush()
+        assert agent.stdout is not None and agent.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 20
+        while meter.spent()["pods"] < 0.55 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        spent = meter.spent()
+        # both children burned 0.3 s after the meter started (the interpreters' start adds a little)
+        assert 0.55 <= spent["pods"] < 1.5, spent
+        assert spent["node-agent"] < 0.5, spent
+        assert meter.machine() >= spent["pods"] - 0.05
+    finally:
+        agent.kill()
+        agent.wait()
 
 
 def test_the_benchmark_trial_reports_a_reward_and_idles_only_when_asked(tmp_path: Path) -> None:

@@ -77,14 +77,48 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far; 0 once it is gone (Linux /proc)."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name (field 3 onwards); None once the process is gone."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
+            return fh.read().rsplit(")", 1)[1].split()
     except OSError:
+        return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far; 0 once it is gone (Linux /proc)."""
+    fields = _stat_fields(pid)
+    if fields is None:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU of what ``pid`` started: its live children by pid, and under key 0 the children it has
+    already reaped (the kernel adds a child's time to its parent's when the parent waits for it).
+    For the node agent these are the pods' processes."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return {}
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {0: (int(fields[13]) + int(fields[14])) / tick}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        child = _stat_fields(int(entry.name))
+        if child is not None and int(child[1]) == pid:  # field 4: the parent's pid
+            out[int(entry.name)] = (int(child[11]) + int(child[12])) / tick
+    return out
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the machine's cores have spent busy since boot (Linux /proc/stat): user, nice,
+    system, irq and softirq, whoever ran."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = (values + [0] * 7)[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def processes_with_marker(cluster_id: str) -> list[int]:

@@ -140,17 +140,37 @@ def cluster_processes(kubeconfig: Path) -> dict[str, int]:
 
 
 class CpuMeter:
-    """CPU seconds each named process spends between ``start`` and ``stop``."""
+    """CPU seconds spent between its creation and ``spent``: by each named process; by the pods
+    (whatever the node agent started, when there is one); by this benchmark process; and by the
+    whole machine, whoever ran."""
 
     def __init__(self, pids: dict[str, int]) -> None:
-        from kubenas.devcluster.state import cpu_seconds
+        from kubenas.devcluster import state
 
-        self._read = cpu_seconds
+        self._state = state
         self.pids = pids
-        self.before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self.before = {name: state.cpu_seconds(pid) for name, pid in pids.items()}
+        agent = pids.get("node-agent")
+        self._pods_before = state.children_cpu_seconds(agent) if agent else {}
+        self._self_before = time.process_time()
+        self._machine_before = state.machine_busy_seconds()
 
     def spent(self) -> dict[str, float]:
-        return {name: max(0.0, self._read(pid) - self.before[name]) for name, pid in self.pids.items()}
+        """Per process, plus ``pods`` when the agent is known."""
+        out = {name: max(0.0, self._state.cpu_seconds(pid) - self.before[name]) for name, pid in self.pids.items()}
+        agent = self.pids.get("node-agent")
+        if agent:
+            now = self._state.children_cpu_seconds(agent)
+            # a child alive at the start and reaped since moved its whole time into the reaped total
+            out["pods"] = max(0.0, sum(now.values()) - sum(self._pods_before.values()))
+        return out
+
+    def benchmark(self) -> float:
+        """CPU this process (the watch that times the pods) has used."""
+        return time.process_time() - self._self_before
+
+    def machine(self) -> float:
+        return self._state.machine_busy_seconds() - self._machine_before
 
 
 @contextlib.contextmanager
@@ -206,6 +226,8 @@ def run_bench(trials: int, parallel: int, kubeconfig: Path | None, trial_seconds
                 trial_seconds=trial_seconds,
                 operator_cpu_s=cpu.pop("operator"),
                 cluster_cpu_s=cpu,
+                benchmark_cpu_s=meter.benchmark(),
+                machine_cpu_s=meter.machine(),
             )
         finally:
             operator.stop()
