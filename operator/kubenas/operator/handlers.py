@@ -35,10 +35,13 @@ TRIALS = (GROUP, VERSION, names.PLURAL_TRIALS)
 JOBS = ("batch", "v1", "jobs")
 PODS = ("v1", "pods")
 SLICES = ("discovery.k8s.io", "v1", "endpointslices")
-TRAINERS = {names.LABEL_COMPONENT: names.COMPONENT_TRAINER, names.LABEL_EXPERIMENT: kopf.PRESENT}
+#: the watches' server-side filters: only our trainer pods and Jobs, controller slices and Trials reach
+#: the operator, so the handlers need no label filters of their own (kopf matched each handler's
+#: filter against every event again)
+TRAINERS = f"{names.LABEL_COMPONENT}={names.COMPONENT_TRAINER},{names.LABEL_EXPERIMENT}"
 #: trainer exit codes that carry a result (success, bad candidate): the turnaround clock starts there
 ENDS_WITH_RESULT = (0, names.BAD_CANDIDATE_EXIT_CODE)
-CONTROLLERS = {names.LABEL_COMPONENT: names.COMPONENT_CONTROLLER, names.LABEL_EXPERIMENT: kopf.PRESENT}
+CONTROLLERS = f"{names.LABEL_COMPONENT}={names.COMPONENT_CONTROLLER},{names.LABEL_EXPERIMENT}"
 
 
 # -- lifecycle ---------------------------------------------------------------------------------
@@ -67,9 +70,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     settings.posting.enabled = False
     # Server-side filters: the API server sends only our pods, Jobs and slices, not the cluster's.
-    settings.watching.label_selectors[PODS] = f"{names.LABEL_COMPONENT}={names.COMPONENT_TRAINER}"
-    settings.watching.label_selectors[JOBS] = f"{names.LABEL_COMPONENT}={names.COMPONENT_TRAINER}"
-    settings.watching.label_selectors[SLICES] = f"{names.LABEL_COMPONENT}={names.COMPONENT_CONTROLLER}"
+    settings.watching.label_selectors[PODS] = TRAINERS
+    settings.watching.label_selectors[JOBS] = TRAINERS
+    settings.watching.label_selectors[SLICES] = CONTROLLERS
     settings.watching.label_selectors[TRIALS] = names.LABEL_EXPERIMENT
     config = OperatorConfig.from_env()
     runtime = Runtime.create(config, ExperimentReconciler)
@@ -105,24 +108,24 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 # -- the cache ---------------------------------------------------------------------------------
 # The indexers are coroutines although they never await: kopf runs plain functions in a thread
 # pool, which would cost a thread hop on every watch event of every trainer pod and Job.
-@kopf.index(*TRIALS, labels={names.LABEL_EXPERIMENT: kopf.PRESENT})
+@kopf.index(*TRIALS)
 async def trial_index(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict:
     return {(namespace, labels[names.LABEL_EXPERIMENT]): TrialView.parse(body)}
 
 
-@kopf.index(*JOBS, labels=TRAINERS)
+@kopf.index(*JOBS)
 async def job_index(namespace: str, body: kopf.Body, **_: Any) -> dict:
     view = JobView.parse(body)
     return {(namespace, view.trial): view}
 
 
-@kopf.index(*PODS, labels=TRAINERS)
+@kopf.index(*PODS)
 async def pod_index(namespace: str, body: kopf.Body, **_: Any) -> dict:
     view = PodView.parse(body)
     return {(namespace, view.trial): view}
 
 
-@kopf.index(*SLICES, labels=CONTROLLERS)
+@kopf.index(*SLICES)
 async def endpoint_index(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict:
     return {(namespace, labels[names.LABEL_EXPERIMENT]): EndpointView.parse(body)}
 
@@ -156,7 +159,7 @@ def _wake(memo: kopf.Memo, namespace: str, labels: Mapping[str, str]) -> Reconci
     return reconciler
 
 
-@kopf.on.event(*PODS, labels=TRAINERS)
+@kopf.on.event(*PODS)
 async def trainer_pod_event(
     type: str | None, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
@@ -170,7 +173,7 @@ async def trainer_pod_event(
         reconciler.note_termination(view.uid)
 
 
-@kopf.on.event(*JOBS, labels=TRAINERS)
+@kopf.on.event(*JOBS)
 async def trainer_job_event(
     type: str | None, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
@@ -181,7 +184,7 @@ async def trainer_job_event(
         _wake(memo, namespace, labels)
 
 
-@kopf.on.event(*SLICES, labels=CONTROLLERS)
+@kopf.on.event(*SLICES)
 async def controller_endpoint_event(namespace: str, labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> None:
     """The controller pod became ready, moved or went away."""
     _wake(memo, namespace, labels)
