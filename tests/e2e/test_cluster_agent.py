@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from typing import Any
 
 from kubernetes import client as k8s_client
 
@@ -20,6 +21,7 @@ from kubenas.devcluster.testing import (
     read_pod,
     wait_gone,
     wait_pod,
+    wait_pod_running_ready,
 )
 
 SLEEP = "import time; time.sleep(600)"
@@ -209,3 +211,37 @@ def test_the_agents_writes_reuse_one_connection(cluster: Cluster, namespace: str
     assert [pools[key].num_connections for key in pools.keys()] == [1]  # noqa: SIM118 - the pool container has no iterator
     events = core.list_namespaced_event(namespace, field_selector="reason=Probe").items
     assert sorted(e.message for e in events) == [f"write {i}" for i in range(5)]
+
+
+def test_a_finished_pod_keeps_no_worker_and_its_deletion_is_still_confirmed(
+    k8s: KubeApis, faults: FaultClient, namespace: str
+) -> None:
+    """Thousands of finished trainer pods must not keep a thread each; the agent itself confirms the
+    deletion of a finished pod (grace 0), as the kubelet does."""
+    k8s.core.create_namespaced_pod(namespace, pod_manifest("once", [python_container("main", "pass")]))
+    wait_pod(k8s, namespace, "once", ("Succeeded",))
+    wait_until(
+        "the finished pod's worker to end",
+        lambda: not any(p["namespace"] == namespace and p["name"] == "once" for p in faults.pods()),
+        timeout=30,
+    )
+    k8s.core.delete_namespaced_pod("once", namespace)  # graceful: only the node's agent may finish it
+    wait_gone(lambda: k8s.core.read_namespaced_pod("once", namespace), "pod once deleted", timeout=30)
+
+
+def test_a_ready_condition_changed_by_someone_else_is_written_back(k8s: KubeApis, namespace: str) -> None:
+    """The node lifecycle controller marks the pods of a node it thinks is down not ready; when the
+    node is seen again the kubelet writes its own status back. Without that, a pod stayed not ready
+    for good and its Service lost the endpoint."""
+    k8s.core.create_namespaced_pod(namespace, pod_manifest("steady", [python_container("main", SLEEP)]))
+    wait_pod_running_ready(k8s, namespace, "steady")
+    patch = {"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "NodeNotReady"}]}}
+    k8s.core.patch_namespaced_pod_status("steady", namespace, patch)
+
+    def ready_again() -> dict[str, Any] | None:
+        pod = read_pod(k8s, namespace, "steady")
+        conditions = {c["type"]: c for c in pod["status"]["conditions"]}
+        return conditions["Ready"] if conditions["Ready"]["status"] == "True" else None
+
+    ready = wait_until("the agent to write Ready back", ready_again, timeout=30)
+    assert "reason" not in ready  # a condition that turned True drops the reason it had while False

@@ -106,15 +106,15 @@ class NodeAgent:
                 if worker:
                     worker.vanished.set()
                 return
-            if worker:
-                worker.update(pod)
-                return
-            if uid in self.done_uids:
+            if worker and worker.update(pod):
                 return
             phase = pod.get("status", {}).get("phase")
-            if phase in ("Succeeded", "Failed"):
+            if phase in ("Succeeded", "Failed") or worker:
+                # A finished pod has no worker: the agent confirms its deletion, as the kubelet does.
                 if meta.get("deletionTimestamp"):
                     self.writes.delete_pod(meta["namespace"], meta["name"], uid)
+                return
+            if uid in self.done_uids:
                 return
             worker = PodWorker(pod, self.ctx)
             self.workers[uid] = worker
@@ -131,7 +131,8 @@ class NodeAgent:
     def find(self, namespace: str, name: str) -> PodWorker:
         with self._lock:
             for worker in self.workers.values():
-                if worker.namespace == namespace and worker.pod_name == name and not worker.finished:
+                live = not (worker.finished or worker.exiting)
+                if live and worker.namespace == namespace and worker.pod_name == name:
                     return worker
         raise PodNotFoundError(namespace, name)
 
@@ -253,8 +254,9 @@ class PodWrites:
     def __init__(self, core: k8s.CoreV1Api) -> None:
         self.core = core
 
-    def patch_status(self, ns: str, name: str, status: dict[str, Any]) -> None:
-        _discard(
+    def patch_status(self, ns: str, name: str, status: dict[str, Any]) -> str:
+        """Returns the pod's resourceVersion after the write."""
+        return _version_of(
             self.core.patch_namespaced_pod_status(
                 name, ns, {"status": status}, _content_type=SMP, _preload_content=False
             )
@@ -294,6 +296,12 @@ class PodWrites:
             _discard(self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False))
         except ApiException as err:  # events are best effort, as in the kubelet
             log.debug("event not recorded", reason=reason, status=err.status)
+
+
+def _version_of(response: Any) -> str:
+    """The resourceVersion in an unparsed answer (read whole, so its connection is reused)."""
+    body = json.loads(response.data or b"{}")
+    return str((body.get("metadata") or {}).get("resourceVersion") or "")
 
 
 def _discard(response: Any) -> None:

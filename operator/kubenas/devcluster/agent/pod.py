@@ -46,7 +46,7 @@ class PodContext:
 
     pods_dir: Path
     lookups: Lookups
-    patch_status: Callable[[str, str, dict[str, Any]], None]
+    patch_status: Callable[[str, str, dict[str, Any]], str]  # → the pod's resourceVersion after the write
     delete_pod: Callable[[str, str, str], None]
     emit_event: Callable[[dict[str, Any], str, str, str], None]
     allocate_ip: Callable[[], str]
@@ -85,15 +85,30 @@ class PodWorker(threading.Thread):
         self.initialized = not self.inits
         self.conditions_extra: list[dict[str, Any]] = []
         self.finished = False
+        #: the final status is on the server: from now on the agent, not this worker, answers for the pod
+        self.exiting = False
         self._last_status: dict[str, Any] | None = None
+        self._written_version = 0  # resourceVersion of the pod after this worker's last status write
         self._transitions: dict[str, tuple[str, str]] = {}  # condition type -> (status, since)
 
     # ---- inputs from the agent
 
-    def update(self, pod: dict[str, Any]) -> None:
+    def update(self, pod: dict[str, Any]) -> bool:
+        """Hand the worker the pod's newest copy; False once it is exiting (the agent then acts).
+
+        A Ready condition that differs from ours in a copy newer than our last write was changed by
+        someone else (the node lifecycle controller marks every pod of a node it thinks is down not
+        ready): as the kubelet's status manager does, the worker writes its own status again.
+        """
         with self._lock:
+            if self.exiting:
+                return False
             self.pod = pod
+            newer = self._last_status is not None and _version(pod) > self._written_version
+            if newer and _ready(pod.get("status") or {}) != _ready(self._last_status or {}):
+                self._last_status = None
         self._updated.set()
+        return True
 
     @property
     def deletion_grace(self) -> float | None:
@@ -149,7 +164,16 @@ class PodWorker(threading.Thread):
                 return
             self._handle_faults()
             if self.phase in ("Succeeded", "Failed"):
-                self._updated.wait(1.0)  # terminal: wait for deletion (GC, Job cleanup, namespace)
+                # Finished: once the final status is written the thread ends; the agent confirms the
+                # pod's deletion later (GC, Job cleanup, namespace). Thousands of finished pods must
+                # not keep a thread each, waking every second.
+                if self.push_status():
+                    with self._lock:
+                        self.exiting = True
+                    if self.deletion_grace is not None:
+                        self._delete(0)
+                    return
+                self._updated.wait(1.0)
                 self._updated.clear()
                 continue
             if deadline is not None and time.monotonic() - started > float(deadline):
@@ -433,10 +457,10 @@ class PodWorker(threading.Thread):
             previous = self._transitions.get(kind)
             since = previous[1] if previous and previous[0] == value else now
             self._transitions[kind] = (value, since)
-            c: dict[str, Any] = {"type": kind, "status": value, "lastTransitionTime": since}
-            if reason and not ok:
-                c["reason"] = reason
-            return c
+            # a condition that turns True drops its old reason: a strategic merge patch keeps every
+            # key it does not name, so the reason is named, as null
+            reason_now = reason if reason and not ok else None
+            return {"type": kind, "status": value, "lastTransitionTime": since, "reason": reason_now}
 
         status: dict[str, Any] = {
             "phase": self.phase,
@@ -463,16 +487,32 @@ class PodWorker(threading.Thread):
             status["message"] = self.message
         return status
 
-    def push_status(self) -> None:
+    def push_status(self) -> bool:
+        """Write the status if it changed; True when the server holds it."""
         status = self.build_status()
-        if self._last_status is not None and _same(self._last_status, status):
-            return
+        with self._lock:
+            if self._last_status is not None and self._last_status == status:
+                return True
         try:
-            self.ctx.patch_status(self.namespace, self.pod_name, status)
-            self._last_status = status
+            version = self.ctx.patch_status(self.namespace, self.pod_name, status)
         except Exception as exc:  # the pod may be gone; the next tick retries otherwise
             log.warning("status update failed", pod=self.name, error=exc)
+            return False
+        with self._lock:
+            self._last_status = status
+            self._written_version = int(version or 0)
+        return True
 
 
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a == b
+def _version(pod: dict[str, Any]) -> int:
+    try:
+        return int((pod.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _ready(status: dict[str, Any]) -> str | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return str(condition.get("status"))
+    return None
