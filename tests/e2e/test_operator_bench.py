@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from typer.testing import CliRunner
 
 from kubenas.cli import app
+from kubenas.devcluster.pytest_plugin import wait_until
 from kubenas.operator.pytest_fixtures import crds
 
 __all__ = ["crds"]
@@ -43,3 +47,34 @@ def test_the_operator_benchmark_reports_turnaround_throughput_and_writes(
     cpu = figures["cpu_ms_per_trial"]  # the test cluster's processes are found from its state file
     assert {"operator", "kube-apiserver", "etcd", "node-agent", "pods"} <= set(cpu), cpu
     assert cpu["kube-apiserver"] > 0 and cpu["total"] >= sum(v for k, v in cpu.items() if k != "total") - 0.1
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_stopped_benchmark_stops_the_operator_it_started(cluster: Any, crds: None) -> None:
+    """SIGTERM (a timeout, a CI job ending) unwinds the benchmark: its operator does not outlive it."""
+    args = ["--trials", "500", "--parallel", "2", "--trial-seconds", "5", "--kubeconfig", str(cluster.kubeconfig)]
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "kubenas.cli", "bench", "operator", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        operators = wait_until("the benchmark's operator", lambda: _children(bench.pid), timeout=60)
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=60) == 143
+        wait_until("the operator to stop", lambda: not any(Path(f"/proc/{p}").exists() for p in operators), 30)
+    finally:
+        bench.kill()
+        bench.wait()

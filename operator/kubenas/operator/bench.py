@@ -143,9 +143,18 @@ def bench_command(
     ),
 ) -> None:
     """Operator turnaround with zero-cost trials: p50/p99 ms, trials/s, API writes per trial."""
+    import signal
+    import sys
+
     from kubenas.operator.bench_run import run_bench
 
-    result = run_bench(trials, parallel, kubeconfig, trial_seconds)
+    # Stopped from outside (a timeout, a CI job): unwind, so the operator and the test cluster the
+    # benchmark started are stopped too instead of outliving it.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        result = run_bench(trials, parallel, kubeconfig, trial_seconds)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     figures = result.to_json()
     typer.echo(json.dumps(figures, indent=2))
     if json_out is not None:
