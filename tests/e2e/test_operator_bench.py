@@ -49,15 +49,17 @@ def test_the_operator_benchmark_reports_turnaround_throughput_and_writes(
     assert cpu["kube-apiserver"] > 0 and cpu["total"] >= sum(v for k, v in cpu.items() if k != "total") - 0.1
 
 
-def _children(pid: int) -> list[int]:
+def _operators_of(pid: int) -> list[int]:
+    """The live ``kubenas operator`` processes that ``pid`` started."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if int(fields[1]) == pid and fields[0] != "Z":
+            if int(fields[1]) == pid and fields[0] != "Z" and b"operator" in argv and b"bench" not in argv:
                 found.append(int(entry.name))
     return found
 
@@ -71,7 +73,7 @@ def test_a_stopped_benchmark_stops_the_operator_it_started(cluster: Any, crds: N
         stderr=subprocess.DEVNULL,
     )
     try:
-        operators = wait_until("the benchmark's operator", lambda: _children(bench.pid), timeout=60)
+        operators = wait_until("the benchmark's operator", lambda: _operators_of(bench.pid), timeout=60)
         bench.send_signal(signal.SIGTERM)
         assert bench.wait(timeout=60) == 143
         wait_until("the operator to stop", lambda: not any(Path(f"/proc/{p}").exists() for p in operators), 30)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
-from kubenas.core.engine import Ask, Finish, Wait, decide
-from kubenas.core.records import TrialRecord, reward_of
+from kubenas.core.engine import Ask, Finish, Wait, count, decide, summarize
+from kubenas.core.records import TrialRecord, best_of, reward_of
 from tests.conftest import experiment_dict
 
 
@@ -94,3 +95,19 @@ def test_reward_sign_constraints_and_soft_penalty() -> None:
     assert reward_of(s.objective, {"acc": 0.9, "params": 50, "latency": 20}) == (pytest.approx(0.45), True)
     low = spec(objective={"metric": "loss", "direction": "minimize"})
     assert reward_of(low.objective, {"loss": 0.3}) == (-0.3, True)
+
+
+def test_the_one_pass_summary_agrees_with_count_and_best_of() -> None:
+    """summarize() runs on every reconcile over the whole history; it must give exactly what the
+    plain definitions give, ties (earliest wins) and non-finite rewards included."""
+    rng = random.Random(7)
+    phases = ["Pending", "Running", "Succeeded", "Succeeded", "Failed", "Infeasible"]
+    rewards = [0.5, 0.5, 0.9, 0.9, float("nan"), float("inf"), -1.0, None]
+    for _ in range(300):
+        history = [
+            TrialRecord(index=i, architecture={}, name=f"t{i}", phase=phase, reward=rng.choice(rewards))  # type: ignore[arg-type]
+            for i, phase in enumerate(rng.choices(phases, k=rng.randint(0, 40)))
+        ]
+        counts, best = summarize(spec(), history)
+        assert counts == count(history)
+        assert best is best_of(history)

@@ -19,14 +19,15 @@ stopped it.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec, TrialCounts
-from kubenas.core.records import TrialRecord, best_of, objective_value
+from kubenas.core.records import TrialRecord, objective_value
 
-__all__ = ["Ask", "Finish", "TrialRecord", "Wait", "count", "decide", "summarize"]
+__all__ = ["Ask", "Finish", "Summary", "TrialRecord", "Wait", "count", "decide", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,25 @@ def count(trials: Sequence[TrialRecord]) -> TrialCounts:
     return TrialCounts(total=len(trials), **{phase.lower(): n for phase, n in by_phase.items()})
 
 
-def summarize(spec: SearchExperimentSpec, trials: Sequence[TrialRecord]) -> tuple[TrialCounts, TrialRecord | None]:
-    """Counts by phase and the best trial, the two things every status shows."""
-    return count(trials), best_of(list(trials))
+Summary = tuple[TrialCounts, TrialRecord | None]
+
+
+def summarize(spec: SearchExperimentSpec, trials: Sequence[TrialRecord]) -> Summary:
+    """Counts by phase and the best trial (as :func:`count` and :func:`best_of` give them), the two
+    things every decision and every status need, in one pass: the operator runs this on every
+    reconcile over the whole history, thousands of trials in a long search."""
+    by_phase: dict[str, int] = {}
+    best: TrialRecord | None = None
+    best_reward = -math.inf
+    for t in trials:
+        phase = t.phase
+        by_phase[phase] = by_phase.get(phase, 0) + 1
+        if phase == "Succeeded":
+            reward = t.reward
+            # strictly greater: ties go to the earliest, as in best_of
+            if reward is not None and reward > best_reward and math.isfinite(reward):
+                best, best_reward = t, reward
+    return TrialCounts(total=len(trials), **{phase.lower(): n for phase, n in by_phase.items()}), best
 
 
 def _goal_reached(spec: SearchExperimentSpec, best: TrialRecord | None) -> bool:
@@ -80,9 +97,15 @@ def _finish(reason: str, message: str, best: TrialRecord | None) -> Finish:
     return Finish("Succeeded", reason, message)
 
 
-def decide(spec: SearchExperimentSpec, trials: Sequence[TrialRecord], elapsed_seconds: float | None = None) -> Action:
-    """The next action for an experiment with this spec and history (see the module docstring)."""
-    counts, best = summarize(spec, trials)
+def decide(
+    spec: SearchExperimentSpec,
+    trials: Sequence[TrialRecord],
+    elapsed_seconds: float | None = None,
+    summary: Summary | None = None,
+) -> Action:
+    """The next action for an experiment with this spec and history (see the module docstring);
+    ``summary``: what :func:`summarize` gives for ``trials``, when the caller has it already."""
+    counts, best = summary if summary is not None else summarize(spec, trials)
     active = counts.pending + counts.running
     budget = spec.budget
 

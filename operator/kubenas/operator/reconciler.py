@@ -31,15 +31,16 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from pydantic import ValidationError
 
 from kubenas.api.v1alpha1 import API_VERSION, SearchExperimentSpec
 from kubenas.controller.protocol import State
-from kubenas.core.engine import Ask, Finish, Wait, decide
+from kubenas.core.engine import Ask, Finish, Wait, decide, summarize
 from kubenas.core.errors import KubenasError, SpecError
-from kubenas.core.records import TrialRecord, best_of, objective_value, trial_seed
+from kubenas.core.records import TrialRecord, objective_value, trial_seed
 from kubenas.operator import manifests, names, outcomes, status
 from kubenas.operator.controller_client import (
     ControllerClient,
@@ -56,6 +57,8 @@ from kubenas.operator.status_writer import StatusWriter
 from kubenas.operator.views import JobView, PodView, TrialView, parse_time, resource_version
 
 log = logging.getLogger("kubenas.operator")
+#: the sort key of trials: their ask order (a C-level getter: the history is sorted on every pass)
+BY_INDEX = attrgetter("index")
 
 
 class ExperimentLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -382,7 +385,7 @@ class ExperimentReconciler:
             merged[name] = told
         for name, placeholder in self.placeholders.items():
             merged.setdefault(name, placeholder)
-        return sorted(merged.values(), key=lambda t: t.index)
+        return sorted(merged.values(), key=BY_INDEX)
 
     def _remember(self, body: Mapping[str, Any]) -> TrialView:
         view = TrialView.parse(body)
@@ -562,7 +565,7 @@ class ExperimentReconciler:
         if expect is not None:
             await self.creations_done()
             return self._trials()
-        return sorted([*trials, *placeholders], key=lambda t: t.index)
+        return sorted([*trials, *placeholders], key=BY_INDEX)
 
     def _begin_creation(self, candidate: Mapping[str, Any]) -> TrialView:
         assert self.accepted is not None
@@ -771,6 +774,7 @@ class ExperimentReconciler:
     def _publish(self, trials: Sequence[TrialView], verdict: status.Verdict, urgent: bool = False) -> None:
         assert self.accepted is not None
         records = [t.record() for t in trials]
+        summary = summarize(self.accepted, records)
         current = self.body.get("status") or {}
         desired = status.experiment_status(
             current=current,
@@ -781,8 +785,9 @@ class ExperimentReconciler:
             spec_verdict=self.spec_verdict,
             generation=self.body["metadata"].get("generation"),
             now=_now(),
+            summary=summary,
         )
-        self._metrics(desired, records)
+        self._metrics(desired, summary[1])
         self.runtime.set_phase((self.namespace, self.name), desired["phase"])
         if status.status_changed(current, desired):
             self.status_writer.submit(desired, urgent=urgent or desired["phase"] != current.get("phase"))
@@ -809,10 +814,9 @@ class ExperimentReconciler:
         if status.status_changed(current, desired):
             self.status_writer.submit(desired, urgent=True)
 
-    def _metrics(self, desired: Mapping[str, Any], records: Sequence[TrialRecord]) -> None:
+    def _metrics(self, desired: Mapping[str, Any], best: TrialRecord | None) -> None:
         m, labels = self.runtime.metrics, (self.namespace, self.name)
         m.set_trials(*labels, desired.get("trials") or {})
-        best = best_of(list(records))
         if best is not None and best.reward is not None and self.accepted is not None:
             value = objective_value(self.accepted.objective, best.reward)
             if math.isfinite(value):

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
-from kubenas.core.engine import summarize
+from kubenas.core.engine import Summary, summarize
 from kubenas.core.records import TrialRecord, objective_value
 from kubenas.operator.outcomes import TrialOutcome
 from kubenas.operator.views import finite_or_none, format_time
@@ -89,9 +89,11 @@ def experiment_status(
     spec_verdict: SpecVerdict,
     generation: int | None,
     now: datetime,
+    summary: Summary | None = None,
 ) -> dict[str, Any]:
-    """The whole status the experiment should show now (camelCase, ready for a merge patch)."""
-    counts, best = summarize(spec, trials)
+    """The whole status the experiment should show now (camelCase, ready for a merge patch);
+    ``summary``: :func:`summarize` of ``trials``, when the caller has it already."""
+    counts, best = summary if summary is not None else summarize(spec, trials)
     done = counts.succeeded + counts.failed + counts.infeasible
     terminal = verdict.phase in TERMINAL_PHASES
     conditions: list[dict[str, Any]] = list(current.get("conditions") or [])

@@ -114,7 +114,11 @@ class OperatorProcess:
         env.pop("KUBENAS_OPERATOR_METRICS_PORT", None)
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        wait_for("the operator's metrics endpoint", self._metrics_up, timeout=60)
+        try:
+            wait_for("the operator's metrics endpoint", self._metrics_up, timeout=60)
+        except BaseException:  # not up in time, or the caller is stopping: no operator left behind
+            self.stop()
+            raise
         return self
 
     def _metrics_up(self) -> bool:

@@ -98,8 +98,9 @@ class TrialView:
         """
         return replace(self, **_status_fields(status))
 
-    @property
+    @cached_property
     def done(self) -> bool:
+        """Finished (cached: every pass asks this of every trial of the history)."""
         return self.phase in ("Succeeded", "Failed", "Infeasible")
 
     @cached_property
