@@ -44,6 +44,7 @@ def test_the_operator_benchmark_reports_turnaround_throughput_and_writes(
     assert figures["trials_per_s"] > 0
     assert figures["samples"] == 15  # every trial after the first five replaced a finished one
     assert figures["writes_per_trial"] <= 6  # a count, not a timing: Trial, Job, result, amortised status
+    assert figures["reconciles_per_trial"] > 0  # read from the operator's own kubenas_reconciles_total
     cpu = figures["cpu_ms_per_trial"]  # the test cluster's processes are found from its state file
     assert {"operator", "kube-apiserver", "etcd", "node-agent", "pods"} <= set(cpu), cpu
     assert cpu["kube-apiserver"] > 0 and cpu["total"] >= sum(v for k, v in cpu.items() if k != "total") - 0.1

@@ -35,6 +35,7 @@ def test_figures_per_trial_include_every_process_and_their_total() -> None:
         turnaround_ms=[10.0, 20.0, 30.0],
         seconds=10.0,
         writes=310.0,
+        passes=250.0,
         operator_cpu_s=2.0,
         cluster_cpu_s={"kube-apiserver": 5.5, "etcd": 1.0},
         benchmark_cpu_s=0.5,
@@ -42,7 +43,7 @@ def test_figures_per_trial_include_every_process_and_their_total() -> None:
     )
     figures = result.to_json()
     assert figures["trials_per_s"] == 10.0
-    assert figures["writes_per_trial"] == 3.1
+    assert figures["writes_per_trial"] == 3.1 and figures["reconciles_per_trial"] == 2.5
     assert figures["turnaround_ms"] == {"p50": 20.0, "p99": 30.0}
     assert figures["operator_cpu_ms_per_trial"] == 20.0
     cpu = figures["cpu_ms_per_trial"]

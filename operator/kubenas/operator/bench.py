@@ -12,6 +12,7 @@ watches trainer pods from outside, timestamps each pod's first sight and its tra
 - ``writes_per_trial``: the operator's Kubernetes API writes (creates, patches, deletes, events,
   from its own ``kubenas_api_writes_total``) divided by the number of trials;
 - ``operator_cpu_ms_per_trial``: CPU the operator process spent per trial (what scales with load);
+- ``reconciles_per_trial``: the operator's reconcile passes per trial (each reads the whole history);
 - ``breakdown_ms``: the turnaround split at the next Job's first sight: ``end_to_next_job`` (the
   operator's part, plus watch delivery) and ``job_to_pod`` (the Job controller and scheduler);
 - ``cpu_ms_per_trial``: CPU per trial of the operator and of each process of the test cluster (API
@@ -73,6 +74,7 @@ class BenchResult:
     trial_seconds: float = 0.0  # how long each trial idled (0: zero-cost)
     cluster_cpu_s: dict[str, float] = field(default_factory=dict)  # component → CPU seconds in the run
     benchmark_cpu_s: float = 0.0  # the benchmark's own process (its watch of the pods)
+    passes: float = 0.0  # the operator's reconcile passes over the run
     machine_cpu_s: float = 0.0  # every core of the machine, whoever ran
 
     def percentile(self, q: float) -> float:
@@ -83,6 +85,7 @@ class BenchResult:
             "turnaround_ms": {"p50": round(self.percentile(50), 2), "p99": round(self.percentile(99), 2)},
             "trials_per_s": round(self.trials / self.seconds, 2) if self.seconds > 0 else None,
             "writes_per_trial": round(self.writes / self.trials, 3) if self.trials else None,
+            "reconciles_per_trial": round(self.passes / self.trials, 2) if self.trials else None,
             "trials": self.trials,
             "parallel": self.parallel,
             "trial_seconds": self.trial_seconds,

@@ -213,6 +213,7 @@ def run_bench(trials: int, parallel: int, kubeconfig: Path | None, trial_seconds
             if exp["status"]["phase"] != "Succeeded":
                 raise RuntimeError(f"the benchmark experiment ended {exp['status']}; see {operator.log_path}")
             writes = operator.metric("kubenas_api_writes_total")
+            passes = operator.metric("kubenas_reconciles_total")
             cpu = meter.spent()
             first, last = min(pods.created.values()), max(pods.terminated.values())
             return BenchResult(
@@ -221,6 +222,7 @@ def run_bench(trials: int, parallel: int, kubeconfig: Path | None, trial_seconds
                 turnaround_ms=turnarounds(list(pods.terminated.values()), list(pods.created.values()), parallel),
                 seconds=last - first,
                 writes=writes,
+                passes=passes,
                 operator_ms=turnarounds(list(pods.terminated.values()), list(pods.job_created.values()), parallel),
                 job_to_pod_ms=pods.job_to_pod_ms(),
                 trial_seconds=trial_seconds,
