@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from kubenas.cli import app
 from kubenas.devcluster.pytest_plugin import wait_until
+from kubenas.devcluster.state import child_pids
 from kubenas.operator.pytest_fixtures import crds
 
 __all__ = ["crds"]
@@ -53,15 +54,13 @@ def test_the_operator_benchmark_reports_turnaround_throughput_and_writes(
 def _operators_of(pid: int) -> list[int]:
     """The live ``kubenas operator`` processes that ``pid`` started."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z" and b"operator" in argv and b"bench" not in argv:
-                found.append(int(entry.name))
+    for child in child_pids(pid):
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"operator" in argv and b"bench" not in argv:
+            found.append(child)
     return found
 
 

@@ -97,15 +97,9 @@ def _finish(reason: str, message: str, best: TrialRecord | None) -> Finish:
     return Finish("Succeeded", reason, message)
 
 
-def decide(
-    spec: SearchExperimentSpec,
-    trials: Sequence[TrialRecord],
-    elapsed_seconds: float | None = None,
-    summary: Summary | None = None,
-) -> Action:
-    """The next action for an experiment with this spec and history (see the module docstring);
-    ``summary``: what :func:`summarize` gives for ``trials``, when the caller has it already."""
-    counts, best = summary if summary is not None else summarize(spec, trials)
+def decide(spec: SearchExperimentSpec, trials: Sequence[TrialRecord], elapsed_seconds: float | None = None) -> Action:
+    """The next action for an experiment with this spec and history (see the module docstring)."""
+    counts, best = summarize(spec, trials)
     active = counts.pending + counts.running
     budget = spec.budget
 

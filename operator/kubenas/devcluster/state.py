@@ -94,6 +94,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def child_pids(pid: int, zombies: bool = False) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc); exited, unreaped ones only if asked."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))  # fields[0]: state, fields[1]: parent pid
+            if fields is not None and int(fields[1]) == pid and (zombies or fields[0] != "Z"):
+                found.append(int(entry.name))
+    return found
+
+
 def children_cpu_seconds(pid: int) -> dict[int, float]:
     """CPU of what ``pid`` started: its live children by pid, and under key 0 the children it has
     already reaped (the kernel adds a child's time to its parent's when the parent waits for it).
@@ -101,14 +112,9 @@ def children_cpu_seconds(pid: int) -> dict[int, float]:
     fields = _stat_fields(pid)
     if fields is None:
         return {}
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {0: (int(fields[13]) + int(fields[14])) / tick}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        child = _stat_fields(int(entry.name))
-        if child is not None and int(child[1]) == pid:  # field 4: the parent's pid
-            out[int(entry.name)] = (int(child[11]) + int(child[12])) / tick
+    out = {0: (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")}
+    for child in child_pids(pid, zombies=True):  # an unreaped child's time is not in ours yet
+        out[child] = cpu_seconds(child)
     return out
 
 
