@@ -3,31 +3,65 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from kubenas.bench import cli as bench_cli
+from kubenas.bench import importance as bench_importance
 from kubenas.controller import cli as controller_cli
 from kubenas.devcluster import cli as cluster_cli
+from kubenas.insights import cli as insights_cli
 from kubenas.operator import cli as operator_cli
 from kubenas.packaging import cli as chart_cli
 
 console = Console()
+
+
+def _untyped_flags(command: Any) -> None:
+    """Give every flag an empty metavar, so help shows ``--verbose`` rather than ``--verbose <bool>``."""
+    for param in command.params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    made = command.get_help_option  # --help is made per context, not kept in params
+
+    def help_option(ctx: Any) -> Any:
+        option = made(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+    for sub in (getattr(command, "commands", None) or {}).values():
+        _untyped_flags(sub)
+
+
+class _Commands(TyperGroup):
+    """The top-level group; typer prints a ``<bool>`` type beside flags, which takes no value."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        _untyped_flags(self)
+        return super().main(*args, **kwargs)
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="Kubenas: neural architecture search on Kubernetes, or on this machine.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
 bench_app = typer.Typer(help="Benchmarks: tabular search, operator turnaround.", no_args_is_help=True)
 bench_cli.register(bench_app)
+bench_importance.register(bench_app)
 operator_cli.register_bench(bench_app)
 app.add_typer(bench_app, name="bench")
 app.add_typer(cluster_cli.app, name="cluster")
 app.add_typer(operator_cli.app, name="operator")
 app.add_typer(controller_cli.app, name="controller")
 chart_cli.register(app)
+insights_cli.register(app)
 
 
 crds_app = typer.Typer(help="The CustomResourceDefinitions generated from the API models.", no_args_is_help=True)

@@ -1,4 +1,10 @@
-"""The results folder: summary.json, trials.json, trials.csv, plots and the printed leaderboard."""
+"""The results folder: summary.json, trials.json, trials.csv, plots and the printed leaderboard.
+
+Besides the raw history it holds what the search learned (``kubenas.insights``): decision importance
+(summary.json ``importance``, importance.png), motifs of the top architectures (summary.json
+``motifs``, motifs.csv) and pictures of the best architecture (best.png) and of the top ones
+(top.png). Pictures need matplotlib; without it the JSON and CSV still carry every figure.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from kubenas.api.v1alpha1 import Objective
+from kubenas.core.errors import SpecError
 from kubenas.core.records import TrialRecord, best_of, objective_value
+from kubenas.core.space import SearchSpace, build_space
+from kubenas.insights import pictures, tables
+from kubenas.insights.genotype import genotype
+from kubenas.insights.importance import NotEnoughTrials, importance
+from kubenas.insights.motifs import motifs, top_trials
+
+#: architectures drawn side by side in top.png and counted as "the top" in motifs
+TOP_K = 5
 
 
 def _value(objective: Objective, rec: TrialRecord) -> float | None:
@@ -35,13 +49,72 @@ def summary(name: str, objective: Objective, trials: list[TrialRecord], phase: s
             "trial": best.name,
             "index": best.index,
             "architecture": best.architecture,
+            "genotype": genotype(best.architecture),
             "metrics": dict(best.metrics),
             "value": _value(objective, best),
         },
     }
 
 
-def write_results(directory: Path, summ: dict[str, Any], objective: Objective, trials: list[TrialRecord]) -> None:
+def _space(directory: Path, given: SearchSpace | None) -> SearchSpace | None:
+    """The search space: the one given, else the one of the experiment recorded in the folder."""
+    if given is not None:
+        return given
+    from kubenas.api.load import load_experiment
+
+    try:
+        return build_space(load_experiment(directory / "experiment.yaml").spec.search_space)
+    except (SpecError, OSError):
+        return None
+
+
+def learned(
+    directory: Path, objective: Objective, trials: list[TrialRecord], space: SearchSpace | None, top_k: int = TOP_K
+) -> dict[str, Any]:
+    """Importance and motifs for summary.json, and their pictures and table written into ``directory``."""
+    out: dict[str, Any] = {}
+    sign = tables.sign(objective)
+    if space is not None:
+        try:
+            imp = importance(space, trials)
+        except NotEnoughTrials as exc:
+            out["importance"] = {"unavailable": str(exc)}
+        else:
+            out["importance"] = imp.to_json(sign)
+            pictures.save_importance(directory / "importance.png", imp, objective.metric, sign)
+    found = motifs(trials, top_k)
+    if found is not None:
+        out["motifs"] = found.to_json()
+        with (directory / "motifs.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["decision", "operation", f"top_{found.k}_share", "all_share"])
+            w.writerows([s.decision, s.operation, round(s.top, 4), round(s.overall, 4)] for s in found.shares)
+    top = top_trials(trials, top_k)
+    if top:
+        best = top[0]
+        value = objective_value(objective, best.reward or 0.0)
+        pictures.save_architecture(
+            directory / "best.png", best.architecture, f"{best.name}: {objective.metric} {value:.4g}"
+        )
+        pictures.save_gallery(
+            directory / "top.png",
+            [
+                (f"#{i} {t.name}: {objective_value(objective, t.reward or 0.0):.4g}", t.architecture)
+                for i, t in enumerate(top, 1)
+            ],
+        )
+    return out
+
+
+def write_results(
+    directory: Path,
+    summ: dict[str, Any],
+    objective: Objective,
+    trials: list[TrialRecord],
+    space: SearchSpace | None = None,
+) -> None:
+    """Write the results folder; ``space`` defaults to the space of the folder's experiment.yaml."""
+    summ = {**summ, **learned(directory, objective, trials, _space(directory, space))}
     (directory / "summary.json").write_text(json.dumps(summ, indent=2) + "\n")
     rows = [
         {
@@ -106,18 +179,12 @@ def _plot(directory: Path, objective: Objective, trials: list[TrialRecord]) -> N
 
 
 def leaderboard(console: Console, objective: Objective, trials: list[TrialRecord], top: int = 10) -> None:
-    ranked = sorted(
-        (t for t in trials if t.phase == "Succeeded" and t.reward is not None),
-        key=lambda t: (-(t.reward or 0.0), t.index),
-    )[:top]
-    table = Table(title=f"Leaderboard ({objective.metric}, {objective.direction})")
-    table.add_column("#", justify="right")
-    table.add_column("trial")
-    table.add_column(objective.metric, justify="right")
-    names = list(ranked[0].architecture) if ranked else []
-    shown = " ".join(names) if len(names) <= 4 else f"{names[0]} … {names[-1]}"
-    table.add_column(f"architecture ({shown})", overflow="fold")
-    for i, t in enumerate(ranked, 1):
-        arch = " ".join(str(v) for v in t.architecture.values())
-        table.add_row(str(i), t.name, f"{_value(objective, t):.4g}", arch)
+    """Print the leaderboard and the motifs of the top trials (or say that no trial succeeded)."""
+    table = tables.leaderboard(objective, trials, top)
+    if table is None:
+        console.print(f"No trial succeeded: no leaderboard ({len(trials)} trials, see trials.csv for their reasons)")
+        return
     console.print(table)
+    found = motifs(trials, TOP_K)
+    if found is not None:
+        console.print(tables.motifs_table(found))
