@@ -192,7 +192,7 @@ def crds() -> dict[str, dict[str, Any]]:
             _col("Best", "number", ".status.bestReward", "Best objective value so far"),
             _col("Trials", "string", ".status.progress", "Trials finished / maxTrials"),
             _col("Strategy", "string", ".spec.strategy.name", "Search strategy"),
-            _col("Reason", "string", '.status.conditions[?(@.type=="Complete")].reason', "Why it ended", 1),
+            _col("Reason", "string", '.status.conditions[?(@.type=="Running")].reason', "Running, or why it ended", 1),
             age,
         ],
     )

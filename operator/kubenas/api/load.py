@@ -69,7 +69,8 @@ def load_experiment(path: str | Path) -> SearchExperiment:
     """Read one SearchExperiment from a YAML file (the first document of that kind)."""
     path = Path(path)
     try:
-        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        with path.open() as stream:  # a named stream: YAML errors name the file, not "<unicode string>"
+            docs = [d for d in yaml.safe_load_all(stream) if d is not None]
     except FileNotFoundError:
         raise ManifestError([("<file>", f"no such file: {path}")], str(path)) from None
     except yaml.YAMLError as exc:

@@ -53,6 +53,15 @@ def operator(
 
     if namespace and all_namespaces:
         raise typer.BadParameter("--namespace and --all-namespaces exclude each other")
+    from kubenas.insights.cluster import has_credentials
+
+    if not has_credentials(str(kubeconfig) if kubeconfig else None):  # else kopf retries a traceback every minute
+        typer.echo(
+            "kubenas operator: no kubeconfig found (--kubeconfig, $KUBECONFIG or ~/.kube/config)"
+            " and not running in a pod: no cluster to serve",
+            err=True,
+        )
+        raise typer.Exit(2)
     election = None
     if leader_election:
         try:
