@@ -161,3 +161,18 @@ def test_leaderboard_says_when_nothing_succeeded() -> None:
     leaderboard(console, Objective(), failed)
     text = console.export_text()
     assert "No trial succeeded" in text and "architecture ()" not in text
+
+
+def test_epochs_are_read_from_the_trainer_progress_lines() -> None:
+    from kubenas.insights.cluster import epochs
+
+    log = "\n".join(
+        [
+            "loading data",
+            json.dumps({"event": "epoch", "epoch": 1, "metrics": {"val_accuracy": 0.5}}),
+            "{not json",
+            json.dumps({"event": "start"}),
+            json.dumps({"event": "epoch", "epoch": 2, "metrics": {"val_accuracy": 0.7}}),
+        ]
+    )
+    assert [(e["epoch"], e["metrics"]["val_accuracy"]) for e in epochs(log)] == [(1, 0.5), (2, 0.7)]

@@ -56,7 +56,7 @@ class Motifs:
     def notable(self, limit: int = 12) -> list[OpShare]:
         """The shares that differ most between the top and everything, the most over-represented first."""
         ranked = sorted(self.shares, key=lambda s: (-(s.top - s.overall), s.decision, s.operation))
-        return [s for s in ranked if s.top > 0][:limit]
+        return [s for s in ranked if s.top > s.overall][:limit]
 
 
 def _share(rows: Sequence[TrialRecord], decision: str, op: str) -> float:
