@@ -116,12 +116,12 @@ def save_architecture(path: Path, architecture: Mapping[str, Any], title: str = 
     fig, ax = plt.subplots(figsize=(width, 2.8 if g.kind != "chain" else 1.2 + 1.3 * (1 + len(g.nodes) // 7)))
     draw(ax, architecture, title)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def save_gallery(path: Path, entries: Sequence[tuple[str, Mapping[str, Any]]], columns: int = 5) -> Path | None:
+def save_gallery(path: Path, entries: Sequence[tuple[str, Mapping[str, Any]]], columns: int = 3) -> Path | None:
     """Several architectures side by side (``(title, architecture)`` each); None without matplotlib."""
     plt = _pyplot()
     if plt is None or not entries:
@@ -134,7 +134,7 @@ def save_gallery(path: Path, entries: Sequence[tuple[str, Mapping[str, Any]]], c
     for ax, (title, arch) in zip(axes.flat, entries, strict=False):
         draw(ax, arch, title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -162,6 +162,6 @@ def save_importance(path: Path, imp: Importance, metric: str, sign: float = 1.0,
         ax.set_xlabel(f"{metric} vs mean")
         ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
