@@ -16,11 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Group, RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from kubenas.api.load import problems_of
 from kubenas.api.v1alpha1 import GROUP, VERSION, SearchExperiment
 from kubenas.core.errors import KubenasError
 from kubenas.core.records import TrialRecord
@@ -94,7 +96,13 @@ def read_snapshot(api: Any, namespace: str, name: str) -> Snapshot:
         raise _refused(exc, f"SearchExperiment {namespace}/{name}") from None
     except HTTPError as exc:
         raise ClusterViewError(f"cannot reach the API server: {exc}") from None
-    experiment = SearchExperiment.model_validate({k: v for k, v in body.items() if k != "status"})
+    try:
+        experiment = SearchExperiment.model_validate({k: v for k, v in body.items() if k != "status"})
+    except ValidationError as exc:  # an object written by another Kubenas version
+        field, message = problems_of(exc)[0]
+        raise ClusterViewError(
+            f"SearchExperiment {namespace}/{name} is not readable here: {field}: {message}"
+        ) from None
     trials = sorted(
         (TrialView.parse(t).record() for t in items if (t.get("spec") or {}).get("experiment") == name),
         key=lambda r: r.index,
