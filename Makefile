@@ -28,9 +28,10 @@ cluster-status:
 e2e: cluster-build
 	$(PYTHON) -m pytest tests/e2e -m e2e $(PYTEST_ARGS)
 
-## deps: what the tests need on a fresh machine: the package with its extras, Debian's prometheus
+## deps: what the tests need on a fresh machine: the package with its extras, the development tools
+## (devtools/: the test control plane, fixtures, `kubenas cluster`, `kubenas bench operator`), Debian's prometheus
 deps:
-	$(PYTHON) -m pip install -q -e '.[all]'
+	$(PYTHON) -m pip install -q -e '.[all]' -e ./devtools
 	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	fi
@@ -51,4 +52,4 @@ crds:
 
 ## lint: ruff over the whole tree
 lint:
-	$(PYTHON) -m ruff check operator trainer_image tests
+	$(PYTHON) -m ruff check operator trainer_image devtools tests benchmarks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +13,6 @@ from typer.core import TyperGroup
 from kubenas.bench import cli as bench_cli
 from kubenas.bench import importance as bench_importance
 from kubenas.controller import cli as controller_cli
-from kubenas.devcluster import cli as cluster_cli
 from kubenas.insights import cli as insights_cli
 from kubenas.operator import cli as operator_cli
 from kubenas.packaging import cli as chart_cli
@@ -55,13 +55,34 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks: tabular search, operator turnaround.", no_args_is_help=True)
 bench_cli.register(bench_app)
 bench_importance.register(bench_app)
-operator_cli.register_bench(bench_app)
 app.add_typer(bench_app, name="bench")
-app.add_typer(cluster_cli.app, name="cluster")
 app.add_typer(operator_cli.app, name="operator")
 app.add_typer(controller_cli.app, name="controller")
 chart_cli.register(app)
 insights_cli.register(app)
+
+#: Entry-point group through which other distributions add commands: each entry is a callable
+#: ``register(app, bench_app)``. The development tools (devtools/, package ``kubenas_dev``) add
+#: ``kubenas cluster ...`` and ``kubenas bench operator`` this way, so the runtime package carries
+#: neither the test control plane nor the operator benchmark.
+COMMANDS_GROUP = "kubenas.commands"
+#: Commands that only a development install brings: (parent app, name, full command).
+DEV_COMMANDS = ((app, "cluster", "kubenas cluster"), (bench_app, "operator", "kubenas bench operator"))
+DEV_HINT = "comes with the development tools: in a checkout, `python3 -m pip install -e ./devtools` (or `make deps`)"
+
+
+def _names(parent: typer.Typer) -> set[str | None]:
+    groups = {g.name for g in parent.registered_groups}
+    return groups | {c.name or (c.callback.__name__ if c.callback else None) for c in parent.registered_commands}
+
+
+def _missing(parent: typer.Typer, name: str, command: str) -> None:
+    """Stand in for a development command that is not installed, saying where it comes from."""
+
+    @parent.command(name, hidden=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def missing() -> None:
+        typer.echo(f"`{command}` {DEV_HINT}", err=True)
+        raise typer.Exit(2)
 
 
 crds_app = typer.Typer(help="The CustomResourceDefinitions generated from the API models.", no_args_is_help=True)
@@ -138,6 +159,14 @@ def version() -> None:
     from kubenas import __version__
 
     typer.echo(__version__)
+
+
+# Last, so a plugin sees every built-in command.
+for _entry in entry_points(group=COMMANDS_GROUP):
+    _entry.load()(app, bench_app)
+for _parent, _name, _command in DEV_COMMANDS:
+    if _name not in _names(_parent):
+        _missing(_parent, _name, _command)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """End-to-end tests against the real development cluster (docs/cluster.md).
 
-The fixtures come from ``kubenas.devcluster.pytest_plugin``: ``cluster`` (one per test run),
+The fixtures come from ``kubenas_dev.cluster.pytest_plugin``: ``cluster`` (one per test run),
 ``namespace`` (fresh per test), ``k8s`` (API groups on an admin client) and ``faults``.
 Every test that uses the cluster is marked ``e2e``, so ``pytest -m e2e`` selects exactly them.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubenas.devcluster.pytest_plugin import KubeApis, cluster, faults, k8s, namespace, prebuild, wait_until
+from kubenas_dev.cluster.pytest_plugin import KubeApis, cluster, faults, k8s, namespace, prebuild, wait_until
 
 __all__ = ["KubeApis", "cluster", "faults", "k8s", "namespace", "wait_until"]
 

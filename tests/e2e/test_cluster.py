@@ -10,10 +10,10 @@ import pytest
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
 
-from kubenas.devcluster.faults import FaultClient
-from kubenas.devcluster.launcher import Cluster
-from kubenas.devcluster.pytest_plugin import KubeApis, wait_until
-from kubenas.devcluster.testing import (
+from kubenas_dev.cluster.faults import FaultClient
+from kubenas_dev.cluster.launcher import Cluster
+from kubenas_dev.cluster.pytest_plugin import KubeApis, wait_until
+from kubenas_dev.cluster.testing import (
     container_status,
     pod_manifest,
     python_container,

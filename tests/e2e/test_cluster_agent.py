@@ -9,12 +9,12 @@ from typing import Any
 
 from kubernetes import client as k8s_client
 
-from kubenas.devcluster.agent.agent import PodWrites
-from kubenas.devcluster.client import api_client
-from kubenas.devcluster.faults import FaultClient
-from kubenas.devcluster.launcher import Cluster
-from kubenas.devcluster.pytest_plugin import KubeApis, wait_until
-from kubenas.devcluster.testing import (
+from kubenas_dev.cluster.agent.agent import PodWrites
+from kubenas_dev.cluster.client import api_client
+from kubenas_dev.cluster.faults import FaultClient
+from kubenas_dev.cluster.launcher import Cluster
+from kubenas_dev.cluster.pytest_plugin import KubeApis, wait_until
+from kubenas_dev.cluster.testing import (
     container_status,
     pod_manifest,
     python_container,

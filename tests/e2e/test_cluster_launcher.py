@@ -7,11 +7,11 @@ from pathlib import Path
 
 from kubernetes import client as k8s_client
 
-from kubenas.devcluster.launcher import Cluster, StartOptions
-from kubenas.devcluster.nodes import NodeSpec
-from kubenas.devcluster.pytest_plugin import KubeApis, wait_until
-from kubenas.devcluster.state import processes_with_marker
-from kubenas.devcluster.testing import pod_manifest, python_container
+from kubenas_dev.cluster.launcher import Cluster, StartOptions
+from kubenas_dev.cluster.nodes import NodeSpec
+from kubenas_dev.cluster.pytest_plugin import KubeApis, wait_until
+from kubenas_dev.cluster.state import processes_with_marker
+from kubenas_dev.cluster.testing import pod_manifest, python_container
 
 
 def test_second_cluster_does_not_collide_and_down_leaves_nothing(cluster: Cluster, k8s: KubeApis) -> None:

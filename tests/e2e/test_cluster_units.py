@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from kubenas.devcluster.agent.spec import ConfigError, Lookups, PathMap, expand, materialize_volumes, process_spec
-from kubenas.devcluster.build import local_replaces, sibling_pins
-from kubenas.devcluster.client import assert_loopback
-from kubenas.devcluster.errors import DevClusterError
-from kubenas.devcluster.nodes import parse_node_option
+from kubenas_dev.cluster.agent.spec import ConfigError, Lookups, PathMap, expand, materialize_volumes, process_spec
+from kubenas_dev.cluster.build import local_replaces, sibling_pins
+from kubenas_dev.cluster.client import assert_loopback
+from kubenas_dev.cluster.errors import DevClusterError
+from kubenas_dev.cluster.nodes import parse_node_option
 
 GOMOD = """module go.etcd.io/etcd/server/v3
 

@@ -18,8 +18,8 @@ from kubenas.api.v1alpha1 import GROUP, VERSION
 from kubenas.cli import app
 from kubenas.core.space import SearchSpace, build_space
 from kubenas.operator import names
-from kubenas.operator.pytest_fixtures import crds
-from kubenas.operator.testing import experiment_manifest
+from kubenas_dev.operator_fixtures import crds
+from kubenas_dev.operator_testing import experiment_manifest
 
 __all__ = ["crds"]
 

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from kubenas.devcluster.launcher import Cluster
-from kubenas.devcluster.pytest_plugin import KubeApis, wait_until
-from kubenas.operator.pytest_fixtures import crds, kube
-from kubenas.operator.testing import Kube, OperatorProcess, experiment_manifest, wait_for
-from kubenas.packaging.testing import HelmRelease, OperatorPod, require
+from kubenas_dev.cluster.launcher import Cluster
+from kubenas_dev.cluster.pytest_plugin import KubeApis, wait_until
+from kubenas_dev.operator_fixtures import crds, kube
+from kubenas_dev.operator_testing import Kube, OperatorProcess, experiment_manifest, wait_for
+from kubenas_dev.packaging_testing import HelmRelease, OperatorPod, require
 
 from .test_operator_recovery import assert_whole_history, succeeded, unbroken_sequential
 

@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 import yaml
 
-from kubenas.devcluster.launcher import Cluster
-from kubenas.devcluster.pytest_plugin import KubeApis, wait_until
-from kubenas.operator.testing import Kube, experiment_manifest
 from kubenas.packaging import chart
 from kubenas.packaging.paths import NAMESPACE, Layout
-from kubenas.packaging.testing import HelmRelease, OperatorPod, require
+from kubenas_dev.cluster.launcher import Cluster
+from kubenas_dev.cluster.pytest_plugin import KubeApis, wait_until
+from kubenas_dev.operator_testing import Kube, experiment_manifest
+from kubenas_dev.packaging_testing import HelmRelease, OperatorPod, require
 
 LAYOUT = Layout()
 

@@ -3,7 +3,7 @@
 ``helm lint`` and promtool cannot tell whether the Prometheus Operator accepts these objects: a
 misspelt or mistyped field would pass them and be refused (or silently pruned) by the cluster the
 chart is installed into. Here the real ``monitoring.coreos.com/v1`` CRDs of a pinned Prometheus
-Operator release (``kubenas.packaging.promoperator``) are installed into the test cluster, the chart
+Operator release (``kubenas_dev.monitoring.promoperator``) are installed into the test cluster, the chart
 is rendered with all three objects enabled, and they are server-side applied for real, with strict
 field validation: the API server must accept them and serve them back unchanged. A ServiceMonitor
 with a wrong type, a bad duration or an unknown field must be refused, naming the field, which
@@ -24,10 +24,11 @@ from typing import Any
 import pytest
 import yaml
 
-from kubenas.devcluster.launcher import Cluster
-from kubenas.devcluster.pytest_plugin import KubeApis
-from kubenas.packaging import chart, promoperator
-from kubenas.packaging.testing import require
+from kubenas.packaging import chart
+from kubenas_dev.cluster.launcher import Cluster
+from kubenas_dev.cluster.pytest_plugin import KubeApis
+from kubenas_dev.monitoring import promoperator
+from kubenas_dev.packaging_testing import require
 
 FIELD_MANAGER = "kubenas-e2e"
 #: kind -> plural, for the objects the chart renders and the CRDs that define them.

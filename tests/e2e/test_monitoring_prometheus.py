@@ -28,13 +28,13 @@ from typing import Any
 
 import pytest
 
-from kubenas.devcluster.launcher import Cluster
-from kubenas.devcluster.pytest_plugin import KubeApis, wait_until
-from kubenas.operator.testing import Kube, experiment_manifest
-from kubenas.packaging import promql
 from kubenas.packaging.paths import METRICS_JOB, Layout
-from kubenas.packaging.prometheus import endpoint_targets, file_sd_config
-from kubenas.packaging.testing import HelmRelease, OperatorPod, PrometheusServer, require
+from kubenas_dev.cluster.launcher import Cluster
+from kubenas_dev.cluster.pytest_plugin import KubeApis, wait_until
+from kubenas_dev.monitoring import promql
+from kubenas_dev.monitoring.prometheus import endpoint_targets, file_sd_config
+from kubenas_dev.operator_testing import Kube, experiment_manifest
+from kubenas_dev.packaging_testing import HelmRelease, OperatorPod, PrometheusServer, require
 
 RELEASE = "kubenas"
 SLEEP_S = 2

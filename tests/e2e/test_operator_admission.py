@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kubenas.operator.pytest_fixtures import crds, kube
-from kubenas.operator.testing import Kube, experiment_manifest
+from kubenas_dev.operator_fixtures import crds, kube
+from kubenas_dev.operator_testing import Kube, experiment_manifest
 
 __all__ = ["crds", "kube"]
 

@@ -12,9 +12,9 @@ from typing import Any
 from typer.testing import CliRunner
 
 from kubenas.cli import app
-from kubenas.devcluster.pytest_plugin import wait_until
-from kubenas.devcluster.state import child_pids
-from kubenas.operator.pytest_fixtures import crds
+from kubenas_dev.cluster.pytest_plugin import wait_until
+from kubenas_dev.cluster.state import child_pids
+from kubenas_dev.operator_fixtures import crds
 
 __all__ = ["crds"]
 

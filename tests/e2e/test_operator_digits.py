@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kubenas.operator.pytest_fixtures import crds, kube, kubenas_operator
-from kubenas.operator.testing import Kube, OperatorProcess, experiment_manifest
+from kubenas_dev.operator_fixtures import crds, kube, kubenas_operator
+from kubenas_dev.operator_testing import Kube, OperatorProcess, experiment_manifest
 
 __all__ = ["crds", "kube", "kubenas_operator"]
 

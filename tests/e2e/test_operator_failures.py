@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from kubenas.operator import names
-from kubenas.operator.pytest_fixtures import crds, kube, kubenas_operator
-from kubenas.operator.testing import Kube, OperatorProcess, condition, experiment_manifest, wait_for
+from kubenas_dev.operator_fixtures import crds, kube, kubenas_operator
+from kubenas_dev.operator_testing import Kube, OperatorProcess, condition, experiment_manifest, wait_for
 
 __all__ = ["crds", "kube", "kubenas_operator"]
 

@@ -7,8 +7,8 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from kubenas.operator import names
-from kubenas.operator.pytest_fixtures import crds, kube, kubenas_operator
-from kubenas.operator.testing import Kube, OperatorProcess, experiment_manifest
+from kubenas_dev.operator_fixtures import crds, kube, kubenas_operator
+from kubenas_dev.operator_testing import Kube, OperatorProcess, experiment_manifest
 
 __all__ = ["crds", "kube", "kubenas_operator"]
 

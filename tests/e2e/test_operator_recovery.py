@@ -10,9 +10,9 @@ from kubenas.api.v1alpha1 import SearchExperimentSpec
 from kubenas.core.records import TrialRecord
 from kubenas.core.search import Search
 from kubenas.operator import names
-from kubenas.operator.pytest_fixtures import crds, kube, kubenas_operator
-from kubenas.operator.testing import Kube, OperatorProcess, experiment_manifest, wait_for
 from kubenas.operator.views import TrialView
+from kubenas_dev.operator_fixtures import crds, kube, kubenas_operator
+from kubenas_dev.operator_testing import Kube, OperatorProcess, experiment_manifest, wait_for
 
 from .test_operator_search import toy_accuracy
 

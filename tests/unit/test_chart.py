@@ -18,7 +18,7 @@ from kubenas.operator.kube import RESOURCES
 from kubenas.packaging import bundle, chart, crds, dashboard, generate
 from kubenas.packaging.helm import HelmError, run_helm
 from kubenas.packaging.paths import NAMESPACE, Layout
-from kubenas.packaging.testing import require
+from kubenas_dev.packaging_testing import require
 from tests.conftest import REPO
 
 CHART = REPO / "charts" / "kubenas"

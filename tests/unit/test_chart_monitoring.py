@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from kubenas.operator.metrics import OperatorMetrics
-from kubenas.packaging import dashboard, prometheus, promql
-from kubenas.packaging.testing import require
+from kubenas.packaging import dashboard
+from kubenas_dev.monitoring import prometheus, promql
+from kubenas_dev.packaging_testing import require
 from tests.conftest import REPO
 
 ALERTS = REPO / "charts" / "kubenas" / "files" / "alerts.yaml"

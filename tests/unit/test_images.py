@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubenas.packaging.testing import require
+from kubenas_dev.packaging_testing import require
 from tests.conftest import REPO
 
 

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from kubenas.operator.bench import ZERO_COST_COMMAND, BenchResult, percentile, trial_command, turnarounds
-from kubenas.operator.bench_run import CpuMeter
+from kubenas_dev.opbench.figures import ZERO_COST_COMMAND, BenchResult, percentile, trial_command, turnarounds
+from kubenas_dev.opbench.run import CpuMeter
 
 
 def test_each_end_is_paired_with_the_pod_that_took_its_slot() -> None:

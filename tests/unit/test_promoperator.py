@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kubenas.packaging import promoperator as po
+from kubenas_dev.monitoring import promoperator as po
 
 PREFIX = "github.com/prometheus-operator/prometheus-operator@v0.86.1/"
 

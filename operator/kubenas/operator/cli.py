@@ -100,10 +100,3 @@ def operator(
         namespaces=namespace,
         liveness_endpoint=liveness,
     )
-
-
-def register_bench(bench_app: typer.Typer) -> None:
-    """Add ``kubenas bench operator`` to ``kubenas bench``."""
-    from kubenas.operator.bench import bench_command
-
-    bench_app.command("operator")(bench_command)

@@ -1,7 +1,9 @@
 """Finding and running the helm binary.
 
-helm is built from the Go module proxy with the test control plane (``kubenas cluster build``) and
-cached with it; ``$KUBENAS_HELM`` or a helm on PATH work too. The bundle is rendered with that one
+helm is built from the Go module proxy with the test control plane (``kubenas cluster build``, from
+the development tools) and cached with it; ``$KUBENAS_HELM`` or a helm on PATH work too. The
+development tools point to their helm through the ``kubenas.helm`` entry points, so this package
+never imports them. The bundle is rendered with that one
 pinned helm so that it is byte-for-byte reproducible.
 """
 
@@ -11,9 +13,13 @@ import os
 import shutil
 import subprocess
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from kubenas.core.errors import KubenasError
+
+#: Entry-point group of callables ``() -> Path | None``: where an installed tool set keeps a helm.
+HELM_GROUP = "kubenas.helm"
 
 
 class HelmError(KubenasError):
@@ -25,11 +31,10 @@ def find_helm() -> Path | None:
     env = os.environ.get("KUBENAS_HELM")
     if env:
         return Path(env)
-    from kubenas.devcluster.build import toolchain
-
-    built = toolchain().binary("helm")
-    if built.exists():
-        return built
+    for entry in entry_points(group=HELM_GROUP):
+        built = entry.load()()
+        if built is not None:
+            return Path(built)
     found = shutil.which("helm")
     return Path(found) if found else None
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubenas.devcluster.versions import VERSIONS
-
 #: The repository root (this file is operator/kubenas/packaging/paths.py).
 REPO = Path(__file__).resolve().parents[3]
 
@@ -14,8 +12,10 @@ RELEASE = "kubenas"
 NAMESPACE = "kubenas-system"
 METRICS_JOB = "kubenas-operator"
 #: Passed to helm as --kube-version: helm built from source defaults to v1.20 (its release builds get
-#: the real default through ldflags), and the chart needs at least 1.30. The test cluster's version.
-KUBE_VERSION = VERSIONS.kubernetes
+#: the real default through ldflags), and the chart needs at least 1.30. The test control plane
+#: (kubenas_dev.cluster.versions) is built at this version, so the bundle is rendered for the
+#: Kubernetes the tests install it into.
+KUBE_VERSION = "v1.32.2"
 
 
 @dataclass(frozen=True)

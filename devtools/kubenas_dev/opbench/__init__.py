@@ -1,0 +1,1 @@
+"""The operator benchmark (``kubenas bench operator``): figures, the run, the command."""
