@@ -43,10 +43,6 @@ class Candidate:
     layers: tuple[str, ...] = ()
     hyperparameters: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def has_cell(self) -> bool:
-        return self.nodes is not None
-
 
 def _space_size(space: Mapping[str, Any] | None, family: str, key: str) -> int | None:
     """``space[family][key]`` as an int, or None when the space does not define that family."""

@@ -28,10 +28,6 @@ class ControllerError(KubenasError):
         self.message = message
         super().__init__(f"{code}: {message}")
 
-    @property
-    def http_status(self) -> int:
-        return protocol.HTTP_STATUS[self.code]
-
 
 class ControllerService:
     """One experiment's search. Not thread-safe: the server serializes calls."""

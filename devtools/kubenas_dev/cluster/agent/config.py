@@ -33,10 +33,6 @@ class AgentConfig:
     def pods_dir(self) -> Path:
         return Path(self.state_dir) / "pods"
 
-    @property
-    def apiserver_port(self) -> int:
-        return int(self.server.rsplit(":", 1)[1])
-
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
         raw = json.loads(path.read_text())

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,13 +94,6 @@ class Ledger:
         return self._worst
 
     # -- proposing unseen architectures -------------------------------------------------------
-    def first_new(self, proposals: Iterable[Architecture]) -> Architecture | None:
-        """The first proposal not asked before (None when all were)."""
-        for arch in proposals:
-            if self.is_new(arch):
-                return arch
-        return None
-
     def fresh(self, propose: Callable[[], Architecture], rng: np.random.Generator, tries: int) -> Architecture:
         """``propose()`` until it gives an unseen architecture, else a random unseen one.
 
