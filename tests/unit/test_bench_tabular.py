@@ -21,6 +21,7 @@ from kubenas.bench.tabular import (
     summarize,
 )
 from kubenas.cli import app
+from kubenas.core.driver import Driver
 from kubenas.core.errors import SpecError
 from kubenas.core.search import Search
 
@@ -62,6 +63,22 @@ def searches(monkeypatch: pytest.MonkeyPatch) -> list[Search]:
     return made
 
 
+@pytest.fixture
+def drivers(monkeypatch: pytest.MonkeyPatch) -> list[Driver]:
+    """Every Driver the benchmark builds: the trial history of each search."""
+    import kubenas.bench.tabular as tabular
+
+    made: list[Driver] = []
+
+    class Recorded(Driver):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(tabular, "Driver", Recorded)
+    return made
+
+
 def test_x_columns_become_decisions_with_sorted_typed_choices(holes: Path) -> None:
     table = load_table(holes, "val", "test")
     assert table.decisions == (("width", (8, 16, 32)), ("op", ("conv", "pool", "skip")))
@@ -81,21 +98,21 @@ def test_a_table_without_decisions_is_refused(tmp_path: Path) -> None:
         load_table(path, "a", "b")
 
 
-def test_missing_rows_and_empty_signals_are_failed_trials(holes: Path, searches: list[Search]) -> None:
+def test_missing_rows_and_empty_signals_are_failed_trials(holes: Path, drivers: list[Driver]) -> None:
     table = load_table(holes, "val", "test")
     curve = run_search(table, experiment_spec(table, "grid", seed=0, trials=9, parallel=1))
     assert len(curve) == 9
     assert curve[-1] == 68.0  # the best signal (36) is width 32 with conv or pool; both report 2 * 32 + 4
-    failed = {(t.architecture["width"], t.architecture["op"]) for t in searches[0].trials if t.phase == "Failed"}
+    failed = {(t.architecture["width"], t.architecture["op"]) for t in drivers[0].trials if t.phase == "Failed"}
     assert failed == {(8, "pool"), (32, "skip")}
 
 
-def test_the_incumbent_is_the_best_by_signal_so_far(nk: Path, searches: list[Search]) -> None:
+def test_the_incumbent_is_the_best_by_signal_so_far(nk: Path, drivers: list[Driver]) -> None:
     table = load_table(nk, "signal", "report")
     curve = run_search(table, experiment_spec(table, "progressive", seed=1, trials=40, parallel=1))
     names = [n for n, _ in table.decisions]
     best, expected = -math.inf, []
-    for trial in sorted(searches[0].trials, key=lambda t: t.tell_sequence):
+    for trial in sorted(drivers[0].trials, key=lambda t: t.tell_sequence):
         signal, report = table.rows[tuple(trial.architecture[n] for n in names)]
         if signal > best:
             best, incumbent = signal, report
@@ -103,11 +120,11 @@ def test_the_incumbent_is_the_best_by_signal_so_far(nk: Path, searches: list[Sea
     assert curve == expected
 
 
-def test_parallel_keeps_asks_ahead_of_rewards(nk: Path, searches: list[Search]) -> None:
+def test_parallel_keeps_asks_ahead_of_rewards(nk: Path, searches: list[Search], drivers: list[Driver]) -> None:
     table = load_table(nk, "signal", "report")
     spec = experiment_spec(table, "evolution", seed=0, trials=30, parallel=4)
     run_search(table, spec)
-    history = searches[0].trials
+    history = drivers[0].trials
     assert len(history) == 30
     assert all(t.asks_before_tell == t.index + 4 for t in history if t.index < 26)
     rebuilt = Search(spec, history)

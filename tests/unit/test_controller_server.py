@@ -62,33 +62,28 @@ def test_ask_tell_replay_round_trip() -> None:
         with pytest.raises(ControllerOutOfSync):
             await client.ask(0, 1)  # not configured yet: the operator replays first
         await client.replay("exp", SPEC, [])
-        trials, state = await client.ask(0, 2)
-        assert [t["name"] for t in trials] == ["exp-00000", "exp-00001"] and state.asked == 2
-        told, state = await client.tell(
-            1, "exp-00001", {"val_accuracy": reward(trials[1]["architecture"])}, False, None
+        candidates, state = await client.ask(0, 2)
+        assert [c.index for c in candidates] == [0, 1] and state.asked == 2
+        told = TrialRecord(
+            index=1,
+            architecture=candidates[1].architecture,
+            name="exp-00001",
+            phase="Succeeded",
+            reward=reward(candidates[1].architecture),
+            tell_sequence=0,
+            asks_before_tell=2,
         )
-        assert told["tellSequence"] == 0 and told["asksBeforeTell"] == 2 and state.told == 1
-        again, _ = await client.tell(1, "exp-00001", {"val_accuracy": 0.0}, False, None)
-        assert again == told
+        first, state = await client.tell(told)
+        assert first and state.told == 1
+        again, state = await client.tell(told)
+        assert not again and state.told == 1
         # a restarted controller (a new instance) gets the history replayed and agrees
-        history = [
-            TrialRecord(index=0, architecture=trials[0]["architecture"], name="exp-00000"),
-            TrialRecord(
-                index=1,
-                architecture=told["architecture"],
-                name="exp-00001",
-                phase="Succeeded",
-                reward=told["reward"],
-                metrics=told["metrics"],
-                tell_sequence=0,
-                asks_before_tell=2,
-            ),
-        ]
+        history = [TrialRecord(index=0, architecture=candidates[0].architecture, name="exp-00000"), told]
         before = state.instance
         state = await client.replay("exp", SPEC, history)
         assert (state.asked, state.told, state.instance) == (2, 1, before)
         with pytest.raises(ControllerOutOfSync):
-            await client.tell(7, "exp-00007", None, True, "Error")
+            await client.tell(TrialRecord(index=7, architecture={}, name="exp-00007", phase="Failed"))
 
     run(scenario)
 
@@ -116,8 +111,8 @@ def test_an_unreachable_controller_is_a_temporary_problem() -> None:
     asyncio.run(main())
 
 
-def test_replay_payload_matches_the_trial_status_fields() -> None:
-    from kubenas.controller.protocol import record_from_json, record_to_json
+def test_replay_payload_is_the_trial_spec_and_status() -> None:
+    from kubenas.core.codec import record_from_wire, trial_wire
 
     rec = TrialRecord(
         index=3,
@@ -129,8 +124,8 @@ def test_replay_payload_matches_the_trial_status_fields() -> None:
         tell_sequence=1,
         asks_before_tell=4,
     )
-    data: dict[str, Any] = record_to_json(rec)
-    assert data["reward"] is None  # JSON has no infinities
-    assert {"tellSequence", "asksBeforeTell"} <= set(data)
-    back = record_from_json(data)
+    data: dict[str, Any] = trial_wire(rec, "exp")
+    assert "reward" not in data["status"]  # JSON has no infinities
+    assert {"tellSequence", "asksBeforeTell"} <= set(data["status"])
+    back = record_from_wire(data)
     assert (back.index, back.phase, back.tell_sequence, back.asks_before_tell) == (3, "Infeasible", 1, 4)

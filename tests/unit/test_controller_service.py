@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from kubenas.api.v1alpha1 import SearchExperimentSpec
 from kubenas.controller import protocol
 from kubenas.controller.service import ControllerError, ControllerService
+from kubenas.core.codec import status_wire, trial_wire
+from kubenas.core.driver import AttemptEnded, Driver, Proposed, Tell
+from kubenas.core.records import TrialRecord
 
 SPEC: dict[str, Any] = {
     "searchSpace": {"cell": {"nodes": 4, "operations": ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3"]}},
@@ -29,16 +34,27 @@ def started(trials: list[dict[str, Any]] | None = None) -> ControllerService:
 
 
 def drive(service: ControllerService, steps: int) -> list[dict[str, Any]]:
-    """Three trials in flight; each step tells the oldest and asks one more. Returns the history."""
-    asked = service.ask(0, 3)
+    """Three trials in flight; each step tells the oldest and asks one more, as the operator's driver
+    records them. Returns the history as the operator stores it (Trial spec and status)."""
+    driver = Driver(SearchExperimentSpec.model_validate(SPEC), name_prefix="exp")
+    records: dict[int, TrialRecord] = {}
+
+    def ask(index: int, count: int) -> None:
+        candidates = [protocol.candidate_from_json(c) for c in service.ask(index, count)]
+        driver.asked = index + count
+        driver.handle(Proposed(tuple(candidates)))
+        records.update({c.index: driver.trial(c.index) for c in candidates})
+
+    ask(0, 3)
     for _ in range(steps):
-        oldest = next(t for t in asked if t["tellSequence"] is None)
-        told = service.tell(
-            oldest["index"], oldest["name"], {"val_accuracy": reward(oldest["architecture"])}, False, None
-        )
-        asked[oldest["index"]] = told
-        asked += service.ask(len(asked), 1)
-    return asked
+        oldest = min(i for i, r in records.items() if not r.told)
+        arch = records[oldest].architecture
+        for command in driver.handle(AttemptEnded(oldest, 1, 0, json.dumps({"val_accuracy": reward(arch)}))):
+            if isinstance(command, Tell):
+                assert service.tell(oldest, status_wire(command.trial))
+                records[oldest] = command.trial
+        ask(len(records), 1)
+    return [trial_wire(records[i], "exp") for i in sorted(records)]
 
 
 def test_a_fresh_controller_is_unconfigured_until_replayed() -> None:
@@ -51,10 +67,10 @@ def test_a_fresh_controller_is_unconfigured_until_replayed() -> None:
     assert (state.configured, state.asked, state.told) == (True, 0, 0)
 
 
-def test_ask_names_candidates_like_the_trials_and_is_idempotent_by_index() -> None:
+def test_ask_is_idempotent_by_index() -> None:
     service = started()
     first = service.ask(0, 3)
-    assert [t["name"] for t in first] == ["exp-00000", "exp-00001", "exp-00002"]
+    assert [t["index"] for t in first] == [0, 1, 2]
     assert all(t["architectureId"] for t in first)
     assert service.ask(1, 2) == first[1:]  # asked again after a crash: the same candidates
     assert service.state().asked == 3
@@ -64,25 +80,27 @@ def test_ask_names_candidates_like_the_trials_and_is_idempotent_by_index() -> No
     assert err.value.code == protocol.OUT_OF_SYNC
 
 
-def test_tell_records_its_position_and_is_idempotent_by_trial() -> None:
+def test_tell_is_idempotent_by_index() -> None:
     service = started()
     service.ask(0, 3)
-    told = service.tell(1, "exp-00001", {"val_accuracy": 0.7}, False, None)
-    assert (told["phase"], told["reward"], told["tellSequence"], told["asksBeforeTell"]) == ("Succeeded", 0.7, 0, 3)
-    again = service.tell(1, "exp-00001", {"val_accuracy": 0.1}, False, None)
-    assert again == told
+    assert service.tell(1, {"phase": "Succeeded", "reward": 0.7, "metrics": {"val_accuracy": 0.7}})
+    digest = service._search().strategy.state_digest()
+    assert not service.tell(1, {"phase": "Succeeded", "reward": 0.1})
+    assert service._search().strategy.state_digest() == digest
     assert service.state().told == 1
-    failed = service.tell(0, "exp-00000", None, True, "BadCandidate")
-    assert (failed["phase"], failed["reason"], failed["tellSequence"]) == ("Failed", "BadCandidate", 1)
+    assert service.tell(0, {"phase": "Failed", "reason": "BadCandidate"})
+    assert service.state().told == 2
 
 
-def test_tell_for_another_trial_name_or_an_unasked_index_is_out_of_sync() -> None:
+def test_tell_for_an_unasked_index_is_out_of_sync_and_a_bad_result_is_refused() -> None:
     service = started()
     service.ask(0, 1)
-    for index, name in ((0, "other-00000"), (4, "exp-00004")):
-        with pytest.raises(ControllerError) as err:
-            service.tell(index, name, {"val_accuracy": 1.0}, False, None)
-        assert err.value.code == protocol.OUT_OF_SYNC
+    with pytest.raises(ControllerError) as err:
+        service.tell(4, {"phase": "Succeeded", "reward": 1.0})
+    assert err.value.code == protocol.OUT_OF_SYNC
+    with pytest.raises(ControllerError) as err:
+        service.tell(0, {"phase": "Sideways"})
+    assert err.value.code == protocol.BAD_REQUEST
 
 
 def test_a_replayed_controller_continues_exactly_like_an_unbroken_one() -> None:
@@ -94,9 +112,8 @@ def test_a_replayed_controller_continues_exactly_like_an_unbroken_one() -> None:
     n = len(history)
     assert restarted.ask(n, 5) == unbroken.ask(n, 5)
     # and it keeps agreeing as results keep arriving
-    told_a = unbroken.tell(n, f"exp-{n:05d}", {"val_accuracy": 0.99}, False, None)
-    told_b = restarted.tell(n, f"exp-{n:05d}", {"val_accuracy": 0.99}, False, None)
-    assert told_a == told_b
+    result = {"phase": "Succeeded", "reward": 0.99, "metrics": {"val_accuracy": 0.99}}
+    assert unbroken.tell(n, result) and restarted.tell(n, result)
     assert restarted.ask(n + 5, 3) == unbroken.ask(n + 5, 3)
 
 

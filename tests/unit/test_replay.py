@@ -1,4 +1,4 @@
-"""Every strategy, driven through ``Search``, is rebuilt exactly from its history.
+"""Every strategy, driven through ``Search`` and the driver, is rebuilt exactly from its history.
 
 The live run interleaves asks ahead of rewards (parallel trials), tells out of ask order, failures
 and infeasible results; the rebuilt search must reach the same state and make the same next asks.
@@ -6,12 +6,15 @@ and infeasible results; the rebuilt search must reach the same state and make th
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
+from kubenas.core.driver import AttemptEnded, Driver, Proposed, Tell
 from kubenas.core.errors import ReplayError
+from kubenas.core.records import TrialRecord
 from kubenas.core.search import Search
 from kubenas.core.strategies import REGISTRY
 from kubenas.local.toy_trial import score
@@ -38,19 +41,36 @@ def make_spec(strategy: str, space: str, seed: int = 5) -> SearchExperimentSpec:
     return SearchExperimentSpec.model_validate(doc["spec"])
 
 
-def drive(search: Search, steps: int, order_seed: int = 0) -> None:
-    """Asks ahead of rewards, tells in a shuffled order, some failures."""
+def drive(search: Search, steps: int, order_seed: int = 0) -> list[TrialRecord]:
+    """Asks ahead of rewards, tells in a shuffled order, some failures; returns the history."""
     rng = random.Random(order_seed)
+    driver = Driver(make_spec_like(search), [])
+    records: dict[int, TrialRecord] = {}
     pending: list[int] = []
+    asked = search.asked
     for _ in range(steps):
         while len(pending) < 4:
-            pending.append(search.ask().index)
+            (candidate,) = search.ask(asked, 1)
+            asked += 1
+            driver.handle(Proposed((candidate,)))
+            pending.append(candidate.index)
         i = pending.pop(rng.randrange(len(pending)))
-        arch = search.trials[i].architecture
+        arch = search.architectures[i]
         if rng.random() < 0.1:
-            search.tell(i, None, failed=True, reason="Killed")
+            commands = driver.handle(AttemptEnded(i, 1, 3))  # a bad candidate: failed, never retried
         else:
-            search.tell(i, {"val_accuracy": score(dict(arch))})
+            commands = driver.handle(AttemptEnded(i, 1, 0, json.dumps({"val_accuracy": score(dict(arch))})))
+        for command in commands:
+            if isinstance(command, Tell):
+                search.tell(i, command.trial.observation())
+                records[i] = command.trial
+    driver_trials = {t.index: t for t in driver.trials}
+    return [records.get(i, driver_trials[i]) for i in sorted(driver_trials)]
+
+
+def make_spec_like(search: Search) -> SearchExperimentSpec:
+    """The same experiment with enough budget that the driver never stops asking, and no retries."""
+    return search.spec.model_copy(update={"budget": search.spec.budget.model_copy(update={"max_trials": 10_000})})
 
 
 @pytest.mark.parametrize("space", sorted(SPACES))
@@ -58,11 +78,11 @@ def drive(search: Search, steps: int, order_seed: int = 0) -> None:
 def test_replayed_search_equals_the_live_one(strategy: str, space: str) -> None:
     spec = make_spec(strategy, space)
     live = Search(spec)
-    drive(live, 24)
-    rebuilt = Search(spec, live.trials)
+    history = drive(live, 24)
+    rebuilt = Search(spec, history)
     assert rebuilt.strategy.state_digest() == live.strategy.state_digest()
-    for _ in range(3):
-        assert rebuilt.ask().architecture == live.ask().architecture
+    assert rebuilt.asked == live.asked
+    assert rebuilt.ask(live.asked, 3) == live.ask(live.asked, 3)
 
 
 @pytest.mark.parametrize("strategy", sorted(REGISTRY))
@@ -70,13 +90,13 @@ def test_same_seed_same_decisions_and_no_repeats(strategy: str) -> None:
     a, b = Search(make_spec(strategy, "cell")), Search(make_spec(strategy, "cell"))
     drive(a, 30)
     drive(b, 30)
-    assert [t.architecture for t in a.trials] == [t.architecture for t in b.trials]
-    ids = [a.space.canonical(t.architecture) for t in a.trials]
+    assert a.architectures == b.architectures
+    ids = [a.space.canonical(arch) for arch in a.architectures]
     assert len(set(ids)) == len(ids), "an architecture was proposed twice on a large finite space"
 
 
 def test_a_history_from_another_seed_is_refused() -> None:
     live = Search(make_spec("random", "cell", seed=1))
-    drive(live, 5)
+    history = drive(live, 5)
     with pytest.raises(ReplayError):
-        Search(make_spec("random", "cell", seed=2), live.trials)
+        Search(make_spec("random", "cell", seed=2), history)

@@ -15,6 +15,7 @@ trials: the table says the candidate cannot be trained.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 from collections import deque
@@ -28,7 +29,7 @@ import numpy as np
 from kubenas.api.space import Decision, SearchSpaceSpec
 from kubenas.api.strategy import SETTINGS_TYPES, StrategySpec
 from kubenas.api.v1alpha1 import Budget, Objective, SearchExperimentSpec, TrialTemplate
-from kubenas.core.engine import Ask, Finish
+from kubenas.core.driver import AskFor, AttemptEnded, Command, Create, Driver, ResultStored, Store, Tell, TrialLost
 from kubenas.core.errors import SpecError
 from kubenas.core.search import Search
 
@@ -125,29 +126,42 @@ def experiment_spec(
 
 
 def run_search(table: Table, spec: SearchExperimentSpec) -> list[float]:
-    """Run one search; element ``i`` is the incumbent's report value after ``i + 1`` finished trials."""
+    """Run one search; element ``i`` is the incumbent's report value after ``i + 1`` finished trials.
+
+    The benchmark is one more executor of the driver: a created trial joins a first-in, first-out
+    queue, and the oldest one is looked up whenever the driver has nothing left to say.
+    """
     search = Search(spec)
+    driver = Driver(spec)
     names = [n for n, _ in table.decisions]
     outstanding: deque[int] = deque()
     best_signal = -math.inf
     incumbent = math.nan
     curve: list[float] = []
+    commands: deque[Command] = deque(driver.start())
     while True:
-        action = search.next_action()
-        if isinstance(action, Ask):
-            outstanding.extend(search.ask().index for _ in range(action.count))
-            continue
-        if isinstance(action, Finish) or not outstanding:
+        while commands:
+            command = commands.popleft()
+            if isinstance(command, (AskFor, Tell)):
+                answer = search.serve(command)
+                if answer is not None:
+                    commands.extend(driver.handle(answer))
+            elif isinstance(command, Create):
+                outstanding.append(command.trial.index)
+            elif isinstance(command, Store):
+                commands.extend(driver.handle(ResultStored(command.trial.index)))
+        if driver.finished is not None or not outstanding:
             break
         index = outstanding.popleft()
-        arch = search.trials[index].architecture
+        arch = driver.trial(index).architecture
         signal, report = table.rows.get(tuple(arch[n] for n in names), (math.nan, math.nan))
         if math.isnan(signal):
-            search.tell(index, None, failed=True, reason="NotInTable")
+            event: AttemptEnded | TrialLost = TrialLost(index, "NotInTable", "the table has no value for it")
         else:
-            search.tell(index, {table.signal: signal})
+            event = AttemptEnded(index, 1, 0, json.dumps({table.signal: signal}))
             if signal > best_signal:
                 best_signal, incumbent = signal, report
+        commands.extend(driver.handle(event))
         curve.append(incumbent)
     return curve
 

@@ -3,14 +3,18 @@
 Endpoints (all JSON; POST ones need ``Authorization: Bearer <token>``):
 
 - ``GET /health`` → ``{"state": State}``; also the readiness probe, so it needs no token.
-- ``POST /replay`` ``{"experiment", "spec", "trials": [Record]}`` → ``{"state"}``: rebuild the
-  search from the history, in recorded order. A fresh controller starts unconfigured and the first
+- ``POST /replay`` ``{"experiment", "spec", "trials": [Trial]}`` → ``{"state"}``: rebuild the
+  search from the history, in recorded order. A Trial is ``{"name", "spec", "status"}`` as the Trial
+  object holds them (:mod:`kubenas.core.codec`). A fresh controller starts unconfigured and the first
   replay (with an empty history) configures it: starting and restarting are one code path.
-- ``POST /ask`` ``{"index", "count"}`` → ``{"trials": [Record], "state"}``: candidates ``index`` ..
-  ``index+count-1``. Idempotent: candidates already asked are returned as recorded, so an operator
-  that crashed between asking and creating the Trial gets the same candidate again.
-- ``POST /tell`` ``{"index", "name", "metrics", "failed", "reason"}`` → ``{"trial": Record, "state"}``.
-  Idempotent by trial: a second tell returns the first one's record (with its tell sequence).
+- ``POST /ask`` ``{"index", "count"}`` → ``{"candidates": [{"index", "architecture",
+  "architectureId"}], "state"}``: candidates ``index`` .. ``index+count-1``. Idempotent: candidates
+  already asked are returned as recorded, so an operator that crashed between asking and creating
+  the Trial gets the same candidate again.
+- ``POST /tell`` ``{"index", "status"}`` → ``{"told", "state"}``: the strategy learns the result the
+  Trial status holds (phase, reward, metrics). Idempotent by index: a repeated tell changes nothing
+  and answers ``"told": false``. What a result means and where it stands in tell order is decided by
+  the operator's driver, not here: the controller only asks and tells.
 - ``GET /metrics``: Prometheus text format.
 
 Every answer carries ``state`` (``instance``, ``configured``, ``asked``, ``told``): a new ``instance``
@@ -21,12 +25,11 @@ Refusals are ``{"error": {"code", "message"}}`` with HTTP 400 (bad request), 401
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubenas.core.records import TrialRecord
+from kubenas.core.driver import Candidate
 
 DEFAULT_PORT = 8080
 
@@ -57,38 +60,13 @@ class State:
         return cls(str(data["instance"]), bool(data["configured"]), int(data["asked"]), int(data["told"]))
 
 
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
-def record_to_json(record: TrialRecord, architecture_id: str | None = None) -> dict[str, Any]:
-    """A trial record in the camelCase the Trial status uses; non-finite rewards travel as null."""
-    out: dict[str, Any] = {
-        "index": record.index,
-        "name": record.name,
-        "architecture": dict(record.architecture),
-        "phase": record.phase,
-        "reward": _finite(record.reward),
-        "metrics": {k: v for k, v in record.metrics.items() if math.isfinite(v)},
-        "reason": record.reason,
-        "tellSequence": record.tell_sequence,
-        "asksBeforeTell": record.asks_before_tell,
+def candidate_to_json(candidate: Candidate) -> dict[str, Any]:
+    return {
+        "index": candidate.index,
+        "architecture": dict(candidate.architecture),
+        "architectureId": candidate.architecture_id,
     }
-    if architecture_id is not None:
-        out["architectureId"] = architecture_id
-    return out
 
 
-def record_from_json(data: Mapping[str, Any]) -> TrialRecord:
-    reward = data.get("reward")
-    return TrialRecord(
-        index=int(data["index"]),
-        architecture=dict(data.get("architecture") or {}),
-        name=str(data.get("name") or ""),
-        phase=data.get("phase") or "Pending",
-        reward=None if reward is None else float(reward),
-        metrics={k: float(v) for k, v in (data.get("metrics") or {}).items()},
-        reason=data.get("reason"),
-        tell_sequence=data.get("tellSequence"),
-        asks_before_tell=data.get("asksBeforeTell"),
-    )
+def candidate_from_json(data: Mapping[str, Any]) -> Candidate:
+    return Candidate(int(data["index"]), dict(data["architecture"]), str(data.get("architectureId") or ""))

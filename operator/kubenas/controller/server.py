@@ -137,21 +137,19 @@ async def ask(request: web.Request) -> web.Response:
     data = await _body(request)
     index, count = _int(data, "index"), _int(data, "count", 1)
     service = request.app[SERVICE_KEY]
-    trials = await request.app[RUNNER_KEY].run(lambda: service.ask(index, count))
-    return web.json_response({"trials": trials, "state": _state(request)})
+    candidates = await request.app[RUNNER_KEY].run(lambda: service.ask(index, count))
+    return web.json_response({"candidates": candidates, "state": _state(request)})
 
 
 async def tell(request: web.Request) -> web.Response:
     data = await _body(request)
     index = _int(data, "index")
-    metrics_in = data.get("metrics")
-    if metrics_in is not None and not isinstance(metrics_in, dict):
-        raise ControllerError(protocol.BAD_REQUEST, "metrics must be an object")
+    status = data.get("status")
+    if not isinstance(status, dict):
+        raise ControllerError(protocol.BAD_REQUEST, "tell needs status (object)")
     service = request.app[SERVICE_KEY]
-    record = await request.app[RUNNER_KEY].run(
-        lambda: service.tell(index, data.get("name"), metrics_in, bool(data.get("failed", False)), data.get("reason"))
-    )
-    return web.json_response({"trial": record, "state": _state(request)})
+    told = await request.app[RUNNER_KEY].run(lambda: service.tell(index, status))
+    return web.json_response({"told": told, "state": _state(request)})
 
 
 def _middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:

@@ -1,4 +1,4 @@
-"""The controller's logic without HTTP: one experiment's Search, driven by ask, tell and replay.
+"""The controller's logic without HTTP: one experiment's strategy, driven by ask, tell and replay.
 
 The service keeps no truth of its own. Its search is rebuilt from the history the operator posts
 (``replay``); everything it says is derivable from that history, which is why the operator can
@@ -15,9 +15,9 @@ from pydantic import ValidationError
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
 from kubenas.controller import protocol
+from kubenas.core.codec import record_from_wire, record_of
 from kubenas.core.errors import KubenasError, ReplayError
-from kubenas.core.records import TrialRecord
-from kubenas.core.search import Search
+from kubenas.core.search import OutOfOrder, Search
 
 
 class ControllerError(KubenasError):
@@ -42,8 +42,7 @@ class ControllerService:
     def state(self) -> protocol.State:
         if self.search is None:
             return protocol.State(self.instance, False, 0, 0)
-        trials = self.search.trials
-        return protocol.State(self.instance, True, len(trials), sum(1 for t in trials if t.told))
+        return protocol.State(self.instance, True, self.search.asked, self.search.told)
 
     def _search(self) -> Search:
         if self.search is None:
@@ -55,14 +54,12 @@ class ControllerService:
         """Rebuild the search from ``spec`` and the recorded ``trials`` (any order; replay sorts)."""
         try:
             parsed = SearchExperimentSpec.model_validate(spec)
-            history = [protocol.record_from_json(t) for t in trials]
+            history = [record_from_wire(t) for t in trials]
         except (ValidationError, KeyError, TypeError, ValueError) as exc:
             raise ControllerError(protocol.BAD_REQUEST, f"invalid replay request: {exc}") from None
         try:
-            search = Search(parsed, history, name_prefix=experiment)
-        except ReplayError as exc:
-            raise ControllerError(protocol.REPLAY_MISMATCH, str(exc)) from None
-        except ValueError as exc:  # a gap in the history
+            search = Search(parsed, history)
+        except (ReplayError, ValueError) as exc:  # another strategy's history, or a gap in it
             raise ControllerError(protocol.REPLAY_MISMATCH, str(exc)) from None
         self.experiment = experiment
         self.search = search
@@ -71,37 +68,23 @@ class ControllerService:
 
     def ask(self, index: int, count: int) -> list[dict[str, Any]]:
         """Candidates ``index`` .. ``index+count-1``, asking the strategy only for new ones."""
-        search = self._search()
         if count < 1 or index < 0:
             raise ControllerError(protocol.BAD_REQUEST, "index must be >= 0 and count >= 1")
-        asked = len(search.trials)
-        if index > asked:
-            raise ControllerError(
-                protocol.OUT_OF_SYNC, f"asked for candidate #{index} but only {asked} were asked: replay first"
-            )
-        out = []
-        for i in range(index, index + count):
-            record = search.trials[i] if i < len(search.trials) else search.ask()
-            out.append(protocol.record_to_json(record, search.space.canonical(record.architecture)))
-        return out
-
-    def tell(
-        self, index: int, name: str | None, metrics: Mapping[str, float] | None, failed: bool, reason: str | None
-    ) -> dict[str, Any]:
-        """Record a finished trial; a repeated tell returns the recorded one unchanged."""
-        search = self._search()
-        if not 0 <= index < len(search.trials):
-            raise ControllerError(
-                protocol.OUT_OF_SYNC, f"tell for candidate #{index} but {len(search.trials)} were asked: replay first"
-            )
-        known: TrialRecord = search.trials[index]
-        if name and known.name != name:
-            raise ControllerError(
-                protocol.OUT_OF_SYNC, f"candidate #{index} is {known.name!r} here, not {name!r}: replay first"
-            )
         try:
-            clean = None if metrics is None else {str(k): float(v) for k, v in metrics.items()}
-        except (TypeError, ValueError) as exc:
-            raise ControllerError(protocol.BAD_REQUEST, f"metrics must map names to numbers: {exc}") from None
-        record = search.tell(index, clean, failed=failed, reason=reason)
-        return protocol.record_to_json(record, search.space.canonical(record.architecture))
+            candidates = self._search().ask(index, count)
+        except OutOfOrder as exc:
+            raise ControllerError(protocol.OUT_OF_SYNC, f"{exc}: replay first") from None
+        return [protocol.candidate_to_json(c) for c in candidates]
+
+    def tell(self, index: int, status: Mapping[str, Any]) -> bool:
+        """Tell the strategy the result of candidate ``index``; False if it was told already."""
+        search = self._search()
+        try:
+            spec = {"experiment": self.experiment, "index": index, "architecture": {}, "architectureId": ""}
+            record = record_of("", spec, status)
+        except (ValidationError, ValueError) as exc:
+            raise ControllerError(protocol.BAD_REQUEST, f"invalid result: {exc}") from None
+        try:
+            return search.tell(index, record.observation())
+        except OutOfOrder as exc:
+            raise ControllerError(protocol.OUT_OF_SYNC, f"{exc}: replay first") from None

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from kubenas.api.v1alpha1 import SearchExperimentSpec, TrialCounts
 from kubenas.core.records import TrialRecord, objective_value
 
-__all__ = ["Ask", "Finish", "Summary", "TrialRecord", "Wait", "count", "decide", "summarize"]
+__all__ = ["Ask", "Finish", "Summary", "TrialRecord", "Wait", "count", "decide", "decide_on", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,14 @@ def _finish(reason: str, message: str, best: TrialRecord | None) -> Finish:
 
 def decide(spec: SearchExperimentSpec, trials: Sequence[TrialRecord], elapsed_seconds: float | None = None) -> Action:
     """The next action for an experiment with this spec and history (see the module docstring)."""
-    counts, best = summarize(spec, trials)
+    return decide_on(spec, *summarize(spec, trials), elapsed_seconds)
+
+
+def decide_on(
+    spec: SearchExperimentSpec, counts: TrialCounts, best: TrialRecord | None, elapsed_seconds: float | None = None
+) -> Action:
+    """:func:`decide` from the history's summary: what the driver keeps up to date event by event, so a
+    decision costs the same after ten trials as after ten thousand."""
     active = counts.pending + counts.running
     budget = spec.budget
 

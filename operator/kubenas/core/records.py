@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -32,6 +32,8 @@ class TrialRecord:
     reward: float | None = None
     metrics: Mapping[str, float] = field(default_factory=dict)
     reason: str | None = None
+    message: str | None = None
+    attempts: int = 0
     tell_sequence: int | None = None
     asks_before_tell: int | None = None
 
@@ -57,6 +59,11 @@ class TrialRecord:
 
     def with_(self, **changes: object) -> TrialRecord:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def trial_name(experiment: str, index: int) -> str:
+    """The name of trial ``index`` of an experiment: its Trial, its Job, its results folder."""
+    return f"{experiment}-{index:05d}"
 
 
 def trial_seed(experiment_seed: int, index: int) -> int:
@@ -112,12 +119,19 @@ def objective_value(objective: Objective, reward: float) -> float:
     return reward if objective.direction == "maximize" else -reward
 
 
-def best_of(trials: list[TrialRecord] | tuple[TrialRecord, ...]) -> TrialRecord | None:
+def better(trial: TrialRecord, best: TrialRecord | None) -> bool:
+    """Whether ``trial`` beats ``best``: succeeded with a finite, larger reward; ties go to the earlier index."""
+    if trial.phase != "Succeeded" or trial.reward is None or not math.isfinite(trial.reward):
+        return False
+    if best is None or best.reward is None or best.index == trial.index:
+        return True
+    return trial.reward > best.reward or (trial.reward == best.reward and trial.index < best.index)
+
+
+def best_of(trials: Iterable[TrialRecord]) -> TrialRecord | None:
     """The succeeded trial with the largest reward; ties go to the earliest index."""
     best: TrialRecord | None = None
     for t in trials:
-        if t.phase != "Succeeded" or t.reward is None or not math.isfinite(t.reward):
-            continue
-        if best is None or best.reward is None or t.reward > best.reward:
+        if better(t, best):
             best = t
     return best

@@ -1,99 +1,76 @@
-"""An experiment's search in one object: the strategy, the history and the engine together.
+"""The strategy side of an experiment: a strategy, its space and the candidates it proposed.
 
-Local mode, the benchmark and the controller pod all drive a search through this class, so they
-make identical decisions. It is rebuilt from history by replay: ``Search(spec, history)`` ends in the
-state of the process that wrote that history.
+This is what the controller pod holds (behind HTTP) and what local mode and the benchmark hold in
+process. It only asks and tells; what a result means, when to ask and when to stop is the
+:class:`~kubenas.core.driver.Driver`'s business. It is rebuilt from history by replay:
+``Search(spec, history)`` ends in the state of the process that saw that history.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
-from kubenas.core import engine
+from kubenas.core.driver import AskFor, Candidate, Proposed, Tell
 from kubenas.core.history import replay
-from kubenas.core.records import MissingMetric, TrialRecord, best_of, reward_of, trial_seed
-from kubenas.core.space import SearchSpace, build_space
+from kubenas.core.records import TrialRecord
+from kubenas.core.space import Architecture, SearchSpace, build_space
 from kubenas.core.strategies import make_strategy
+from kubenas.core.strategies.base import Observation, Strategy
 
-__all__ = ["Search", "trial_seed"]
+__all__ = ["Search"]
+
+
+class OutOfOrder(ValueError):
+    """A tell for a candidate that was never asked, or an ask that skips candidates."""
 
 
 class Search:
-    """Strategy + history + engine. Not thread-safe; one owner drives it."""
+    """Strategy + space + the candidates asked so far. Not thread-safe; one owner drives it."""
 
-    def __init__(
-        self, spec: SearchExperimentSpec, history: Sequence[TrialRecord] = (), name_prefix: str = "trial"
-    ) -> None:
+    def __init__(self, spec: SearchExperimentSpec, history: Sequence[TrialRecord] = ()) -> None:
         self.spec = spec
         self.space: SearchSpace = build_space(spec.search_space)
-        self.strategy = make_strategy(spec.strategy, self.space)
-        self.name_prefix = name_prefix
+        self.strategy: Strategy = make_strategy(spec.strategy, self.space)
         replay(self.strategy, history)
-        self._trials: list[TrialRecord] = sorted(history, key=lambda t: t.index)
-        self._tells = sum(1 for t in self._trials if t.told)
-
-    # -- reading ---------------------------------------------------------------------------
-    @property
-    def trials(self) -> tuple[TrialRecord, ...]:
-        return tuple(self._trials)
+        self.architectures: list[Architecture] = [dict(t.architecture) for t in sorted(history, key=lambda t: t.index)]
+        self._told: set[int] = {t.index for t in history if t.told}
 
     @property
-    def best(self) -> TrialRecord | None:
-        return best_of(self._trials)
+    def asked(self) -> int:
+        return len(self.architectures)
 
-    def next_action(self, elapsed_seconds: float | None = None) -> engine.Action:
-        return engine.decide(self.spec, self._trials, elapsed_seconds)
+    @property
+    def told(self) -> int:
+        return len(self._told)
 
-    def trial_name(self, index: int) -> str:
-        return f"{self.name_prefix}-{index:05d}"
+    def ask(self, index: int, count: int) -> list[Candidate]:
+        """Candidates ``index`` .. ``index + count - 1``; those already asked come back as recorded
+        (an owner that lost an answer asks again and gets the same candidate)."""
+        if index < 0 or count < 0:
+            raise OutOfOrder("index and count must not be negative")
+        if index > self.asked:
+            raise OutOfOrder(f"asked for candidate #{index} but only {self.asked} were asked")
+        while self.asked < index + count:
+            self.architectures.append(self.space.validate(self.strategy.ask()))
+        return [
+            Candidate(i, dict(self.architectures[i]), self.space.canonical(self.architectures[i]))
+            for i in range(index, index + count)
+        ]
 
-    # -- driving ---------------------------------------------------------------------------
-    def ask(self) -> TrialRecord:
-        """Ask the strategy for the next candidate and record it as a Pending trial."""
-        index = len(self._trials)
-        arch = self.space.validate(self.strategy.ask())
-        rec = TrialRecord(index=index, architecture=arch, name=self.trial_name(index))
-        self._trials.append(rec)
-        return rec
+    def tell(self, index: int, observation: Observation) -> bool:
+        """Tell the strategy candidate ``index``'s result; False (and nothing told) if it was told already."""
+        if not 0 <= index < self.asked:
+            raise OutOfOrder(f"tell for candidate #{index} but {self.asked} were asked")
+        if index in self._told:
+            return False
+        self._told.add(index)
+        self.strategy.tell(index, dict(self.architectures[index]), observation)
+        return True
 
-    def mark_running(self, index: int) -> TrialRecord:
-        rec = self._trials[index]
-        if rec.phase == "Pending":
-            rec = rec.with_(phase="Running")
-            self._trials[index] = rec
-        return rec
-
-    def tell(
-        self,
-        index: int,
-        metrics: Mapping[str, float] | None,
-        failed: bool = False,
-        reason: str | None = None,
-    ) -> TrialRecord:
-        """Record a finished trial and tell the strategy. Idempotent: a second tell returns the first."""
-        rec = self._trials[index]
-        if rec.told:
-            return rec
-        metrics = {k: float(v) for k, v in (metrics or {}).items()}
-        reward: float | None = None
-        phase = "Failed"
-        if not failed:
-            try:
-                reward, feasible = reward_of(self.spec.objective, metrics)
-                phase = "Succeeded" if feasible else "Infeasible"
-                reason = reason if feasible else "ConstraintViolated"
-            except MissingMetric:
-                reason = "MissingMetric"
-        rec = rec.with_(
-            phase=phase,
-            reward=reward,
-            metrics=metrics,
-            reason=reason,
-            tell_sequence=self._tells,
-            asks_before_tell=len(self._trials),
-        )
-        self._trials[index] = rec
-        self._tells += 1
-        self.strategy.tell(index, dict(rec.architecture), rec.observation())
-        return rec
+    def serve(self, command: AskFor | Tell) -> Proposed | None:
+        """Carry out a driver command that touches the strategy, in process."""
+        if isinstance(command, AskFor):
+            return Proposed(tuple(self.ask(command.index, command.count)))
+        self.tell(command.trial.index, command.trial.observation())
+        return None

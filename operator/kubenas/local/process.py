@@ -95,11 +95,18 @@ class TrialLauncher:
         attempt.proc.wait()
         self.done.put(attempt)
 
+    def stop(self, index: int, grace_seconds: float = 10.0) -> None:
+        """Stop one trial's attempt (SIGTERM, then SIGKILL after the grace period) and reap it."""
+        self._stop([a for i, a in self.running.items() if i == index], grace_seconds)
+
     def stop_all(self, grace_seconds: float = 10.0) -> None:
         """SIGTERM every running trial, then SIGKILL what is left after the grace period."""
-        for a in self.running.values():
+        self._stop(list(self.running.values()), grace_seconds)
+
+    def _stop(self, attempts: list[Attempt], grace_seconds: float) -> None:
+        for a in attempts:
             _signal(a.proc, signal.SIGTERM)
-        for a in self.running.values():
+        for a in attempts:
             try:
                 a.proc.wait(timeout=grace_seconds)
             except subprocess.TimeoutExpired:

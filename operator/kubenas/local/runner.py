@@ -1,15 +1,17 @@
-"""``kubenas run``: drive a SearchExperiment on this machine through the core engine.
+"""``kubenas run``: a SearchExperiment on this machine, driven by the core's experiment driver.
 
-The loop is the operator's loop without Kubernetes: ask the engine what to do, start trials as
-subprocesses (at most ``parallelTrials`` at once), block until one exits, judge it with the same rules
-as the operator (``kubenas.core.outcome``), tell the strategy, append to the journal, repeat.
+The decisions are the operator's, made by the same :class:`~kubenas.core.driver.Driver`: this module
+only starts trials as subprocesses, blocks until one exits, appends asks and results to the journal
+and hands each exit back to the driver.
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
 import shutil
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +21,22 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from kubenas.api.load import load_experiment
 from kubenas.api.v1alpha1 import SearchExperiment
-from kubenas.core import engine
-from kubenas.core.outcome import judge
-from kubenas.core.records import TrialRecord, objective_value
+from kubenas.core.driver import (
+    AskFor,
+    AttemptEnded,
+    AttemptStarted,
+    Cancel,
+    Command,
+    Create,
+    Driver,
+    Interrupted,
+    Relaunch,
+    ResultStored,
+    Store,
+    Tell,
+    Tick,
+)
+from kubenas.core.records import objective_value
 from kubenas.core.search import Search
 from kubenas.local.journal import Journal, read_journal
 from kubenas.local.process import Attempt, TrialLauncher
@@ -67,36 +82,38 @@ def prepare(experiment_file: Path | None, results: Path | None, resume: Path | N
 
 
 def run(exp: SearchExperiment, folder: Path, console: Console | None = None) -> RunResult:
-    """Run (or continue) the experiment recorded in ``folder`` until the engine says it is finished."""
+    """Run (or continue) the experiment recorded in ``folder`` until the driver says it is finished.
+
+    This is an executor of :class:`~kubenas.core.driver.Driver`: it carries the driver's commands out
+    as subprocesses and journal lines and hands back what happened; every decision is the driver's.
+    """
     console = console or Console()
     history, elapsed_before = read_journal(folder)
     for rec in history:  # attempts cut short by a previous stop start again from scratch
         if not rec.told:
             shutil.rmtree(folder / "trials" / rec.name, ignore_errors=True)
-    search = Search(exp.spec, history, name_prefix=exp.metadata.name)
-    journal = Journal(folder)
+    name = exp.metadata.name
+    search = Search(exp.spec, history)
+    driver = Driver(exp.spec, history, name_prefix=name, elapsed_seconds=elapsed_before)
+    journal = Journal(folder, name, search.space, exp.spec.strategy.seed)
     launcher = TrialLauncher(exp, search.space, folder)
     started = time.monotonic() - elapsed_before
-    retries = exp.spec.trial_template.retries
     objective = exp.spec.objective
-    queued = [rec for rec in search.trials if not rec.told]  # resumed: asked before the stop, rerun now
+    lost = [rec.index for rec in history if not rec.told]  # asked before the stop: run again now
     if history:
-        console.print(
-            f"Resuming {exp.metadata.name}: {sum(r.told for r in history)} results kept, {len(queued)} to rerun"
-        )
+        console.print(f"Resuming {name}: {sum(r.told for r in history)} results kept, {len(lost)} to rerun")
 
     def elapsed() -> float:
         return time.monotonic() - started
 
     def best_text() -> str:
-        best = search.best
+        best = driver.best
         return (
             "best: -"
             if best is None or best.reward is None
             else f"best {objective.metric}: {objective_value(objective, best.reward):.4g}"
         )
 
-    action: engine.Action = search.next_action(elapsed())
     interrupted = False
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -107,58 +124,83 @@ def run(exp: SearchExperiment, folder: Path, console: Console | None = None) -> 
         console=console,
         transient=False,
     ) as progress:
-        task = progress.add_task(exp.metadata.name, total=exp.spec.budget.max_trials, best=best_text())
-        progress.update(task, completed=sum(r.told for r in search.trials))
+        task = progress.add_task(name, total=exp.spec.budget.max_trials, best=best_text())
+        progress.update(task, completed=driver.told)
+        pending: deque[Command] = deque(driver.handle(Tick(elapsed()), *(Interrupted(i) for i in lost)))
         try:
-            while True:
-                action = search.next_action(elapsed())
-                if isinstance(action, engine.Finish):
+            while driver.finished is None:
+                while pending:
+                    command = pending.popleft()
+                    pending.extend(_carry_out(command, search, driver, journal, launcher, elapsed(), console))
+                    if isinstance(command, Store):
+                        progress.update(task, advance=1, best=best_text())
+                if driver.finished is not None:
                     break
-                if isinstance(action, engine.Ask):
-                    for _ in range(action.count):
-                        rec = search.ask()
-                        journal.asked(rec)
-                        queued.append(rec)
-                while queued and len(launcher.running) < exp.spec.budget.parallel_trials:
-                    rec = queued.pop(0)
-                    search.mark_running(rec.index)
-                    launcher.start(rec, 1)
                 if not launcher.running:
-                    continue  # the engine will finish or ask on the next turn
-                attempt = launcher.done.get()
+                    raise RuntimeError("the driver waits for trials but none is running")  # a driver bug
+                deadline = driver.seconds_to_deadline()
+                try:
+                    attempt = launcher.done.get(timeout=deadline + 0.05 if deadline is not None else None)
+                except queue.Empty:
+                    pending.extend(driver.handle(Tick(elapsed())))
+                    continue
                 launcher.running.pop(attempt.rec.index, None)
-                if _settle(search, journal, launcher, attempt, retries, elapsed()):
-                    progress.update(task, advance=1, best=best_text())
+                pending.extend(driver.handle(Tick(elapsed()), _ended(attempt)))
         except KeyboardInterrupt:
             interrupted = True
             console.print("[yellow]Stopping: sending SIGTERM to running trials; resume with --resume[/]")
-            launcher.stop_all()
+        finally:
+            launcher.stop_all()  # whatever ended the run, no trial process outlives it
     journal.close()
-    trials = list(search.trials)
-    if interrupted:
-        summ = summary(exp.metadata.name, objective, trials, "Stopped", "Interrupted")
+    trials = driver.trials
+    if interrupted or driver.finished is None:
+        summ = summary(name, objective, trials, "Stopped", "Interrupted")
         write_results(folder, summ, objective, trials)
         return RunResult("Stopped", "Interrupted", "stopped by the user", folder, interrupted=True)
-    assert isinstance(action, engine.Finish)
-    summ = summary(exp.metadata.name, objective, trials, action.phase, action.reason)
+    action = driver.finished
+    summ = summary(name, objective, trials, action.phase, action.reason)
     write_results(folder, summ, objective, trials)
     leaderboard(console, objective, trials)
-    console.print(f"{action.phase}: {action.reason} ({action.message}). Results in {folder}")
+    console.print(f"{action.phase}: {action.reason} ({action.message}). Results in {folder}", markup=False)
     return RunResult(action.phase, action.reason, action.message, folder)
 
 
-def _settle(
-    search: Search, journal: Journal, launcher: TrialLauncher, attempt: Attempt, retries: int, elapsed: float
-) -> bool:
-    """Judge a finished attempt: retry it, or record its result. True when a result was recorded."""
+def _ended(attempt: Attempt) -> AttemptEnded:
+    """What a finished process tells the driver: its exit code and the result file it wrote."""
     text = None
     with contextlib.suppress(FileNotFoundError):
         text = attempt.result_file.read_text()
-    outcome = judge(attempt.proc.returncode, text, attempt.number, retries)
-    if outcome.verdict == "retry":
-        launcher.start(attempt.rec, attempt.number + 1)
-        return False
-    failed = outcome.verdict in ("bad_candidate", "failed")
-    rec: TrialRecord = search.tell(attempt.rec.index, outcome.metrics, failed=failed, reason=outcome.reason)
-    journal.told(rec, elapsed)
-    return True
+    return AttemptEnded(attempt.rec.index, attempt.number, attempt.proc.returncode, text)
+
+
+def _carry_out(
+    command: Command,
+    search: Search,
+    driver: Driver,
+    journal: Journal,
+    launcher: TrialLauncher,
+    elapsed: float,
+    console: Console,
+) -> list[Command]:
+    """One driver command, carried out on this machine; returns the driver's answer to what it produced."""
+    if isinstance(command, (AskFor, Tell)):
+        answer = search.serve(command)
+        return driver.handle(answer) if answer is not None else []
+    if isinstance(command, Create):
+        journal.asked(command.trial)
+        launcher.start(command.trial, 1)
+        return driver.handle(AttemptStarted(command.trial.index, 1))
+    if isinstance(command, Relaunch):
+        launcher.start(command.trial, command.attempt)
+        return driver.handle(AttemptStarted(command.trial.index, command.attempt))
+    if isinstance(command, Store):
+        journal.told(command.trial, elapsed)
+        trial = command.trial
+        if trial.phase != "Succeeded":
+            detail = f": {trial.message}" if trial.message else ""
+            console.print(f"{trial.name} {trial.phase.lower()} ({trial.reason or trial.phase}){detail}", markup=False)
+        return driver.handle(ResultStored(trial.index))
+    if isinstance(command, Cancel):
+        launcher.stop(command.trial.index)
+        return []
+    return []  # MarkRunning: the journal keeps only asks and results; Finish: the loop reads driver.finished

@@ -15,6 +15,8 @@ from typing import Any
 import aiohttp
 
 from kubenas.controller import protocol
+from kubenas.core.codec import status_wire, trial_wire
+from kubenas.core.driver import Candidate
 from kubenas.core.errors import KubenasError
 from kubenas.core.records import TrialRecord
 
@@ -98,22 +100,14 @@ class ControllerClient:
         return protocol.State.from_json((await self._call("GET", "/health"))["state"])
 
     async def replay(self, experiment: str, spec: Mapping[str, Any], trials: Sequence[TrialRecord]) -> protocol.State:
-        body = {"experiment": experiment, "spec": dict(spec), "trials": [protocol.record_to_json(t) for t in trials]}
+        body = {"experiment": experiment, "spec": dict(spec), "trials": [trial_wire(t, experiment) for t in trials]}
         return protocol.State.from_json((await self._call("POST", "/replay", body))["state"])
 
-    async def ask(self, index: int, count: int) -> tuple[list[dict[str, Any]], protocol.State]:
+    async def ask(self, index: int, count: int) -> tuple[list[Candidate], protocol.State]:
         data = await self._call("POST", "/ask", {"index": index, "count": count})
-        return list(data["trials"]), protocol.State.from_json(data["state"])
+        candidates = [protocol.candidate_from_json(c) for c in data["candidates"]]
+        return candidates, protocol.State.from_json(data["state"])
 
-    async def tell(
-        self, index: int, name: str, metrics: Mapping[str, float] | None, failed: bool, reason: str | None
-    ) -> tuple[dict[str, Any], protocol.State]:
-        body = {
-            "index": index,
-            "name": name,
-            "metrics": dict(metrics) if metrics is not None else None,
-            "failed": failed,
-            "reason": reason,
-        }
-        data = await self._call("POST", "/tell", body)
-        return dict(data["trial"]), protocol.State.from_json(data["state"])
+    async def tell(self, trial: TrialRecord) -> tuple[bool, protocol.State]:
+        data = await self._call("POST", "/tell", {"index": trial.index, "status": status_wire(trial)})
+        return bool(data["told"]), protocol.State.from_json(data["state"])

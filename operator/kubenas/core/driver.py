@@ -1,0 +1,432 @@
+"""The experiment loop, written once: a pure state machine fed events, answering commands.
+
+Local mode, the tabular benchmark and the operator all run an experiment the same way: ask the
+strategy for candidates, create trials, judge each finished attempt, tell the strategy, store the
+result, stop when the budget or the goal says so. This module is that loop. It performs no I/O and
+reads no clock; adapters carry its commands to processes, pods, files and HTTP, and hand back what
+happened as events. So the three adapters cannot disagree about what a finished attempt means, when
+to ask, or when the experiment is over.
+
+Lifecycle (how an adapter drives it)::
+
+    driver = Driver(spec, history, name_prefix=experiment)       # history: the stored trials
+    commands = driver.handle(Tick(elapsed))                     # what to do now
+    # carry the commands out in order; what they produce (Proposed, ResultStored, AttemptEnded, ...)
+    # goes back through driver.handle(...), which answers with the next commands.
+
+Rules it owns, in one place:
+
+- **Asking.** :func:`kubenas.core.engine.decide_on` says how many trials may start; the driver asks
+  the strategy for exactly that many (``AskFor``) and counts them active until they are told, so it
+  never asks twice for the same slot.
+- **Judging.** An ended attempt is judged by :func:`kubenas.core.outcome.judge` (exit code, result
+  text, attempt number, retries): retried (``Relaunch``), or final. A final result becomes a record
+  with the reward rule of :func:`kubenas.core.records.reward_of` and its place in tell order.
+- **Replay order.** Commands that touch the strategy (``AskFor``, ``Tell``) must be carried out in
+  the order given; the tell position recorded on each result (``tellSequence``, ``asksBeforeTell``)
+  is the one the strategy saw, which is what makes a replay exact.
+- **Store before create.** A candidate asked after a result was told becomes a trial (``Create``)
+  only once that result is stored (``ResultStored``): a replay of the stored history then always
+  sees every tell that came before an ask. The experiment finishes only once every told result is
+  stored.
+- **Cost.** Counts and the best trial are kept up to date event by event: handling an event costs the
+  same after ten trials as after ten thousand.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from kubenas.api.v1alpha1 import SearchExperimentSpec, TrialCounts
+from kubenas.core.engine import Ask, Finish, Wait, decide_on
+from kubenas.core.outcome import judge
+from kubenas.core.records import (
+    ACTIVE_PHASES,
+    MissingMetric,
+    TrialRecord,
+    better,
+    reward_of,
+    trial_name,
+    trial_seed,
+)
+from kubenas.core.space import Architecture
+
+__all__ = [
+    "Ask",
+    "AskFor",
+    "AttemptEnded",
+    "AttemptStarted",
+    "Cancel",
+    "Candidate",
+    "Command",
+    "Create",
+    "Driver",
+    "Event",
+    "Finish",
+    "Interrupted",
+    "MarkRunning",
+    "Proposed",
+    "Relaunch",
+    "ResultStored",
+    "Store",
+    "Tell",
+    "Tick",
+    "TrialLost",
+    "Wait",
+]
+
+
+# -- events: what happened ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate the strategy proposed: the answer to the ``index``-th ask."""
+
+    index: int
+    architecture: Architecture
+    architecture_id: str = ""
+
+
+@dataclass(frozen=True)
+class Proposed:
+    """The strategy answered an :class:`AskFor` (candidates already known are ignored)."""
+
+    candidates: tuple[Candidate, ...]
+
+
+@dataclass(frozen=True)
+class AttemptStarted:
+    """Attempt ``attempt`` (1-based) of trial ``index`` is running."""
+
+    index: int
+    attempt: int = 1
+    started_at: str | None = None
+
+
+@dataclass(frozen=True)
+class AttemptEnded:
+    """An attempt ended with this exit code (None: killed or unknown) and result text (the trial
+    contract's result file, a pod's termination message)."""
+
+    index: int
+    attempt: int
+    exit_code: int | None
+    result: str | None = None
+    finished_at: str | None = None
+
+
+@dataclass(frozen=True)
+class TrialLost:
+    """The runtime gave the trial up for a reason of its own (a Job that failed or ran past its
+    deadline, a result that is gone, a trainer the cluster refuses to run): it is failed for good."""
+
+    index: int
+    reason: str
+    message: str = ""
+    attempts: int | None = None
+    finished_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """The trial's attempt was lost through no fault of the candidate (the run that held it stopped):
+    it starts again, and the lost attempt does not count against its retries."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class ResultStored:
+    """The record of a told result is stored (Trial status written, journal line synced)."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed: ``elapsed_seconds`` since the experiment started."""
+
+    elapsed_seconds: float
+
+
+Event = Proposed | AttemptStarted | AttemptEnded | TrialLost | Interrupted | ResultStored | Tick
+
+
+# -- commands: what to do ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class AskFor:
+    """Ask the strategy for candidates ``index`` .. ``index + count - 1``; answer with :class:`Proposed`."""
+
+    index: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Create:
+    """Store the new trial and start its first attempt (a Trial and its Job; a journal line and a process)."""
+
+    trial: TrialRecord
+    architecture_id: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class MarkRunning:
+    """The trial runs: record it (phase Running, attempts, start time)."""
+
+    trial: TrialRecord
+    started_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Relaunch:
+    """Start attempt ``attempt`` of the trial. On Kubernetes the Job's backoff carries this out itself."""
+
+    trial: TrialRecord
+    attempt: int
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Tell:
+    """Tell the strategy the result of the ``trial.index``-th candidate (its record carries the observation)."""
+
+    trial: TrialRecord
+
+
+@dataclass(frozen=True)
+class Store:
+    """Store the finished trial's record; answer with :class:`ResultStored`."""
+
+    trial: TrialRecord
+    finished_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Stop the trial's attempt now and store it as failed (Cancelled): the experiment is over."""
+
+    trial: TrialRecord
+
+
+Command = AskFor | Create | MarkRunning | Relaunch | Tell | Store | Cancel | Finish
+
+
+# -- the machine -------------------------------------------------------------------------------
+class Driver:
+    """One experiment's loop state, rebuilt from its stored history (see the module docstring).
+
+    Not thread-safe: one owner feeds it events and carries out its commands in order.
+    """
+
+    def __init__(
+        self,
+        spec: SearchExperimentSpec,
+        history: Sequence[TrialRecord] = (),
+        *,
+        name_prefix: str = "trial",
+        elapsed_seconds: float = 0.0,
+    ) -> None:
+        self.spec = spec
+        self.name_prefix = name_prefix
+        self.retries = spec.trial_template.retries
+        self.elapsed = elapsed_seconds
+        self._trials: dict[int, TrialRecord] = {}
+        self._by_phase: dict[str, int] = {}
+        self.best: TrialRecord | None = None
+        self.told = 0
+        self.asked = 0  # candidates the strategy has been asked for (answered or not)
+        self._unstored: dict[int, int] = {}  # told index -> asksBeforeTell, result not stored yet
+        self._held: list[Create] = []  # creations waiting for earlier results to be stored
+        self.finished: Finish | None = None
+        for rec in sorted(history, key=lambda t: t.index):
+            self._put(rec)
+            if rec.told:
+                self.told += 1
+        self.asked = len(self._trials)
+
+    # -- reading -----------------------------------------------------------------------------
+    @property
+    def counts(self) -> TrialCounts:
+        """Trials by phase; trials asked for but not proposed yet count as pending."""
+        by_phase = dict(self._by_phase)
+        waiting = self.asked - len(self._trials)
+        by_phase["Pending"] = by_phase.get("Pending", 0) + waiting
+        return TrialCounts(total=self.asked, **{phase.lower(): n for phase, n in by_phase.items()})
+
+    @property
+    def trials(self) -> list[TrialRecord]:
+        """Every trial known, in ask order (a copy: O(history), for reports, not for every event)."""
+        return [self._trials[i] for i in sorted(self._trials)]
+
+    def trial(self, index: int) -> TrialRecord:
+        return self._trials[index]
+
+    @property
+    def active(self) -> int:
+        return self.counts.pending + self.counts.running
+
+    def seconds_to_deadline(self) -> float | None:
+        """Seconds until ``maxDuration`` passes (None without one, or once it has): when to send a Tick."""
+        limit = self.spec.budget.max_duration_seconds()
+        if limit is None or self.elapsed >= limit:
+            return None
+        return limit - self.elapsed
+
+    def trial_name(self, index: int) -> str:
+        return trial_name(self.name_prefix, index)
+
+    # -- driving -------------------------------------------------------------------------------
+    def handle(self, *events: Event) -> list[Command]:
+        """Apply ``events`` in order and answer with what to do next."""
+        out: list[Command] = []
+        for event in events:
+            out.extend(self._apply(event))
+        out.extend(self._release())
+        out.extend(self._plan())
+        return out
+
+    def start(self) -> list[Command]:
+        """The first commands after construction (a Tick at the elapsed time given)."""
+        return self.handle(Tick(self.elapsed))
+
+    # -- events --------------------------------------------------------------------------------
+    def _apply(self, event: Event) -> Iterable[Command]:
+        if isinstance(event, Tick):
+            self.elapsed = max(self.elapsed, event.elapsed_seconds)
+            return ()
+        if isinstance(event, Proposed):
+            return self._proposed(event.candidates)
+        if isinstance(event, ResultStored):
+            self._unstored.pop(event.index, None)
+            return ()
+        rec = self._trials.get(event.index)
+        if rec is None or rec.done:
+            return ()  # a late or repeated report: the trial is settled already
+        if isinstance(event, AttemptStarted):
+            if rec.phase == "Running" and rec.attempts >= event.attempt:
+                return ()
+            rec = self._put(rec.with_(phase="Running", attempts=max(rec.attempts, event.attempt)))
+            return (MarkRunning(rec, event.started_at),)
+        if isinstance(event, Interrupted):
+            rec = self._put(rec.with_(phase="Pending"))
+            return (Relaunch(rec, max(1, rec.attempts), "Interrupted"),)
+        if isinstance(event, TrialLost):
+            attempts = max(rec.attempts, event.attempts or 0)
+            return self._settle(
+                rec.with_(attempts=attempts),
+                {},
+                failed=True,
+                reason=event.reason,
+                message=event.message,
+                finished_at=event.finished_at,
+            )
+        assert isinstance(event, AttemptEnded)
+        if event.attempt < rec.attempts:
+            return ()  # an earlier attempt, judged already
+        outcome = judge(event.exit_code, event.result, event.attempt, self.retries)
+        rec = rec.with_(attempts=max(rec.attempts, event.attempt))
+        if outcome.verdict == "retry":
+            rec = self._put(rec.with_(phase="Running", attempts=event.attempt + 1, reason=outcome.reason))
+            return (Relaunch(rec, event.attempt + 1, outcome.reason),)
+        return self._settle(
+            rec,
+            outcome.metrics,
+            failed=outcome.verdict != "succeeded",
+            reason=outcome.reason,
+            message=outcome.message,
+            finished_at=event.finished_at,
+        )
+
+    def _proposed(self, candidates: Iterable[Candidate]) -> Iterable[Command]:
+        for c in sorted(candidates, key=lambda c: c.index):
+            if c.index in self._trials:
+                continue
+            if c.index != len(self._trials):
+                raise ValueError(f"candidate #{c.index} proposed before #{len(self._trials)}")
+            rec = TrialRecord(index=c.index, architecture=dict(c.architecture), name=self.trial_name(c.index))
+            rec = self._put(rec)
+            self.asked = max(self.asked, c.index + 1)
+            self._held.append(Create(rec, c.architecture_id, trial_seed(self.spec.strategy.seed, c.index)))
+        return ()  # released by _release, in order, once earlier results are stored
+
+    def _settle(
+        self,
+        rec: TrialRecord,
+        metrics: Mapping[str, float],
+        *,
+        failed: bool,
+        reason: str | None,
+        message: str | None,
+        finished_at: str | None,
+    ) -> list[Command]:
+        """A final result: the reward rule, the tell position, then Tell and Store."""
+        metrics = {k: float(v) for k, v in metrics.items()}
+        reward: float | None = None
+        phase = "Failed"
+        if not failed:
+            try:
+                reward, feasible = reward_of(self.spec.objective, metrics)
+                phase = "Succeeded" if feasible else "Infeasible"
+                if not feasible:
+                    reason = "ConstraintViolated"
+            except MissingMetric as exc:
+                reason, message = "MissingMetric", str(exc).strip("'\"")
+        rec = self._put(
+            rec.with_(
+                phase=phase,
+                reward=reward,
+                metrics=metrics,
+                reason=reason,
+                message=message,
+                tell_sequence=self.told,
+                asks_before_tell=self.asked,
+            )
+        )
+        self.told += 1
+        self._unstored[rec.index] = self.asked
+        return [Tell(rec), Store(rec, finished_at)]
+
+    # -- what next -----------------------------------------------------------------------------
+    def _release(self) -> list[Command]:
+        """Creations whose earlier results are all stored, in ask order."""
+        if not self._held:
+            return []
+        floor = min(self._unstored.values(), default=math.inf)  # earliest ask position still waiting
+        ready: list[Command] = [c for c in self._held if c.trial.index < floor]
+        self._held = [c for c in self._held if c.trial.index >= floor]
+        return ready
+
+    def _plan(self) -> list[Command]:
+        if self.finished is not None:
+            return []
+        action = decide_on(self.spec, self.counts, self.best, self.elapsed)
+        if isinstance(action, Ask):
+            index = self.asked
+            self.asked += action.count
+            return [AskFor(index, action.count)]
+        if isinstance(action, Wait):
+            return []
+        if self._unstored or self._held:
+            return []  # finish only once every told result is stored
+        self.finished = action
+        out: list[Command] = []
+        for rec in self.trials:
+            if rec.phase in ACTIVE_PHASES:
+                message = f"the experiment finished: {action.reason}"
+                out.append(Cancel(self._put(rec.with_(phase="Failed", reason="Cancelled", message=message))))
+        out.append(action)
+        return out
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _put(self, rec: TrialRecord) -> TrialRecord:
+        """Replace a trial's record, keeping counts and the best trial current."""
+        old = self._trials.get(rec.index)
+        if old is not None:
+            self._by_phase[old.phase] -= 1
+        self._by_phase[rec.phase] = self._by_phase.get(rec.phase, 0) + 1
+        self._trials[rec.index] = rec
+        if better(rec, self.best):
+            self.best = rec
+        return rec
