@@ -176,3 +176,39 @@ def test_epochs_are_read_from_the_trainer_progress_lines() -> None:
         ]
     )
     assert [(e["epoch"], e["metrics"]["val_accuracy"]) for e in epochs(log)] == [(1, 0.5), (2, 0.7)]
+
+
+def test_status_view_shows_progress_budget_leaderboard_and_what_matters() -> None:
+    from datetime import UTC, datetime
+
+    from kubenas.api.v1alpha1 import SearchExperiment
+    from kubenas.insights.cluster import Snapshot, status_view
+
+    space, records = generated_table()
+    exp = SearchExperiment.model_validate(
+        {
+            "metadata": {"name": "gen"},
+            "spec": {
+                "searchSpace": {
+                    "cell": {"nodes": 3, "operations": list(OPS)},
+                    "hyperparameters": [{"name": "lr", "type": "float", "low": 0.001, "high": 0.1, "log": True}],
+                },
+                "strategy": {"name": "random"},
+                "objective": {"metric": "acc"},
+                "budget": {"maxTrials": 200, "parallelTrials": 4, "maxFailedTrials": 5},
+                "trialTemplate": {"command": ["train"]},
+            },
+        }
+    )
+    status = {
+        "phase": "Running",
+        "conditions": [{"type": "Running", "status": "True", "reason": "Running"}],
+        "bestTrial": {"name": "gen-00007", "architecture": records[7].architecture},
+    }
+    console = Console(record=True, width=200)
+    console.print(status_view(Snapshot(exp, status, tuple(records), datetime.now(UTC)), top=3))
+    text = console.export_text()
+    assert "121/200 trials" in text and "succeeded 120, failed 1/5 allowed" in text
+    assert "Leaderboard (acc, maximize)" in text and genotype(records[7].architecture) in text
+    assert "What explains acc (ped-anova, 120 trials)" in text
+    assert "Motifs of the top 3 of 120" in text

@@ -1,8 +1,9 @@
 """What an architecture says, read from its decisions: a cell, a layer chain, hyperparameters.
 
 The trial contract hands the trainer a flat mapping (``edge_<to>_<from>``, ``layer_<i>``, other
-names). This module turns it into a :class:`Candidate` and checks, before any data is loaded, that the
-candidate can be built at all, so an unbuildable one fails in milliseconds with exit code 3.
+names; ``aug_*`` decisions are an augmentation policy, read by :mod:`kubenas_trainer.policy`). This
+module turns it into a :class:`Candidate` and checks, before any data is loaded, that the candidate
+can be built at all, so an unbuildable one fails in milliseconds with exit code 3.
 
 It reads ``KUBENAS_SEARCH_SPACE`` only for the shape (the cell's node count, the chain's length) and
 falls back to inferring it from the decision names, so the trainer also runs without it.
@@ -17,6 +18,7 @@ from typing import Any
 
 from kubenas_trainer.errors import BadCandidate
 from kubenas_trainer.ops import canonical_op
+from kubenas_trainer.policy import AUG_RE
 
 EDGE_RE = re.compile(r"^edge_(\d+)_(\d+)$")
 LAYER_RE = re.compile(r"^layer_(\d+)$")
@@ -67,6 +69,8 @@ def parse_candidate(architecture: Mapping[str, Any], space: Mapping[str, Any] | 
             edges[(to, src)] = canonical_op(value, f"architecture.{name}")
         elif m := LAYER_RE.match(name):
             layers[int(m.group(1))] = canonical_op(value, f"architecture.{name}")
+        elif AUG_RE.match(name):
+            continue  # an augmentation policy, read by kubenas_trainer.policy
         else:
             hyper[name] = value
 

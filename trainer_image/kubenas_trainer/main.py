@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from kubenas_trainer.autoaugment import choose_augment
 from kubenas_trainer.candidate import parse_candidate
 from kubenas_trainer.contract import TrialContext
 from kubenas_trainer.costs import count_flops, count_params, measure_latency_ms
@@ -27,6 +28,7 @@ from kubenas_trainer.data import load_dataset
 from kubenas_trainer.errors import EXIT_OK, BadCandidate, TrainerError
 from kubenas_trainer.model import MacroConfig, build_network
 from kubenas_trainer.outputs import save_outputs
+from kubenas_trainer.policy import parse_policy, write_export
 from kubenas_trainer.report import Reporter, result_object
 from kubenas_trainer.runtime import configure, pick_device
 from kubenas_trainer.settings import resolve_settings
@@ -109,18 +111,13 @@ def run_trial(context: TrialContext, reporter: Reporter, stop: StopControl, star
     if settings.time_budget_s is not None:
         stop.deadline = started + settings.time_budget_s
     candidate = parse_candidate(context.architecture, context.search_space)
+    policy = parse_policy(context.architecture, context.search_space)
     device = pick_device(settings)
     configure(settings, context.seed, device)
     data = load_dataset(settings)
+    augment = choose_augment(settings, policy, settings.dataset, data.unit_range)
     try:
-        macro = MacroConfig(
-            in_channels=data.sample_shape[0],
-            num_classes=data.num_classes,
-            width=settings.width,
-            stages=settings.stages,
-            cells_per_stage=settings.cells_per_stage,
-            dropout=settings.dropout,
-        )
+        macro = MacroConfig.from_settings(settings, data.sample_shape[0], data.num_classes)
         model = build_network(candidate, macro)
         params, flops = count_params(model), count_flops(model, data.sample_shape)
         reporter.event(
@@ -134,7 +131,14 @@ def run_trial(context: TrialContext, reporter: Reporter, stop: StopControl, star
             val_samples=len(data.y_val),
         )
         trainer = Trainer(
-            model, data.to(device), settings, device, context.seed, stop, lambda s: epoch_event(reporter, s)
+            model,
+            data.to(device),
+            settings,
+            device,
+            context.seed,
+            stop,
+            lambda s: epoch_event(reporter, s),
+            augment=augment,
         )
         fit = trainer.fit()
         runs = 3 if stop.requested else settings.latency_runs
@@ -158,6 +162,8 @@ def run_trial(context: TrialContext, reporter: Reporter, stop: StopControl, star
             data.num_classes,
             result_object(metrics, status, message),
         )
+        if policy is not None:
+            write_export(context.output_dir, policy, *data.sample_shape[1:])
     reporter.final(metrics, status, message)
     return EXIT_OK
 

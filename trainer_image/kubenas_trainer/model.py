@@ -18,6 +18,7 @@ from torch import nn
 from kubenas_trainer.candidate import Candidate, Edge, live_edges
 from kubenas_trainer.errors import BadCandidate
 from kubenas_trainer.ops import ReLUConvBN, build_op
+from kubenas_trainer.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,18 @@ class MacroConfig:
     stages: int = 3
     cells_per_stage: int = 2
     dropout: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, in_channels: int, num_classes: int) -> MacroConfig:
+        """The skeleton the trial's settings describe, for data of ``in_channels`` and ``num_classes``."""
+        return cls(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            width=settings.width,
+            stages=settings.stages,
+            cells_per_stage=settings.cells_per_stage,
+            dropout=settings.dropout,
+        )
 
 
 class Cell(nn.Module):

@@ -32,8 +32,17 @@ class Settings(BaseModel):
     split_seed: int = Field(
         0, ge=0, description="Seed of the train/validation split; the same for every trial so rewards compare."
     )
-    image_size: int | None = Field(None, ge=1, le=1024, description="Side of ImageFolder/synthetic images.")
+    image_size: int | None = Field(
+        None, ge=1, le=1024, description="Side of ImageFolder, synthetic and shapes images; digits are resized to it."
+    )
     augment: bool | None = Field(None, description="Random crop (+flip on natural images); default per dataset.")
+    augment_policy: Literal["auto", "none", "randaugment", "trivialaugment"] = Field(
+        "auto",
+        description="auto: the searched policy when the architecture holds aug_* decisions, else none; "
+        "randaugment (randaugment_n, randaugment_m) or trivialaugment: a fixed policy. Applied before crop/flip.",
+    )
+    randaugment_n: int = Field(2, ge=1, le=14, description="RandAugment: operations per image.")
+    randaugment_m: int = Field(9, ge=0, le=30, description="RandAugment: magnitude bin of 0..30.")
     synthetic_samples: int = Field(1000, ge=2, le=1_000_000, description="Samples of the synthetic dataset.")
     synthetic_classes: int = Field(10, ge=2, le=1000, description="Classes of the synthetic dataset.")
     synthetic_channels: int = Field(3, ge=1, le=64, description="Channels of the synthetic dataset.")
@@ -81,7 +90,7 @@ def resolve_settings(settings: Mapping[str, Any], architecture: Mapping[str, Any
     """Settings for one trial and the hyperparameters this trainer ignores.
 
     Setting keys may be camelCase (as the rest of a manifest) or snake_case. ``architecture`` may be the
-    whole architecture: cell edges and layers are not settings and are skipped here. Errors name
+    whole architecture: cell edges, layers and augmentation decisions are not settings and are skipped here. Errors name
     ``settings.<key>`` or ``architecture.<key>`` as spelled where the value came from.
     """
     spelled: dict[str, str] = {}
@@ -92,7 +101,7 @@ def resolve_settings(settings: Mapping[str, Any], architecture: Mapping[str, Any
             raise SettingsError(f"settings.{key}", f"repeats settings.{spelled[name]}")
         spelled[name] = f"settings.{key}"
         merged[name] = value
-    hyper = {k: v for k, v in architecture.items() if not k.startswith(("edge_", "layer_"))}
+    hyper = {k: v for k, v in architecture.items() if not k.startswith(("edge_", "layer_", "aug_"))}
     ignored = sorted(k for k in hyper if k not in SETTING_NAMES)
     for key in sorted(set(hyper) - set(ignored)):
         spelled[key] = f"architecture.{key}"

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kubenas_trainer.augment import random_crop_flip
+from kubenas_trainer.autoaugment import Augment
 from kubenas_trainer.data import Dataset
 from kubenas_trainer.settings import Settings
 
@@ -134,8 +135,10 @@ class Trainer:
         seed: int,
         stop: StopControl | None = None,
         on_epoch: Callable[[EpochStats], None] | None = None,
+        augment: Augment | None = None,
     ) -> None:
         self.settings = settings
+        self.augment = augment
         self.device = device
         self.data = data
         self.stop = stop or StopControl()
@@ -170,7 +173,10 @@ class Trainer:
         return contextlib.nullcontext()
 
     def network_input(self, stored: torch.Tensor, train: bool) -> torch.Tensor:
-        x = self.data.prepare(stored)
+        if train and self.augment is not None:
+            x = self.data.from_unit(self.augment(self.data.to_unit(stored), self.augment_generator))
+        else:
+            x = self.data.prepare(stored)
         if train and (self.crop_pad or self.flip):
             x = random_crop_flip(x, self.crop_pad, self.flip, self.augment_generator)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

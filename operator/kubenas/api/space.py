@@ -2,7 +2,9 @@
 
 A search space is an ordered list of named decisions. Helpers expand common shapes into decisions, in
 this order: a NAS-Bench-201-style ``cell`` (one decision per edge, named ``edge_<to>_<from>``), a
-``layers`` chain (one decision per layer, named ``layer_<i>``), then the ``hyperparameters``.
+``layers`` chain (one decision per layer, named ``layer_<i>``), an ``augmentation`` policy (three
+decisions per operation slot, named ``aug_<k>_<j>_op|prob|mag``, see ``kubenas.api.augment``), then
+the ``hyperparameters``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from kubenas.api.augment import AugmentationSpace
 from kubenas.api.base import SET_LIST, ApiModel, cel, keyed_list, with_rules
 
 DecisionName = str
@@ -127,17 +130,21 @@ class LayerChain(ApiModel):
 
 
 class SearchSpaceSpec(ApiModel):
-    """The space searched: a cell, a layer chain and hyperparameters, in that decision order."""
+    """The space searched: a cell, a layer chain, an augmentation policy and hyperparameters, in that decision order."""
 
     model_config = with_rules(
         cel(
-            "has(self.cell) || has(self.layers) || (has(self.hyperparameters) && size(self.hyperparameters) > 0)",
-            "define at least one of cell, layers or hyperparameters",
+            "has(self.cell) || has(self.layers) || has(self.augmentation)"
+            " || (has(self.hyperparameters) && size(self.hyperparameters) > 0)",
+            "define at least one of cell, layers, augmentation or hyperparameters",
         )
     )
 
     cell: CellSpace | None = Field(None, description="A NAS-Bench-201-style cell DAG.")
     layers: LayerChain | None = Field(None, description="A chain of layers with one operation choice each.")
+    augmentation: AugmentationSpace | None = Field(
+        None, description="An AutoAugment data-augmentation policy, searched with the rest."
+    )
     hyperparameters: list[Decision] = Field(
         default_factory=list,
         max_length=256,
@@ -147,7 +154,7 @@ class SearchSpaceSpec(ApiModel):
 
     @model_validator(mode="after")
     def _check(self) -> SearchSpaceSpec:
-        if self.cell is None and self.layers is None and not self.hyperparameters:
-            raise ValueError("define at least one of cell, layers or hyperparameters")
+        if self.cell is None and self.layers is None and self.augmentation is None and not self.hyperparameters:
+            raise ValueError("define at least one of cell, layers, augmentation or hyperparameters")
         _distinct_names([d.name for d in self.hyperparameters], "hyperparameter names")
         return self

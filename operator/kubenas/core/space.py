@@ -21,6 +21,7 @@ import numpy as np
 
 from kubenas.api.space import Decision as DecisionSpec
 from kubenas.api.space import SearchSpaceSpec
+from kubenas.core.augment import augmentation_choices, augmentation_family
 from kubenas.core.errors import SpecError
 
 Value = str | int | float | bool
@@ -404,7 +405,7 @@ def _decision_from_spec(spec: DecisionSpec) -> Decision:
 
 
 def build_space(spec: SearchSpaceSpec, field_path: str = "spec.searchSpace") -> SearchSpace:
-    """Expand ``spec.searchSpace`` into ordered decisions: cell edges, then layers, then hyperparameters."""
+    """Expand ``spec.searchSpace`` into ordered decisions: cell edges, layers, augmentation, hyperparameters."""
     decisions: list[Decision] = []
     families: dict[str, Any] = {}
     if spec.cell is not None:
@@ -413,6 +414,9 @@ def build_space(spec: SearchSpaceSpec, field_path: str = "spec.searchSpace") -> 
     if spec.layers is not None:
         families["layers"] = {"layers": spec.layers.layers, "operations": list(spec.layers.operations)}
         decisions += [Categorical(layer_name(i), tuple(spec.layers.operations)) for i in range(spec.layers.layers)]
+    if spec.augmentation is not None:
+        families["augmentation"] = augmentation_family(spec.augmentation)
+        decisions += [Categorical(name, choices) for name, choices in augmentation_choices(spec.augmentation)]
     taken = {d.name for d in decisions}
     for k, h in enumerate(spec.hyperparameters):
         if h.name in taken:
