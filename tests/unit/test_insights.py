@@ -184,7 +184,7 @@ def test_status_view_shows_progress_budget_leaderboard_and_what_matters() -> Non
     from kubenas.api.v1alpha1 import SearchExperiment
     from kubenas.insights.cluster import Snapshot, status_view
 
-    space, records = generated_table()
+    _, records = generated_table()
     exp = SearchExperiment.model_validate(
         {
             "metadata": {"name": "gen"},
