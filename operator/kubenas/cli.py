@@ -115,19 +115,26 @@ def crds_check(
 
 
 @app.command()
-def validate(files: Annotated[list[Path], typer.Argument(help="SearchExperiment YAML files.")]) -> None:
-    """Check SearchExperiment manifests as the API server would, naming each bad field."""
-    from kubenas.api.load import ManifestError, load_experiment
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="SearchExperiment and Trial YAML files.")],
+    local: Annotated[
+        bool, typer.Option("--local", help="Check for local mode instead (no trainer image needed).")
+    ] = False,
+) -> None:
+    """Check manifests as the API server would (strictly, every document), naming each bad field."""
+    from kubenas.api.load import validate_file
 
     bad = 0
     for f in files:
-        try:
-            exp = load_experiment(f)
-        except ManifestError as exc:
-            bad += 1
-            console.print(f"[red]✗[/] {exc}")
-        else:
-            console.print(f"[green]✓[/] {f}: {exp.metadata.name} ({exp.spec.strategy.name})")
+        for verdict in validate_file(f, kubernetes=not local):
+            if verdict.error is not None:
+                bad += 1
+                console.print(f"✗ {verdict.error}", style="red", markup=False, highlight=False)
+            else:
+                obj = verdict.obj
+                assert obj is not None
+                what = f"{obj.kind} {obj.metadata.name}"  # type: ignore[attr-defined]
+                console.print(f"✓ {verdict.source}: {what}", style="green", markup=False, highlight=False)
     raise typer.Exit(1 if bad else 0)
 
 
@@ -145,7 +152,7 @@ def run(
     try:
         exp, folder = prepare(experiment, results, resume)
     except (ManifestError, ResumeError) as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(2) from None
     outcome = run_local(exp, folder, console)
     if outcome.interrupted:

@@ -20,10 +20,14 @@ def test_every_example_validates(path: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "field", "words"),
     [
-        ({"budget": {"maxTrials": 2, "parallelTrials": 5}}, "spec.budget", "parallelTrials must not exceed"),
+        (
+            {"budget": {"maxTrials": 2, "parallelTrials": 5}},
+            "spec.budget.parallelTrials",
+            "parallelTrials must not exceed",
+        ),
         ({"budget": {"maxTrials": 0}}, "spec.budget.maxTrials", "greater than or equal to 1"),
         ({"budget": {"maxTrials": 5, "maxTrails": 1}}, "spec.budget.maxTrails", "unknown field"),
-        ({"strategy": {"name": "evolution", "tpe": {}}}, "spec.strategy", "settings for 'tpe'"),
+        ({"strategy": {"name": "evolution", "tpe": {}}}, "spec.strategy.tpe", "settings for 'tpe'"),
         ({"strategy": {"name": "annealing"}}, "spec.strategy.name", "Input should be"),
         (
             {"strategy": {"name": "evolution", "evolution": {"populationSize": 1}}},
@@ -34,24 +38,24 @@ def test_every_example_validates(path: Path) -> None:
         ({"searchSpace": {"cell": {"nodes": 12}}}, "spec.searchSpace.cell.nodes", "less than or equal to 8"),
         (
             {"searchSpace": {"hyperparameters": [{"name": "lr", "type": "float", "low": 1, "high": 0.1}]}},
-            "spec.searchSpace.hyperparameters[0]",
+            "spec.searchSpace.hyperparameters[0].low",
             "low must be less than high",
         ),
         (
             {"searchSpace": {"hyperparameters": [{"name": "lr", "type": "float", "low": 0, "high": 1, "log": True}]}},
-            "spec.searchSpace.hyperparameters[0]",
+            "spec.searchSpace.hyperparameters[0].low",
             "log-scaled",
         ),
         (
             {"searchSpace": {"hyperparameters": [{"name": "a", "type": "categorical", "choices": ["x", "x"]}]}},
-            "spec.searchSpace.hyperparameters[0]",
+            "spec.searchSpace.hyperparameters[0].choices",
             "distinct",
         ),
         ({"budget": {"maxTrials": 5, "maxDuration": "ten minutes"}}, "spec.budget.maxDuration", "pattern"),
         ({"trialTemplate": {"command": []}}, "spec.trialTemplate.command", "at least 1"),
         (
             {"objective": {"metric": "acc", "constraints": [{"metric": "params"}]}},
-            "spec.objective.constraints[0]",
+            "spec.objective.constraints[0].max",
             "max or min",
         ),
     ],

@@ -55,7 +55,7 @@ def test_experiment_crd_carries_cel_rules_status_and_columns() -> None:
     assert {c["name"] for c in version["additionalPrinterColumns"]} >= {"Phase", "Best", "Trials", "Age"}
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
     budget_rules = [r["rule"] for r in spec["properties"]["budget"]["x-kubernetes-validations"]]
-    assert "self.parallelTrials <= self.maxTrials" in budget_rules
+    assert "!has(self.parallelTrials) || self.parallelTrials <= self.maxTrials" in budget_rules
     strategy_rules = [r["rule"] for r in spec["properties"]["strategy"]["x-kubernetes-validations"]]
     assert "!has(self.tpe) || self.name == 'tpe'" in strategy_rules
     assert spec["properties"]["searchSpace"]["x-kubernetes-validations"][-1]["rule"] == "self == oldSelf"

@@ -16,8 +16,7 @@ from typing import Any
 
 import yaml
 
-from kubenas.api.base import ApiModel, cel
-from kubenas.api.strategy import STRATEGY_NAMES
+from kubenas.api.base import ApiModel
 from kubenas.api.v1alpha1 import GROUP, VERSION, SearchExperiment, Trial
 
 HEADER = (
@@ -30,20 +29,33 @@ _NUMERIC = {"integer", "number"}
 _SCALARS = {"string", "integer", "number"}
 
 
-def _strategy_rules() -> list[dict[str, str]]:
-    """The strategy union: the settings member present must be the one ``name`` selects."""
-    return [
-        cel(f"!has(self.{n}) || self.name == '{n}'", f"settings for '{n}' given but name is not '{n}'", f".{n}")
-        for n in STRATEGY_NAMES
-    ]
+#: what an int-or-string keeps of its variants' bounds (each applies only to values of its own type)
+_VARIANT_BOUNDS = ("pattern", "minLength", "maxLength", "minimum", "maximum")
 
 
-_EXTRA_RULES: dict[str, list[dict[str, str]]] = {"StrategySpec": _strategy_rules()}
+def _nullable(prop: dict[str, Any]) -> bool:
+    return any(v.get("type") == "null" for v in prop.get("anyOf", ()))
+
+
+def _null_rule(name: str) -> dict[str, str]:
+    """Refuse an explicit null where the model refuses None.
+
+    The API server prunes a null it was not told to keep and then applies the default, so without
+    this ``metric: null`` would quietly become ``val_accuracy``; the field is marked nullable (so the
+    null survives to validation) and this rule refuses it, as pydantic does.
+    """
+    return {
+        "rule": f"!has(self.{name}) || self.{name} != null",
+        "message": f"{name} must not be null (leave it out to take the default)",
+        "fieldPath": f".{name}",
+        "reason": "FieldValueRequired",
+    }
 
 
 class _Converter:
-    def __init__(self, defs: dict[str, Any]) -> None:
+    def __init__(self, defs: dict[str, Any], guard_nulls: bool = False) -> None:
         self.defs = defs
+        self.guard_nulls = guard_nulls
 
     def convert(self, node: dict[str, Any]) -> dict[str, Any]:
         node = dict(node)
@@ -51,7 +63,7 @@ class _Converter:
         if "$ref" in node:
             name = node.pop("$ref").rsplit("/", 1)[-1]
             target = self.convert(self.defs[name])
-            rules = list(target.pop("x-kubernetes-validations", [])) + _EXTRA_RULES.get(name, []) + rules
+            rules = list(target.pop("x-kubernetes-validations", [])) + rules
             siblings = {k: v for k, v in node.items() if k not in _DROP}
             node = {**target, **siblings}
         elif "anyOf" in node:
@@ -64,11 +76,13 @@ class _Converter:
                 types = {v.get("type") for v in variants}
                 base = {k: v for k, v in node.items() if k not in _DROP}
                 if types == {"integer", "string"}:
-                    node = {**base, "x-kubernetes-int-or-string": True}
+                    bounds = {k: v[k] for v in variants for k in _VARIANT_BOUNDS if k in v}
+                    node = {**base, **bounds, "x-kubernetes-int-or-string": True}
                 else:
                     node = {**base, "x-kubernetes-preserve-unknown-fields": True}
         else:
             node = self._convert_plain(node)
+            rules += node.pop("x-kubernetes-validations", [])
         out = {k: v for k, v in node.items() if k not in _DROP}
         if isinstance(node.get("additionalProperties"), dict):  # a typed map; only `false` is dropped
             out["additionalProperties"] = node["additionalProperties"]
@@ -88,6 +102,12 @@ class _Converter:
             props = node.get("properties")
             if props is not None:
                 node["properties"] = {k: self.convert(v) for k, v in props.items()}
+                if self.guard_nulls:
+                    required = set(node.get("required", ()))
+                    guarded = [k for k, v in props.items() if k not in required and not _nullable(v)]
+                    for k in guarded:
+                        node["properties"][k]["nullable"] = True
+                    node["x-kubernetes-validations"] = [_null_rule(k) for k in guarded]
             else:
                 extra = node.get("additionalProperties")
                 typed = isinstance(extra, dict) and (extra.get("type") in _SCALARS or "anyOf" in extra)
@@ -109,20 +129,12 @@ class _Converter:
         return node
 
 
-#: children are named <experiment>-controller (a Service: DNS-1035, 63 characters) and <experiment>-00042
-MAX_EXPERIMENT_NAME = 52
-_NAME_RULE = cel(
-    f"self.metadata.name.size() <= {MAX_EXPERIMENT_NAME} && self.metadata.name.matches('^[a-z]')",
-    f"metadata.name must start with a letter and have at most {MAX_EXPERIMENT_NAME} characters"
-    " (children are named <name>-controller and <name>-00042)",
-)
-
-
 def openapi_schema(model: type[ApiModel]) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of a resource model (metadata left to the API server)."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
-    conv = _Converter(raw.get("$defs", {}))
-    schema = conv.convert(raw)
+    defs = raw.get("$defs", {})
+    schema = _Converter(defs).convert(raw)
+    schema["properties"]["spec"] = _Converter(defs, guard_nulls=True).convert(raw["properties"]["spec"])
     schema["properties"]["metadata"] = {"type": "object"}
     schema["properties"]["apiVersion"] = {
         "type": "string",
@@ -141,8 +153,6 @@ def _crd(
     columns: list[dict[str, Any]],
 ) -> dict[str, Any]:
     schema = openapi_schema(model)
-    if kind == "SearchExperiment":
-        schema["x-kubernetes-validations"] = [_NAME_RULE]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

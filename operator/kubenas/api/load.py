@@ -1,15 +1,36 @@
-"""Reading manifests: YAML or dicts in, validated models out, errors that name the field."""
+"""Reading manifests: YAML or dicts in, validated models out, errors that name the field.
+
+Validation is as strict as the API server's: no type coercion (``"10"`` is not 10, ``true`` is not
+1), unknown fields refused everywhere (metadata included, with a "did you mean"), ``apiVersion`` and
+``kind`` required, no NaN or infinity (JSON cannot carry them), and a bounded nesting depth. The
+rules themselves live in the models (see ``kubenas.api.base.Rule``), the same ones the CRDs carry.
+"""
 
 from __future__ import annotations
 
+import difflib
+import io
+import json
+import math
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from kubenas.api.v1alpha1 import SearchExperiment
+from kubenas.api.base import KUBERNETES, RULE_ERROR, ApiModel
+from kubenas.api.v1alpha1 import API_VERSION, SearchExperiment, Trial
 from kubenas.core.errors import SpecError
+
+#: the deepest nesting a manifest may have; the deepest field of the schema is far shallower.
+MAX_DEPTH = 32
+KINDS: dict[str, type[ApiModel]] = {"SearchExperiment": SearchExperiment, "Trial": Trial}
+#: pydantic's names for the members of a union (``int | str``): not part of a field's path.
+_UNION_TAGS = {"int", "str", "float", "bool", "constrained-str", "constrained-int", "list", "dict", "none"}
 
 
 class ManifestError(SpecError):
@@ -26,56 +47,213 @@ class ManifestError(SpecError):
         return "\n".join(lines)
 
 
+class _DepthLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with a bound on nesting: a deep document is an error, not a RecursionError."""
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(f"nesting deeper than {MAX_DEPTH} levels at line {mark.line + 1}")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 def _path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif str(part).startswith(("function-", "tagged-union")):
+        elif str(part).startswith(("function-", "tagged-union", "json-or-python")) or part in _UNION_TAGS:
             continue
         else:
             out += ("." if out else "") + str(part)
     return out or "<root>"
 
 
-def problems_of(exc: ValidationError) -> list[tuple[str, str]]:
-    out = []
+def _unwrap(annotation: Any) -> Any:
+    """The model class inside ``X | None``, ``list[X]`` or ``dict[str, X]``, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, list, dict, typing.Annotated):
+        for arg in typing.get_args(annotation):
+            found = _unwrap(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The wire names of the fields of the object at ``loc`` (for "did you mean")."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        fields = {f.alias or n: f for n, f in current.model_fields.items()}
+        if part in fields:
+            current = _unwrap(fields[part].annotation)
+    return [] if current is None else [f.alias or n for n, f in current.model_fields.items()]
+
+
+def problems_of(exc: ValidationError, model: type[BaseModel] | None = None) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
     for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = _path(loc)
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == RULE_ERROR and err.get("ctx", {}).get("field"):
+            field = err["ctx"]["field"]
+            path = field.lstrip(".") if path == "<root>" else path + field
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
-        out.append((_path(tuple(err["loc"])), msg))
+            known = _fields_at(model, loc[:-1]) if model is not None else []
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            if close:
+                msg += f" (did you mean {close[0]!r}?)"
+        if (path, msg) not in out:
+            out.append((path, msg))
     return out
 
 
-def parse_experiment(data: Any, source: str = "manifest") -> SearchExperiment:
-    """Validate a SearchExperiment given as a dict; builds its search space too, so every error shows now."""
+def _not_finite(node: Any, path: str = "") -> Iterator[str]:
+    """Paths of NaN and infinite numbers: JSON has no such numbers, so no API server ever sees them."""
+    if isinstance(node, float) and not math.isfinite(node):
+        yield path or "<root>"
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from _not_finite(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _not_finite(v, f"{path}[{i}]")
+
+
+def _as_kubectl_sends(node: Any) -> Any:
+    """Whole floats as integers, as kubectl sends them (Go writes float64 10.0 as ``10``).
+
+    So ``maxTrials: 10.0`` is 10 here as it is on the cluster, while ``10.5`` stays a float and is
+    refused where an integer is required.
+    """
+    if isinstance(node, float) and math.isfinite(node) and node.is_integer() and abs(node) < 2**53:
+        return int(node)
+    if isinstance(node, dict):
+        return {k: _as_kubectl_sends(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_as_kubectl_sends(v) for v in node]
+    return node
+
+
+def parse_document(data: Any, source: str = "manifest", kubernetes: bool = True) -> ApiModel:
+    """Validate one manifest of a kind Kubenas serves, strictly, as the API server would.
+
+    ``kubernetes`` adds the rules that only hold on a cluster (a trainer image is required there).
+    """
+    if not isinstance(data, dict):
+        raise ManifestError([("<root>", "a manifest must be a mapping")], source)
+    problems = [(p, "NaN and infinities are not numbers JSON can carry") for p in _not_finite(data)]
+    for key in ("apiVersion", "kind"):
+        if key not in data:
+            problems.append((key, "is required"))
+    kind = data.get("kind")
+    model = KINDS.get(kind) if isinstance(kind, str) else None
+    if "kind" in data and model is None:
+        problems.append(("kind", f"{kind!r} is not a kind Kubenas serves ({', '.join(KINDS)})"))
+    if problems:
+        raise ManifestError(problems, source)
+    assert model is not None
+    context = {KUBERNETES: kubernetes}
+    try:
+        wire = json.dumps(_as_kubectl_sends(data), default=str)
+        obj = model.model_validate_json(wire, strict=True, context=context)
+    except ValidationError as exc:
+        raise ManifestError(problems_of(exc, model), source) from None
+    if isinstance(obj, SearchExperiment):
+        _check_space(obj, source)
+    return obj
+
+
+def _check_space(exp: SearchExperiment, source: str) -> None:
+    """Build the search space too, so an error the expanders find shows now, not in the controller."""
     from kubenas.core.space import build_space
 
-    if not isinstance(data, dict):
-        raise ManifestError([("<root>", "a SearchExperiment manifest must be a mapping")], source)
-    try:
-        exp = SearchExperiment.model_validate(data)
-    except ValidationError as exc:
-        raise ManifestError(problems_of(exc), source) from None
     try:
         build_space(exp.spec.search_space)
     except SpecError as exc:
         raise ManifestError([(exc.field, exc.message)], source) from None
-    return exp
+
+
+def parse_experiment(data: Any, source: str = "manifest", kubernetes: bool = False) -> SearchExperiment:
+    """Validate a SearchExperiment given as a dict (local mode by default: no image needed)."""
+    if isinstance(data, dict) and "kind" in data and data["kind"] != "SearchExperiment":
+        raise ManifestError([("kind", f"expected SearchExperiment, got {data['kind']!r}")], source)
+    obj = parse_document(data, source, kubernetes)
+    assert isinstance(obj, SearchExperiment)
+    return obj
+
+
+def read_documents(path: str | Path) -> list[Any]:
+    """The non-empty YAML documents of a file; ManifestError for a missing file, bad or too deep YAML."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ManifestError([("<file>", f"no such file: {path}")], str(path)) from None
+    try:
+        stream = io.StringIO(text)
+        stream.name = str(path)  # YAML errors name the file, not "<unicode string>"
+        return [d for d in yaml.load_all(stream, Loader=_DepthLoader) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ManifestError([("<file>", f"not valid YAML: {exc}")], str(path)) from None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome for one document of a file: the object, or the problems found."""
+
+    source: str
+    obj: ApiModel | None
+    error: ManifestError | None
+
+
+def validate_file(path: str | Path, kubernetes: bool = True) -> list[Verdict]:
+    """Validate every document of a file as the API server would, one verdict per document."""
+    try:
+        docs = read_documents(path)
+    except ManifestError as exc:
+        return [Verdict(str(path), None, exc)]
+    if not docs:
+        return [Verdict(str(path), None, ManifestError([("<file>", "no documents")], str(path)))]
+    out = []
+    for i, doc in enumerate(docs):
+        source = str(path) if len(docs) == 1 else f"{path} (document {i + 1})"
+        try:
+            out.append(Verdict(source, parse_document(doc, source, kubernetes), None))
+        except ManifestError as exc:
+            out.append(Verdict(source, None, exc))
+    return out
 
 
 def load_experiment(path: str | Path) -> SearchExperiment:
-    """Read one SearchExperiment from a YAML file (the first document of that kind)."""
-    path = Path(path)
-    try:
-        with path.open() as stream:  # a named stream: YAML errors name the file, not "<unicode string>"
-            docs = [d for d in yaml.safe_load_all(stream) if d is not None]
-    except FileNotFoundError:
-        raise ManifestError([("<file>", f"no such file: {path}")], str(path)) from None
-    except yaml.YAMLError as exc:
-        raise ManifestError([("<file>", f"not valid YAML: {exc}")], str(path)) from None
-    for doc in docs:
+    """Read one SearchExperiment from a YAML file (the first document of that kind), for local mode."""
+    for doc in read_documents(path):
         if isinstance(doc, dict) and doc.get("kind") == "SearchExperiment":
             return parse_experiment(doc, str(path))
-    raise ManifestError([("kind", "no document of kind SearchExperiment in the file")], str(path))
+    raise ManifestError([("kind", "no document of kind SearchExperiment in the file")], str(Path(path)))
+
+
+__all__ = [
+    "API_VERSION",
+    "MAX_DEPTH",
+    "ManifestError",
+    "Verdict",
+    "load_experiment",
+    "parse_document",
+    "parse_experiment",
+    "problems_of",
+    "read_documents",
+    "validate_file",
+]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from kubenas.api.base import ApiModel
+from kubenas.api.base import ApiModel, Rule
 
 StrategyName = Literal["random", "grid", "evolution", "reinforce", "tpe", "progressive"]
 STRATEGY_NAMES: tuple[str, ...] = ("random", "grid", "evolution", "reinforce", "tpe", "progressive")
@@ -34,6 +34,15 @@ class EvolutionSettings(ApiModel):
     The defaults (population 20, tournament 10) did best of the settings tried on NAS-Bench-201 and on
     synthetic NK tables at 50 to 300 trials; the paper's large populations suit thousands of trials.
     """
+
+    RULES = (
+        Rule(
+            "!has(self.sampleSize) || self.sampleSize <= (has(self.populationSize) ? self.populationSize : 20)",
+            "sampleSize (the tournament) must not exceed populationSize",
+            lambda e: e.sample_size <= e.population_size,
+            ".sampleSize",
+        ),
+    )
 
     population_size: int = Field(
         20, ge=2, le=100000, description="Architectures alive at once; the first ones are sampled at random."
@@ -81,7 +90,17 @@ class ProgressiveSettings(ApiModel):
 
 
 class StrategySpec(ApiModel):
-    """Which search strategy runs, its seed, and its settings."""
+    """Which search strategy runs, its seed, and its settings (only those of the strategy named)."""
+
+    RULES = tuple(
+        Rule(
+            f"!has(self.{n}) || self.name == '{n}'",
+            f"settings for '{n}' given but name is not '{n}'",
+            lambda s, n=n: getattr(s, n) is None or s.name == n,
+            f".{n}",
+        )
+        for n in STRATEGY_NAMES
+    )
 
     name: StrategyName = Field(..., description="The search strategy.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed: the same seed and history give the same decisions.")
@@ -91,13 +110,6 @@ class StrategySpec(ApiModel):
     reinforce: ReinforceSettings | None = Field(None, description="Settings when name is reinforce.")
     tpe: TpeSettings | None = Field(None, description="Settings when name is tpe.")
     progressive: ProgressiveSettings | None = Field(None, description="Settings when name is progressive.")
-
-    @model_validator(mode="after")
-    def _settings_match_name(self) -> StrategySpec:
-        for other in STRATEGY_NAMES:
-            if other != self.name and getattr(self, other) is not None:
-                raise ValueError(f"settings for '{other}' given but name is '{self.name}'")
-        return self
 
     def settings(self) -> ApiModel:
         """The effective settings of the named strategy (defaults where omitted)."""

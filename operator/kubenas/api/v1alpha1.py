@@ -8,12 +8,14 @@ and as CEL ``x-kubernetes-validations`` in the CRD (``kubectl apply``), see ``ku
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator
 
-from kubenas.api.base import ApiModel, cel, immutable, keyed_list, with_rules
+from kubenas.api import kube
+from kubenas.api.base import ApiModel, Rule, cel, immutable, keyed_list, with_rules
 from kubenas.api.space import SearchSpaceSpec
 from kubenas.api.strategy import StrategySpec
 
@@ -25,7 +27,18 @@ DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
-Quantity = int | str
+#: a resource quantity: a non-negative integer or a string such as 500m or 1.5Gi.
+Quantity = (
+    Annotated[int, Field(ge=0)]
+    | Annotated[str, StringConstraints(pattern=kube.QUANTITY, min_length=1, max_length=kube.QUANTITY_MAX)]
+)
+#: a bounded string for free text that reaches a container (command entries, environment values).
+Text = Annotated[str, StringConstraints(max_length=4096)]
+#: the most bytes KUBENAS_SETTINGS may hold: one environment variable, which Linux caps at 128 KiB.
+MAX_SETTINGS_KEYS = 64
+MAX_SETTINGS_STRING = 1024
+MAX_SETTINGS_LIST = 16
+MAX_SETTINGS_ITEM = 64
 
 
 def parse_duration(text: str) -> float:
@@ -42,9 +55,19 @@ class Constraint(ApiModel):
     ones scale the reward down as in MnasNet: ``reward * (bound / value) ** weight``.
     """
 
-    model_config = with_rules(
-        cel("has(self.max) || has(self.min)", "a constraint needs max or min"),
-        cel("!has(self.max) || !has(self.min) || self.min <= self.max", "min must not exceed max", ".min"),
+    RULES = (
+        Rule(
+            "has(self.max) || has(self.min)",
+            "a constraint needs max or min",
+            lambda c: c.max is not None or c.min is not None,
+            ".max",
+        ),
+        Rule(
+            "!has(self.max) || !has(self.min) || self.min <= self.max",
+            "min must not exceed max",
+            lambda c: c.max is None or c.min is None or c.min <= c.max,
+            ".min",
+        ),
     )
 
     metric: str = Field(..., min_length=1, max_length=63, description="Metric the trial reports.")
@@ -52,14 +75,6 @@ class Constraint(ApiModel):
     min: float | None = Field(None, description="Smallest allowed value.")
     mode: Literal["hard", "soft"] = Field("hard", description="hard: infeasible if violated; soft: penalised.")
     weight: float = Field(0.07, ge=0, le=10, description="Exponent of the soft penalty.")
-
-    @model_validator(mode="after")
-    def _bounded(self) -> Constraint:
-        if self.max is None and self.min is None:
-            raise ValueError("a constraint needs max or min")
-        if self.max is not None and self.min is not None and self.min > self.max:
-            raise ValueError("min must not exceed max")
-        return self
 
 
 class Objective(ApiModel):
@@ -74,13 +89,21 @@ class Objective(ApiModel):
 class Budget(ApiModel):
     """How much the search may spend. Only maxTrials (upwards) and parallelTrials may change later."""
 
-    model_config = with_rules(
-        cel("self.parallelTrials <= self.maxTrials", "parallelTrials must not exceed maxTrials", ".parallelTrials"),
-        cel(
+    RULES = (
+        Rule(
+            "!has(self.parallelTrials) || self.parallelTrials <= self.maxTrials",
+            "parallelTrials must not exceed maxTrials",
+            lambda b: b.parallel_trials <= b.max_trials,
+            ".parallelTrials",
+        ),
+        Rule(
             "!has(self.maxFailedTrials) || self.maxFailedTrials <= self.maxTrials",
             "maxFailedTrials must not exceed maxTrials",
+            lambda b: b.max_failed_trials is None or b.max_failed_trials <= b.max_trials,
             ".maxFailedTrials",
         ),
+    )
+    model_config = with_rules(
         cel("self.maxTrials >= oldSelf.maxTrials", "maxTrials can be raised, not lowered", ".maxTrials"),
         cel(
             "has(self.maxFailedTrials) == has(oldSelf.maxFailedTrials)"
@@ -105,14 +128,6 @@ class Budget(ApiModel):
         None, pattern=DURATION_PATTERN, description="Stop starting trials after this long (e.g. 6h, 90m)."
     )
 
-    @model_validator(mode="after")
-    def _within(self) -> Budget:
-        if self.parallel_trials > self.max_trials:
-            raise ValueError("parallelTrials must not exceed maxTrials")
-        if self.max_failed_trials is not None and self.max_failed_trials > self.max_trials:
-            raise ValueError("maxFailedTrials must not exceed maxTrials")
-        return self
-
     def max_duration_seconds(self) -> float | None:
         return None if self.max_duration is None else parse_duration(self.max_duration)
 
@@ -120,57 +135,254 @@ class Budget(ApiModel):
 class EnvVar(ApiModel):
     """An environment variable given to every trial."""
 
-    name: str = Field(..., pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Variable name.")
-    value: str = Field("", description="Variable value.")
+    name: str = Field(..., pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=256, description="Variable name.")
+    value: Text = Field("", description="Variable value.")
+
+
+def _quantities(kind: str, extended_rule: str) -> str:
+    return f"!has(self.{kind}) || self.{kind}.all(k, {extended_rule})"
+
+
+def _resource_names_ok(resources: dict[str, Quantity]) -> bool:
+    return all(len(k) <= kube.QUALIFIED_NAME_MAX and kube.matches(kube.RESOURCE_NAME, k) for k in resources)
+
+
+def _requests_within_limits(r: Resources) -> bool:
+    for name, wanted in r.requests.items():
+        if name in r.limits:
+            low, high = kube.quantity(wanted), kube.quantity(r.limits[name])
+            if low is not None and high is not None and low > high:
+                return False
+    return True
+
+
+def _extended_whole(resources: dict[str, Quantity]) -> bool:
+    return all(kube.is_whole(v) for k, v in resources.items() if "/" in k and kube.quantity(v) is not None)
+
+
+def _extended_limited(r: Resources) -> bool:
+    for name, wanted in r.requests.items():
+        if "/" not in name:
+            continue
+        if name not in r.limits:
+            return False
+        low, high = kube.quantity(wanted), kube.quantity(r.limits[name])
+        if low is not None and high is not None and low != high:
+            return False
+    return True
+
+
+def _per_kind(cel_of: Callable[[str], str], message: str, check: Callable[[dict[str, Quantity]], bool]) -> list[Rule]:
+    """The same rule for requests and for limits, each blaming its own map."""
+    return [
+        Rule(cel_of(kind), message, lambda r, kind=kind: check(getattr(r, kind)), f".{kind}")
+        for kind in ("requests", "limits")
+    ]
+
+
+_QUANTITY_CEL = "isQuantity(string(self.{kind}[k]))"
+_RESOURCE_NAME_CEL = f"k.size() <= {kube.QUALIFIED_NAME_MAX} && k.matches(r'{kube.RESOURCE_NAME}')"
 
 
 class Resources(ApiModel):
-    """Compute resources of a container, as in a Pod (``nvidia.com/gpu`` included)."""
+    """Compute resources of a container, as in a Pod (``nvidia.com/gpu`` included).
 
-    requests: dict[str, Quantity] = Field(default_factory=dict, description="Minimum resources (cpu, memory, ...).")
-    limits: dict[str, Quantity] = Field(
-        default_factory=dict, description="Maximum resources; GPUs go here, e.g. nvidia.com/gpu: 1."
+    The API server checks a Pod's resources only when the Job controller creates it, long after the
+    experiment was accepted; these rules refuse at admission what that check would refuse: unknown
+    resource names, requests above limits, and an extended resource (a GPU) that is fractional or
+    requested without the equal limit Kubernetes demands (extended resources cannot be overcommitted).
+    """
+
+    RULES = (
+        *_per_kind(
+            lambda kind: _quantities(kind, _RESOURCE_NAME_CEL),
+            "resource names are cpu, memory, ephemeral-storage or an extended resource such as nvidia.com/gpu",
+            _resource_names_ok,
+        ),
+        Rule(
+            "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits)"
+            " || !isQuantity(string(self.requests[k])) || !isQuantity(string(self.limits[k]))"
+            " || quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)",
+            "requests must not exceed limits",
+            _requests_within_limits,
+            ".requests",
+        ),
+        *_per_kind(
+            lambda kind: _quantities(
+                kind,
+                f"!k.contains('/') || !{_QUANTITY_CEL.format(kind=kind)}"
+                f" || quantity(string(self.{kind}[k])).isInteger()",
+            ),
+            "an extended resource (such as nvidia.com/gpu) is a whole number",
+            _extended_whole,
+        ),
+        Rule(
+            "!has(self.requests) || self.requests.all(k, !k.contains('/')"
+            " || (has(self.limits) && k in self.limits && (!isQuantity(string(self.requests[k]))"
+            " || !isQuantity(string(self.limits[k]))"
+            " || quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) == 0)))",
+            "an extended resource (such as nvidia.com/gpu) requested needs an equal limit",
+            _extended_limited,
+            ".limits",
+        ),
     )
+
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, max_length=16, description="Minimum resources (cpu, memory, ...)."
+    )
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict, max_length=16, description="Maximum resources; GPUs go here, e.g. nvidia.com/gpu: 1."
+    )
+
+
+def _key_ok(t: Toleration) -> bool:
+    return t.key is None or t.key == "" or kube.qualified_name_ok(t.key)
 
 
 class Toleration(ApiModel):
-    """A Pod toleration, so trials can run on tainted (e.g. GPU) nodes."""
+    """A Pod toleration, so trials can run on tainted (e.g. GPU) nodes; Kubernetes' own rules apply."""
 
-    key: str | None = Field(None, description="Taint key; empty with operator Exists matches all.")
+    RULES = (
+        Rule(
+            "!has(self.key) || self.key == '' || (self.key.size() <= "
+            f"{kube.QUALIFIED_NAME_MAX} && self.key.matches(r'{kube.QUALIFIED_NAME}'))",
+            "key must be a qualified name (an optional DNS subdomain and '/', then at most 63 characters)",
+            _key_ok,
+            ".key",
+        ),
+        Rule(
+            "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+            "operator must be Exists when key is empty",
+            lambda t: bool(t.key) or t.operator == "Exists",
+            ".operator",
+        ),
+        Rule(
+            "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+            "value must be empty when operator is Exists",
+            lambda t: t.operator != "Exists" or not t.value,
+            ".value",
+        ),
+        Rule(
+            "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            "tolerationSeconds is only allowed with effect NoExecute",
+            lambda t: t.toleration_seconds is None or t.effect == "NoExecute",
+            ".tolerationSeconds",
+        ),
+    )
+
+    key: str | None = Field(
+        None, max_length=kube.QUALIFIED_NAME_MAX, description="Taint key; empty with operator Exists matches all."
+    )
     operator: Literal["Exists", "Equal"] = Field("Equal", description="Exists or Equal.")
-    value: str | None = Field(None, description="Taint value for Equal.")
+    value: str | None = Field(
+        None, max_length=kube.LABEL_MAX, pattern=kube.LABEL_VALUE, description="Taint value for Equal (a label value)."
+    )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         None, description="Taint effect matched; empty matches all."
     )
-    toleration_seconds: int | None = Field(None, ge=0, description="How long a NoExecute taint is tolerated.")
+    toleration_seconds: int | None = Field(None, ge=0, le=2**53, description="How long a NoExecute taint is tolerated.")
+
+
+def _node_selector_ok(selector: dict[str, str]) -> bool:
+    return all(kube.qualified_name_ok(k) for k in selector)
+
+
+def _settings_value_ok(value: Any) -> bool:
+    """A setting is a scalar, a bounded string, or a short list of short scalars: never a nested object."""
+    if isinstance(value, dict):
+        return False
+    if isinstance(value, str):
+        return len(value) <= MAX_SETTINGS_STRING
+    if isinstance(value, list):
+        return len(value) <= MAX_SETTINGS_LIST and all(
+            not isinstance(x, (dict, list)) and (not isinstance(x, str) or len(x) <= MAX_SETTINGS_ITEM) for x in value
+        )
+    return True
+
+
+_SETTING_VALUE_CEL = (
+    f"type(self.settings[k]) == string ? size(self.settings[k]) <= {MAX_SETTINGS_STRING}"
+    f" : type(self.settings[k]) == list ? (size(self.settings[k]) <= {MAX_SETTINGS_LIST}"
+    f" && self.settings[k].all(x, type(x) != map && type(x) != list"
+    f" && (type(x) != string || size(x) <= {MAX_SETTINGS_ITEM})))"
+    " : type(self.settings[k]) != map"
+)
 
 
 class TrialTemplate(ApiModel):
     """How one trial runs: a container in a Kubernetes Job, or a local process in local mode.
 
     The trial receives its architecture and settings through the trial contract (docs/trial-contract.md).
+    Settings travel in one environment variable, which Linux caps at 128 KiB: hence the bounds on
+    their number and size.
     """
 
-    image: str | None = Field(None, description="Trainer image (required on Kubernetes, ignored locally).")
-    command: list[str] = Field(..., min_length=1, description="Command that trains one candidate.")
-    args: list[str] = Field(default_factory=list, description="Arguments appended to the command.")
+    RULES = (
+        Rule(
+            "has(self.image)",
+            "image is required on Kubernetes (local mode ignores it)",
+            lambda t: t.image is not None,
+            ".image",
+            kubernetes_only=True,
+        ),
+        Rule(
+            "!has(self.nodeSelector) || self.nodeSelector.all(k, k.size() <= "
+            f"{kube.QUALIFIED_NAME_MAX} && k.matches(r'{kube.QUALIFIED_NAME}'))",
+            "nodeSelector keys must be label keys (an optional DNS subdomain and '/', then at most 63 characters)",
+            lambda t: _node_selector_ok(t.node_selector),
+            ".nodeSelector",
+        ),
+        Rule(
+            f"!has(self.settings) || self.settings.all(k, k.size() <= 63 && ({_SETTING_VALUE_CEL}))",
+            "setting names have at most 63 characters; each setting is a number, a boolean,"
+            f" a string of at most {MAX_SETTINGS_STRING} characters or a list"
+            f" of at most {MAX_SETTINGS_LIST} such values of at most {MAX_SETTINGS_ITEM} characters",
+            lambda t: all(len(k) <= 63 and _settings_value_ok(v) for k, v in t.settings.items()),
+            ".settings",
+        ),
+    )
+
+    image: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        pattern=kube.IMAGE,
+        description="Trainer image (required on Kubernetes, ignored locally).",
+    )
+    command: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = Field(
+        ..., min_length=1, max_length=256, description="Command that trains one candidate (no empty entries)."
+    )
+    args: list[Text] = Field(default_factory=list, max_length=256, description="Arguments appended to the command.")
     env: list[EnvVar] = Field(
-        default_factory=list, json_schema_extra=keyed_list("name"), description="Extra environment variables."
+        default_factory=list,
+        max_length=128,
+        json_schema_extra=keyed_list("name"),
+        description="Extra environment variables.",
     )
     settings: dict[str, Any] = Field(
         default_factory=dict,
+        max_length=MAX_SETTINGS_KEYS,
         description="Free-form settings handed to the trainer as KUBENAS_SETTINGS (dataset, epochs, budget...).",
     )
-    working_dir: str | None = Field(None, description="Working directory of the trial process.")
+    working_dir: str | None = Field(None, max_length=4096, description="Working directory of the trial process.")
     resources: Resources = Field(default_factory=Resources, description="Container resources.")
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the trial pod requires.")
-    tolerations: list[Toleration] = Field(default_factory=list, description="Tolerations of the trial pod.")
-    priority_class_name: str | None = Field(None, description="PriorityClass of trial pods.")
+    node_selector: dict[str, Annotated[str, StringConstraints(max_length=kube.LABEL_MAX, pattern=kube.LABEL_VALUE)]] = (
+        Field(default_factory=dict, max_length=64, description="Node labels the trial pod requires.")
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=64, description="Tolerations of the trial pod."
+    )
+    priority_class_name: str | None = Field(
+        None,
+        max_length=kube.SUBDOMAIN_MAX,
+        pattern=kube.DNS1123_SUBDOMAIN,
+        description="PriorityClass of trial pods (a DNS subdomain).",
+    )
     retries: int = Field(
         2, ge=0, le=20, description="Retries after disruptions or kills (exit 137); a bad candidate is never retried."
     )
     deadline_seconds: int | None = Field(
-        None, ge=1, description="Kill a trial running longer than this (the Job's activeDeadlineSeconds)."
+        None, ge=1, le=2**31 - 1, description="Kill a trial running longer than this (the Job's activeDeadlineSeconds)."
     )
 
     @field_validator("env")
@@ -185,7 +397,13 @@ class TrialTemplate(ApiModel):
 class ControllerSpec(ApiModel):
     """The experiment's controller pod, which holds the search strategy."""
 
-    image: str | None = Field(None, description="Image of the controller (default: the trial image).")
+    image: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        pattern=kube.IMAGE,
+        description="Image of the controller (default: the trial image).",
+    )
     resources: Resources = Field(default_factory=Resources, description="Controller container resources.")
 
 
@@ -211,16 +429,69 @@ class SearchExperimentSpec(ApiModel):
 
 
 class ObjectMeta(ApiModel):
-    """The part of Kubernetes metadata Kubenas reads; the rest is kept but not checked."""
+    """Kubernetes object metadata: every field it has, so a misspelt one (``lables``) is refused, as the
+    API server's strict field validation refuses it. Kubenas reads name, namespace, labels and
+    annotations; the rest is kept but not checked."""
 
-    model_config = {**ApiModel.model_config, "extra": "allow"}
-
-    name: str = Field(..., min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    namespace: str | None = None
+    name: str = Field(..., min_length=1, max_length=kube.SUBDOMAIN_MAX, pattern=kube.DNS1123_SUBDOMAIN)
+    generate_name: str | None = None
+    namespace: str | None = Field(None, max_length=kube.LABEL_MAX, pattern=kube.DNS1123_LABEL)
+    self_link: str | None = None
+    uid: str | None = None
+    resource_version: str | None = None
+    generation: int | None = None
+    creation_timestamp: Any = None
+    deletion_timestamp: Any = None
+    deletion_grace_period_seconds: int | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
-    generation: int | None = None
-    uid: str | None = None
+    owner_references: list[dict[str, Any]] | None = None
+    finalizers: list[str] | None = None
+    managed_fields: list[dict[str, Any]] | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _label_syntax(cls, labels: dict[str, str]) -> dict[str, str]:
+        """The API server's own checks of any object's labels, so a bad label fails here too."""
+        for key, value in labels.items():
+            if not kube.qualified_name_ok(key):
+                raise ValueError(f"label key {key!r} is not a qualified name")
+            if len(value) > kube.LABEL_MAX or not kube.matches(kube.LABEL_VALUE, value):
+                raise ValueError(f"label value {value!r} of {key!r} is not a valid label value")
+        return labels
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotation_keys(cls, annotations: dict[str, str]) -> dict[str, str]:
+        for key in annotations:
+            if not kube.qualified_name_ok(key.lower()):
+                raise ValueError(f"annotation key {key!r} is not a qualified name")
+        if sum(len(k) + len(v) for k, v in annotations.items()) > 256 * 1024:
+            raise ValueError("annotations may hold at most 256 KiB in all")
+        return annotations
+
+
+#: what the operator appends to an experiment's name: the controller's Deployment, Service and Secret
+#: (``<name>-controller``) and each Trial and Job (``<name>-<index:05d>``, index below maxTrials).
+CONTROLLER_SUFFIX = "-controller"
+TRIAL_SUFFIX_DIGITS = 5
+#: the longest experiment name whose every child name is a valid DNS-1035 label (a Service's rule).
+MAX_EXPERIMENT_NAME = kube.LABEL_MAX - max(len(CONTROLLER_SUFFIX), 1 + TRIAL_SUFFIX_DIGITS)
+
+
+def experiment_name_ok(name: str) -> bool:
+    """Whether every name derived from the experiment's is valid for its kind.
+
+    ``<name>-controller`` names a Service, so it must be a DNS-1035 label: 63 characters, starting
+    with a letter, no dots. The name itself is a label value on every child, and ``<name>-00042``
+    names a Job whose name becomes its pods' ``job-name`` label value: 63 characters again.
+    """
+    return len(name) <= MAX_EXPERIMENT_NAME and kube.matches(kube.DNS1035_LABEL, name)
+
+
+def trial_name_ok(name: str) -> bool:
+    """A Trial's name is its Job's, which becomes a label value of the Job's pods: a DNS-1123 label."""
+    return len(name) <= kube.LABEL_MAX and kube.matches(kube.DNS1123_LABEL, name)
 
 
 ExperimentPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
@@ -276,30 +547,38 @@ class SearchExperimentStatus(ApiModel):
 class SearchExperiment(ApiModel):
     """A neural architecture search run by Kubenas."""
 
+    RULES = (
+        Rule(
+            f"self.metadata.name.size() <= {MAX_EXPERIMENT_NAME}"
+            f" && self.metadata.name.matches(r'{kube.DNS1035_LABEL}')",
+            f"metadata.name must be a DNS-1035 label of at most {MAX_EXPERIMENT_NAME} characters (lower case"
+            f" letters, digits and '-', starting with a letter): the controller Service is <name>{CONTROLLER_SUFFIX}",
+            lambda e: experiment_name_ok(e.metadata.name),
+            ".metadata.name",
+        ),
+    )
+
     api_version: Literal["kubenas.io/v1alpha1"] = Field(API_VERSION, description="kubenas.io/v1alpha1")
     kind: Literal["SearchExperiment"] = Field("SearchExperiment", description="SearchExperiment")
     metadata: ObjectMeta
     spec: SearchExperimentSpec
     status: SearchExperimentStatus | None = None
 
-    @field_validator("metadata")
-    @classmethod
-    def _name_leaves_room_for_children(cls, meta: ObjectMeta) -> ObjectMeta:
-        if len(meta.name) > 52 or not meta.name[0].isalpha():
-            raise ValueError(
-                "name must start with a letter and have at most 52 characters"
-                " (children are named <name>-controller and <name>-00042)"
-            )
-        return meta
-
 
 class TrialSpec(ApiModel):
     """One candidate architecture to train, as the strategy proposed it."""
 
-    experiment: str = Field(..., description="Name of the owning SearchExperiment.")
-    index: int = Field(..., ge=0, description="Position in the order the strategy proposed candidates (0-based).")
-    architecture: dict[str, Any] = Field(..., description="Decision name to chosen value.")
-    architecture_id: str = Field(..., description="Canonical string of the architecture.")
+    experiment: str = Field(
+        ...,
+        max_length=MAX_EXPERIMENT_NAME,
+        pattern=kube.DNS1035_LABEL,
+        description="Name of the owning SearchExperiment.",
+    )
+    index: int = Field(
+        ..., ge=0, le=99999, description="Position in the order the strategy proposed candidates (0-based)."
+    )
+    architecture: dict[str, Any] = Field(..., max_length=1024, description="Decision name to chosen value.")
+    architecture_id: str = Field(..., max_length=65536, description="Canonical string of the architecture.")
     seed: int = Field(0, ge=0, description="Seed handed to the trainer.")
 
 
@@ -324,6 +603,15 @@ class TrialStatus(ApiModel):
 
 class Trial(ApiModel):
     """One candidate of a SearchExperiment, trained by one Job."""
+
+    RULES = (
+        Rule(
+            f"self.metadata.name.size() <= {kube.LABEL_MAX} && self.metadata.name.matches(r'{kube.DNS1123_LABEL}')",
+            f"metadata.name must be a DNS-1123 label of at most {kube.LABEL_MAX} characters: it names the trial's Job",
+            lambda t: trial_name_ok(t.metadata.name),
+            ".metadata.name",
+        ),
+    )
 
     api_version: Literal["kubenas.io/v1alpha1"] = Field(API_VERSION, description="kubenas.io/v1alpha1")
     kind: Literal["Trial"] = Field("Trial", description="Trial")

@@ -1,0 +1,83 @@
+"""The API server refuses every manifest of the admission corpus at the expected field, and agrees
+with `kubenas validate` on random mutations of the examples.
+
+Each manifest goes through a server-side dry run (``dryRun=All``, strict field validation, what
+``kubectl apply --dry-run=server`` sends), so nothing is stored and one namespace serves them all.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from kubernetes.client.exceptions import ApiException
+
+from kubenas.api.load import ManifestError, parse_document
+from kubenas.api.v1alpha1 import GROUP, VERSION
+from kubenas_dev.operator_fixtures import crds
+from tests.admission.corpus import Case, cases, examples, mutated
+from tests.e2e.conftest import KubeApis
+
+__all__ = ["crds"]
+
+CASES = cases()
+
+
+def dry_run(k8s: KubeApis, namespace: str, doc: Any, plural: str) -> tuple[bool, str]:
+    """The API server's verdict on creating ``doc``: (accepted, its message when refused)."""
+    try:
+        k8s.custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, doc, dry_run="All", field_validation="Strict"
+        )
+    except ApiException as exc:
+        if exc.status not in (400, 422):
+            raise
+        try:
+            return False, json.loads(exc.body or "{}").get("message", "")
+        except ValueError:
+            return False, str(exc.body)
+    return True, ""
+
+
+def plural_of(doc: Any, fallback: str = "searchexperiments") -> str:
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    return {"SearchExperiment": "searchexperiments", "Trial": "trials"}.get(kind, fallback)  # type: ignore[arg-type]
+
+
+def test_the_api_server_refuses_every_corpus_manifest_at_its_field(k8s: KubeApis, namespace: str, crds: None) -> None:
+    """One test for the whole corpus (one dry run each): a failure lists every manifest that slipped."""
+    wrong: list[str] = []
+    for case in CASES:
+        doc = case.document()
+        accepted, message = dry_run(k8s, namespace, doc, plural_of(doc, _fallback(case)))
+        if accepted:
+            wrong.append(f"{case.id}: accepted ({case.rule})")
+        elif case.expected not in message:
+            wrong.append(f"{case.id}: expected {case.expected} in: {message}")
+    assert not wrong, f"{len(wrong)} of {len(CASES)} corpus manifests:\n" + "\n".join(wrong)
+
+
+def _fallback(case: Case) -> str:
+    return "trials" if case.id.startswith("trial-") else "searchexperiments"
+
+
+def local_verdict(doc: Any) -> bool:
+    try:
+        parse_document(doc, kubernetes=True)
+    except ManifestError:
+        return False
+    return True
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(doc=mutated(examples()))
+def test_validate_and_the_api_server_agree_on_random_mutations(
+    k8s: KubeApis, namespace: str, crds: None, doc: dict[str, Any]
+) -> None:
+    accepted, message = dry_run(k8s, namespace, doc, plural_of(doc))
+    assert local_verdict(doc) == accepted, f"kubenas validate and the API server ({message!r}) disagree on {doc}"
