@@ -20,6 +20,7 @@ import sys
 import time
 import tomllib
 from dataclasses import dataclass
+from importlib import metadata
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -104,7 +105,19 @@ def distributions_of(top: str) -> set[str]:
     return {normalize(d) for d in installed().get(top, [])}
 
 
+@functools.cache
+def pinned_by(dist: str) -> frozenset[str]:
+    """What an installed distribution requires at one exact version (pydantic pins pydantic-core):
+    declaring it fixes those too, so importing them directly needs no declaration of its own."""
+    try:
+        requirements = metadata.requires(dist) or []
+    except metadata.PackageNotFoundError:
+        return frozenset()
+    return frozenset(requirement_name(r) for r in requirements if "==" in r.split(";")[0])
+
+
 def undeclared(imported: list[Import], allowed: set[str]) -> list[str]:
+    allowed = allowed | {p for d in allowed for p in pinned_by(d)}
     bad = []
     for imp in imported:
         if imp.top in FIRST_PARTY:
@@ -150,6 +163,12 @@ def test_the_static_check_reads_lazy_and_module_level_imports(tmp_path: Path) ->
     assert found == {("yaml", True), ("numpy", False)}
     assert undeclared(imports(package), {"pyyaml"}) == ["pkg/m.py: numpy (from ['numpy'])"]
     assert undeclared(imports(package), {"pyyaml", "numpy"}) == []
+
+
+def test_a_distribution_pinned_by_a_declared_one_counts_as_declared() -> None:
+    assert "pydantic-core" in pinned_by("pydantic")
+    assert undeclared([Import("pydantic_core", "m.py", True)], {"pydantic"}) == []
+    assert undeclared([Import("pydantic_core", "m.py", True)], {"pyyaml"}) != []
 
 
 # --- a real install --------------------------------------------------------------------------------
