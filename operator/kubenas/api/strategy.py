@@ -13,8 +13,8 @@ from pydantic import Field
 
 from kubenas.api.base import ApiModel, Rule
 
-StrategyName = Literal["random", "grid", "evolution", "reinforce", "tpe", "progressive"]
-STRATEGY_NAMES: tuple[str, ...] = ("random", "grid", "evolution", "reinforce", "tpe", "progressive")
+StrategyName = Literal["random", "grid", "evolution", "reinforce", "tpe", "gp", "progressive"]
+STRATEGY_NAMES: tuple[str, ...] = ("random", "grid", "evolution", "reinforce", "tpe", "gp", "progressive")
 
 
 class RandomSettings(ApiModel):
@@ -76,6 +76,15 @@ class TpeSettings(ApiModel):
     multivariate: bool = Field(True, description="Model decisions jointly rather than one at a time.")
 
 
+class GpSettings(ApiModel):
+    """Gaussian-process Bayesian optimisation, through Optuna's GPSampler (needs torch and scipy)."""
+
+    startup_trials: int = Field(10, ge=1, le=100000, description="Random trials before the model is used.")
+    deterministic_objective: bool = Field(
+        False, description="Fit the GP without observation noise (only for noise-free objectives)."
+    )
+
+
 class ProgressiveSettings(ApiModel):
     """Model-based search: a surrogate trained on every result steers a local search with restarts."""
 
@@ -109,6 +118,7 @@ class StrategySpec(ApiModel):
     evolution: EvolutionSettings | None = Field(None, description="Settings when name is evolution.")
     reinforce: ReinforceSettings | None = Field(None, description="Settings when name is reinforce.")
     tpe: TpeSettings | None = Field(None, description="Settings when name is tpe.")
+    gp: GpSettings | None = Field(None, description="Settings when name is gp.")
     progressive: ProgressiveSettings | None = Field(None, description="Settings when name is progressive.")
 
     def settings(self) -> ApiModel:
@@ -125,5 +135,6 @@ SETTINGS_TYPES: dict[str, type[ApiModel]] = {
     "evolution": EvolutionSettings,
     "reinforce": ReinforceSettings,
     "tpe": TpeSettings,
+    "gp": GpSettings,
     "progressive": ProgressiveSettings,
 }

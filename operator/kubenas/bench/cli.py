@@ -89,8 +89,44 @@ def nk_table(
     typer.echo(f"wrote {out}")
 
 
+def nk_suite(
+    directory: Path = typer.Argument(..., file_okay=False, help="Folder to write the tables into."),
+) -> None:
+    """Write the generated table shapes strategies are checked on (kubenas.bench.synthetic.SUITE)."""
+    from kubenas.bench.synthetic import write_suite
+
+    for path in write_suite(directory):
+        typer.echo(f"wrote {path}")
+
+
+def ask_cost(
+    table: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV: x_<decision> columns and metrics."),
+    signal: str = typer.Option(..., "--signal", help="Column told as the reward."),
+    strategy: str = typer.Option("progressive", "--strategy", help=f"One of {', '.join(STRATEGY_NAMES)}."),
+    history: int = typer.Option(1000, "--history", min=0, help="Trials told before the timed asks."),
+    asks: int = typer.Option(200, "--asks", min=1, help="Asks timed (each then told)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Strategy seed."),
+    settings: list[str] = typer.Option([], "--set", help="A strategy setting, KEY=VALUE (repeatable)."),
+) -> None:
+    """Time asks with a long history; prints JSON (p50, p99 and max milliseconds per ask)."""
+    from kubenas.bench.askcost import ask_cost as measure
+    from kubenas.bench.tabular import limit_threads, load_table
+    from kubenas.core.errors import SpecError
+
+    if strategy not in STRATEGY_NAMES:
+        raise typer.BadParameter(f"{strategy!r} is not one of {', '.join(STRATEGY_NAMES)}", param_hint="--strategy")
+    limit_threads()
+    try:
+        figures = measure(load_table(table, signal, signal), strategy, history, asks, seed, _settings(settings))
+    except SpecError as exc:
+        raise typer.BadParameter(exc.message, param_hint=exc.field) from None
+    typer.echo(json.dumps(figures))
+
+
 def register(bench_app: typer.Typer) -> None:
-    """Add the tabular benchmark commands to ``kubenas bench``."""
+    """Add the tabular and augmentation benchmark commands to ``kubenas bench``."""
     bench_app.command("search")(search)
     bench_app.command("nk-table")(nk_table)
+    bench_app.command("nk-suite")(nk_suite)
+    bench_app.command("ask-cost")(ask_cost)
     bench_app.command("augment")(augment_command)

@@ -43,3 +43,21 @@ def nk_table(
         for row, s, r in zip(grid.tolist(), signal.tolist(), report.tolist(), strict=True):
             writer.writerow([f"v{v}" for v in row] + [f"{s:.4f}", f"{r:.4f}"])
     return out
+
+
+#: table shapes for checking strategies off NAS-Bench-201: (name, choices, interactions, noise, seed).
+#: Why these: more decisions than NAS-Bench-201's six, decisions of 2 to 8 choices side by side,
+#: separable to strongly interacting landscapes, and a signal noisy enough to mislead a greedy search.
+SUITE: tuple[tuple[str, tuple[int, ...], int, float, int], ...] = (
+    ("nk7-k2", (4, 4, 3, 5, 4, 3, 4), 2, 0.01, 0),
+    ("nk10-mixed-k3", (2, 3, 2, 4, 3, 2, 5, 2, 3, 4), 3, 0.01, 1),
+    ("nk8-noisy-k1", (6, 2, 3, 8, 2, 4, 3, 2), 1, 0.05, 2),
+    ("nk12-k4", (2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3), 4, 0.02, 3),
+)
+
+
+def write_suite(directory: str | Path) -> list[Path]:
+    """Write every table of :data:`SUITE` as ``<name>.csv`` into ``directory``; returns the paths."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    return [nk_table(out / f"{name}.csv", choices, k, noise, seed) for name, choices, k, noise, seed in SUITE]

@@ -1,7 +1,7 @@
 """Search strategies behind one ask/tell interface (see ``base.py`` for the lifecycle).
 
 Strategy modules are imported only when a strategy of theirs is made, so importing this package
-costs nothing: the operator process must never load torch (REINFORCE) or Optuna (TPE).
+costs nothing: the operator process must never load torch (REINFORCE, GP) or Optuna (TPE, GP).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "evolution": ("kubenas.core.strategies.evolution", "RegularizedEvolution"),
     "reinforce": ("kubenas.core.strategies.reinforce", "Reinforce"),
     "tpe": ("kubenas.core.strategies.tpe", "TPE"),
+    "gp": ("kubenas.core.strategies.gp", "GaussianProcess"),
     "progressive": ("kubenas.core.strategies.progressive", "Progressive"),
 }
 

@@ -1,113 +1,27 @@
-"""TPE through Optuna's ``TPESampler``: the sampler is Optuna's, the bookkeeping is ours.
+"""TPE through Optuna's ``TPESampler`` (the study bookkeeping is in ``optuna_study.py``).
 
-An in-memory Optuna study mirrors the history: each ask is ``study.ask`` over fixed distributions,
-each tell is ``study.tell``. Optuna's sampler is deterministic for a given seed and sequence of asks
-and tells, so a replay rebuilds the study exactly. ``constant_liar`` keeps parallel asks (made before
-earlier rewards arrive) from piling onto the same region.
-
-Duplicates: on a finite space an architecture is never proposed twice. When TPE suggests one that was
-already asked, that Optuna trial is closed at once (with the known reward if there is one, else as
-failed) and TPE is asked again; after a few misses a random unseen architecture is enqueued instead.
-Failed and infeasible results are told as the worst usable reward so far (the ledger's rule), or as
-failed trials while no usable reward exists.
+``constant_liar`` keeps parallel asks (made before earlier rewards arrive) from piling onto the same
+region.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import numpy as np
-
 from kubenas.api.strategy import TpeSettings
-from kubenas.core.space import Architecture, Categorical, FloatRange, IntRange, SearchSpace
-from kubenas.core.strategies.base import Observation, Strategy
-from kubenas.core.strategies.ledger import Ledger, fingerprint, rng_state
-
-#: TPE suggestions tried before a random unseen architecture is enqueued instead
-DUPLICATE_TRIES = 8
+from kubenas.core.strategies.optuna_study import OptunaStrategy
 
 
-def _distribution(decision: Any) -> Any:
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    if isinstance(decision, Categorical):
-        return CategoricalDistribution(list(decision.choices))
-    if isinstance(decision, IntRange):
-        return IntDistribution(decision.low, decision.high, step=decision.step, log=decision.log)
-    assert isinstance(decision, FloatRange)
-    return FloatDistribution(decision.low, decision.high, step=decision.step, log=decision.log)
-
-
-class TPE(Strategy):
+class TPE(OptunaStrategy):
     """Tree-structured Parzen estimator (Bergstra et al. 2011) as implemented by Optuna."""
 
     name = "tpe"
 
-    def __init__(self, space: SearchSpace, settings: TpeSettings, seed: int) -> None:
-        super().__init__(space, settings, seed)
-        import optuna
-
-        optuna.logging.set_verbosity(logging.WARNING)
-        self._optuna = optuna
-        sampler = optuna.samplers.TPESampler(
+    def _sampler(self, settings: TpeSettings, seed: int) -> Any:
+        return self._optuna.samplers.TPESampler(
             seed=seed,
             n_startup_trials=settings.startup_trials,
             n_ei_candidates=settings.candidates,
             multivariate=settings.multivariate,
             constant_liar=True,
         )
-        self.study = optuna.create_study(direction="maximize", sampler=sampler)
-        self.distributions = {d.name: _distribution(d) for d in space.decisions}
-        self.ledger = Ledger(space)
-        self.rng = np.random.default_rng(seed)
-        self._trial_of: dict[int, Any] = {}  # ask index -> optuna trial
-        self._reward_of: dict[str, float | None] = {}  # canonical id -> told reward (None: failed)
-
-    def _close_duplicate(self, trial: Any, key: str) -> None:
-        reward = self._reward_of.get(key)
-        if reward is None:
-            self.study.tell(trial, state=self._optuna.trial.TrialState.FAIL)
-        else:
-            self.study.tell(trial, reward)
-
-    def _architecture(self, params: dict[str, Any]) -> Architecture:
-        """Optuna's parameters as an architecture; stepped floats snapped to the grid the space defines.
-
-        Optuna computes a stepped value as ``low + k * step`` in floating point (0.7000000000000001),
-        which would be a different canonical id from the grid's 0.7 and defeat duplicate detection.
-        """
-        arch = self.space.validate(params)
-        for d in self.space.decisions:
-            if isinstance(d, FloatRange) and d.step is not None:
-                arch[d.name] = d.values()[d.index(arch[d.name])]
-        return arch
-
-    def _ask(self) -> Architecture:
-        for _ in range(DUPLICATE_TRIES):
-            trial = self.study.ask(self.distributions)
-            arch = self._architecture(trial.params)
-            if self.ledger.is_new(arch) or self.ledger.exhausted:
-                break
-            self._close_duplicate(trial, self.space.canonical(arch))
-        else:
-            arch = self.ledger.random_new(self.rng)
-            self.study.enqueue_trial(dict(arch))
-            trial = self.study.ask(self.distributions)
-        self._trial_of[self.asked] = trial
-        self.ledger.record_ask(arch)
-        return arch
-
-    def _tell(self, index: int, architecture: Architecture, observation: Observation) -> None:
-        result = self.ledger.record_tell(index, architecture, observation)
-        trial = self._trial_of.pop(index)
-        value = result.reward if result.usable else self.ledger.penalty()
-        self._reward_of[result.key] = value
-        if value is None:
-            self.study.tell(trial, state=self._optuna.trial.TrialState.FAIL)
-        else:
-            self.study.tell(trial, value)
-
-    def state_digest(self) -> str:
-        trials = tuple((t.number, t.state.name, t.value, tuple(sorted(t.params.items()))) for t in self.study.trials)
-        return fingerprint(self.name, self.ledger.digest_parts(), trials, rng_state(self.rng))
