@@ -150,3 +150,12 @@ def test_the_known_operations_are_the_trainers() -> None:
     from kubenas.api.space import KNOWN_OPERATIONS
 
     assert set(KNOWN_OPERATIONS) == set(ops.OPERATIONS) | set(ops.ALIASES)
+
+
+def test_a_null_field_is_what_the_api_server_makes_of_it() -> None:
+    """The API server prunes nulls before defaulting: a default applies, a required field is missing."""
+    exp = parse_document(experiment_dict(objective={"metric": None, "direction": "minimize"}), kubernetes=False)
+    assert exp.spec.objective.metric == "val_accuracy"  # type: ignore[attr-defined]
+    with pytest.raises(ManifestError) as err:
+        parse_document(experiment_dict(budget={"maxTrials": None}), kubernetes=False)
+    assert err.value.problems[0][0] == "spec.budget.maxTrials"

@@ -33,29 +33,9 @@ _SCALARS = {"string", "integer", "number"}
 _VARIANT_BOUNDS = ("pattern", "minLength", "maxLength", "minimum", "maximum")
 
 
-def _nullable(prop: dict[str, Any]) -> bool:
-    return any(v.get("type") == "null" for v in prop.get("anyOf", ()))
-
-
-def _null_rule(name: str) -> dict[str, str]:
-    """Refuse an explicit null where the model refuses None.
-
-    The API server prunes a null it was not told to keep and then applies the default, so without
-    this ``metric: null`` would quietly become ``val_accuracy``; the field is marked nullable (so the
-    null survives to validation) and this rule refuses it, as pydantic does.
-    """
-    return {
-        "rule": f"!has(self.{name}) || self.{name} != null",
-        "message": f"{name} must not be null (leave it out to take the default)",
-        "fieldPath": f".{name}",
-        "reason": "FieldValueRequired",
-    }
-
-
 class _Converter:
-    def __init__(self, defs: dict[str, Any], guard_nulls: bool = False) -> None:
+    def __init__(self, defs: dict[str, Any]) -> None:
         self.defs = defs
-        self.guard_nulls = guard_nulls
 
     def convert(self, node: dict[str, Any]) -> dict[str, Any]:
         node = dict(node)
@@ -82,7 +62,6 @@ class _Converter:
                     node = {**base, "x-kubernetes-preserve-unknown-fields": True}
         else:
             node = self._convert_plain(node)
-            rules += node.pop("x-kubernetes-validations", [])
         out = {k: v for k, v in node.items() if k not in _DROP}
         if isinstance(node.get("additionalProperties"), dict):  # a typed map; only `false` is dropped
             out["additionalProperties"] = node["additionalProperties"]
@@ -102,12 +81,6 @@ class _Converter:
             props = node.get("properties")
             if props is not None:
                 node["properties"] = {k: self.convert(v) for k, v in props.items()}
-                if self.guard_nulls:
-                    required = set(node.get("required", ()))
-                    guarded = [k for k, v in props.items() if k not in required and not _nullable(v)]
-                    for k in guarded:
-                        node["properties"][k]["nullable"] = True
-                    node["x-kubernetes-validations"] = [_null_rule(k) for k in guarded]
             else:
                 extra = node.get("additionalProperties")
                 typed = isinstance(extra, dict) and (extra.get("type") in _SCALARS or "anyOf" in extra)
@@ -132,10 +105,9 @@ class _Converter:
 def openapi_schema(model: type[ApiModel]) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of a resource model (metadata left to the API server)."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
-    defs = raw.get("$defs", {})
-    schema = _Converter(defs).convert(raw)
-    schema["properties"]["spec"] = _Converter(defs, guard_nulls=True).convert(raw["properties"]["spec"])
-    schema["properties"]["metadata"] = {"type": "object"}
+    schema = _Converter(raw.get("$defs", {})).convert(raw)
+    # metadata is the API server's; naming metadata.name lets a rule report it as its fieldPath
+    schema["properties"]["metadata"] = {"type": "object", "properties": {"name": {"type": "string"}}}
     schema["properties"]["apiVersion"] = {
         "type": "string",
         "description": raw["properties"]["apiVersion"].get("description", ""),

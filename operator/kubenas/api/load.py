@@ -132,18 +132,20 @@ def _not_finite(node: Any, path: str = "") -> Iterator[str]:
             yield from _not_finite(v, f"{path}[{i}]")
 
 
-def _as_kubectl_sends(node: Any) -> Any:
-    """Whole floats as integers, as kubectl sends them (Go writes float64 10.0 as ``10``).
+def _as_the_server_sees(node: Any) -> Any:
+    """The document as the API server validates it: whole floats as integers, null fields dropped.
 
-    So ``maxTrials: 10.0`` is 10 here as it is on the cluster, while ``10.5`` stays a float and is
-    refused where an integer is required.
+    kubectl sends ``maxTrials: 10.0`` as 10 (Go writes float64 10.0 as ``10``), while ``10.5`` stays a
+    float and is refused where an integer is required. The API server prunes a field set to null
+    before defaulting and validation: ``metric: null`` takes the default, and ``maxTrials: null``
+    is missing.
     """
     if isinstance(node, float) and math.isfinite(node) and node.is_integer() and abs(node) < 2**53:
         return int(node)
     if isinstance(node, dict):
-        return {k: _as_kubectl_sends(v) for k, v in node.items()}
+        return {k: _as_the_server_sees(v) for k, v in node.items() if v is not None}
     if isinstance(node, list):
-        return [_as_kubectl_sends(v) for v in node]
+        return [_as_the_server_sees(v) for v in node]
     return node
 
 
@@ -167,7 +169,7 @@ def parse_document(data: Any, source: str = "manifest", kubernetes: bool = True)
     assert model is not None
     context = {KUBERNETES: kubernetes}
     try:
-        wire = json.dumps(_as_kubectl_sends(data), default=str)
+        wire = json.dumps(_as_the_server_sees(data), default=str)
         obj = model.model_validate_json(wire, strict=True, context=context)
     except ValidationError as exc:
         raise ManifestError(problems_of(exc, model), source) from None
