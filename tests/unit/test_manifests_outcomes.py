@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kubenas.operator.outcomes import attempts, is_running, started_at, trial_outcome
+from kubenas.api.v1alpha1 import SearchExperimentSpec
+from kubenas.core.driver import Driver, Tell
+from kubenas.core.records import TrialRecord
+from kubenas.operator.outcomes import attempts, decided, deciding_pod, events_of, is_running, started_at
 from kubenas.operator.views import EndpointView, JobView, PodView, TrialView
+from tests.conftest import experiment_dict
 
 
 def pod(
@@ -75,47 +79,61 @@ def test_pod_view_reads_the_trainer_container_and_owner() -> None:
     assert pod(disrupted=True).disrupted
 
 
+def judged(
+    pods: list[PodView], job_view: JobView | None, retries: int, pods_listed: bool = False
+) -> TrialRecord | None:
+    """What the driver makes of the events a trial's pods and Job give: the told record, or None."""
+    spec = SearchExperimentSpec.model_validate(
+        experiment_dict(trialTemplate={"command": ["t"], "retries": retries})["spec"]
+    )
+    driver = Driver(spec, [TrialRecord(index=0, architecture={}, name="exp-00000")], name_prefix="exp")
+    told = [c for c in driver.handle(*events_of(0, pods, job_view, pods_listed)) if isinstance(c, Tell)]
+    return told[0].trial if told else None
+
+
 def test_success_is_read_from_the_pod_without_waiting_for_the_job() -> None:
-    out = trial_outcome([pod(exit_code=0, message=result(val_accuracy=0.9, params=10))], None, retries=2)
-    assert out is not None and not out.failed
+    pods = [pod(exit_code=0, message=result(val_accuracy=0.9, params=10))]
+    out = judged(pods, None, retries=2)
+    assert out is not None and out.phase == "Succeeded"
     assert out.metrics == {"val_accuracy": 0.9, "params": 10.0}
-    assert out.pod_uid == "uid-p1"
-    assert (out.started, out.finished) == ("2025-01-01T00:00:01Z", "2025-01-01T00:00:11Z")
+    assert deciding_pod(pods) is pods[0] and started_at(pods) == "2025-01-01T00:00:01Z"
 
 
 def test_bad_candidate_exit_fails_at_once() -> None:
-    out = trial_outcome([pod(exit_code=3, message=result(status="bad_candidate", message="no path"))], None, 5)
-    assert out is not None and out.failed and out.reason == "BadCandidate"
+    out = judged([pod(exit_code=3, message=result(status="bad_candidate", message="no path"))], None, 5)
+    assert out is not None and out.phase == "Failed" and out.reason == "BadCandidate"
     assert out.message == "no path"
 
 
 def test_exit_zero_without_metrics_is_a_failure() -> None:
-    out = trial_outcome([pod(exit_code=0, message=None)], None, 2)
-    assert out is not None and out.failed and out.reason == "MissingResult"
+    out = judged([pod(exit_code=0, message=None)], None, 2)
+    assert out is not None and out.phase == "Failed" and out.reason == "MissingResult"
 
 
 def test_a_killed_pod_is_left_to_the_job_to_retry() -> None:
-    assert trial_outcome([pod(exit_code=137)], job(), 2) is None
+    assert not decided(events_of(0, [pod(exit_code=137)], job()))
+    assert judged([pod(exit_code=137)], job(), 2) is None
     second = [
         pod("p1", exit_code=137),
         pod("p2", created="2025-01-01T00:01:00Z", exit_code=0, message=result(val_accuracy=0.5)),
     ]
-    out = trial_outcome(second, job(), 2)
-    assert out is not None and not out.failed and out.pod_uid == "uid-p2"
+    out = judged(second, job(), 2)
+    assert out is not None and out.phase == "Succeeded" and out.attempts == 2
+    assert deciding_pod(second) is second[1]
     assert attempts(second) == 2
 
 
 def test_job_failure_is_final_with_a_reason() -> None:
-    out = trial_outcome([pod(exit_code=137), pod("p2", exit_code=137)], job(("Failed", "BackoffLimitExceeded")), 1)
-    assert out is not None and out.failed and out.reason == "RetriesExhausted"
+    out = judged([pod(exit_code=137), pod("p2", exit_code=137)], job(("Failed", "BackoffLimitExceeded")), 1)
+    assert out is not None and out.phase == "Failed" and out.reason == "RetriesExhausted"
     assert "exit code 137" in (out.message or "")
-    deadline = trial_outcome([pod(running=True)], job(("Failed", "DeadlineExceeded")), 1)
+    deadline = judged([pod(running=True)], job(("Failed", "DeadlineExceeded")), 1)
     assert deadline is not None and deadline.reason == "DeadlineExceeded"
 
 
 def test_a_complete_job_without_a_pod_result_is_only_judged_after_listing_pods() -> None:
-    assert trial_outcome([], job(("Complete", "")), 2) is None  # the pod event may still be on its way
-    lost = trial_outcome([], job(("Complete", "")), 2, pods_listed=True)
+    assert judged([], job(("Complete", "")), 2) is None  # the pod event may still be on its way
+    lost = judged([], job(("Complete", "")), 2, pods_listed=True)
     assert lost is not None and lost.reason == "ResultLost"
 
 
@@ -155,7 +173,8 @@ def test_trial_view_round_trips_the_history_fields() -> None:
         3,
     )
     assert view.resource_version == 42 and view.owner_uid == "uid-exp" and view.done
-    fresh = TrialView.parse({"metadata": {"name": "exp-00003"}, "spec": {"index": 3}})
+    spec = {"experiment": "exp", "index": 3, "architecture": {"a": 2}, "architectureId": "a=2"}
+    fresh = TrialView.parse({"metadata": {"name": "exp-00003"}, "spec": spec})
     assert fresh.phase == "Pending" and not fresh.done and fresh.record().tell_sequence is None
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kubenas.api.v1alpha1 import SearchExperimentSpec
+from kubenas.api.v1alpha1 import SearchExperimentSpec, TrialStatus
+from kubenas.core.codec import status_wire
+from kubenas.core.engine import summarize
 from kubenas.core.records import TrialRecord
 from kubenas.operator import status
-from kubenas.operator.outcomes import TrialOutcome
 from kubenas.operator.spec_changes import judge_edit
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
@@ -43,12 +44,15 @@ def build(
     now: datetime = NOW,
     trials: list[TrialRecord] | None = None,
 ) -> dict[str, Any]:
+    history = (
+        trials
+        if trials is not None
+        else [rec(0, reward=-0.5), rec(1, reward=-0.2), rec(2, "Failed"), rec(3, "Running")]
+    )
     return status.experiment_status(
         current=current or {},
         spec=spec(),
-        trials=trials
-        if trials is not None
-        else [rec(0, reward=-0.5), rec(1, reward=-0.2), rec(2, "Failed"), rec(3, "Running")],
+        summary=summarize(spec(), history),
         verdict=verdict or status.Verdict("Running", "Running", "1 trial active"),
         controller_ready=(True, "Ready", "controller at 127.0.0.2"),
         spec_verdict=status.SpecVerdict(True),
@@ -99,17 +103,19 @@ def test_condition_transition_time_moves_only_when_status_flips() -> None:
     assert c3[0]["lastTransitionTime"] == "2025-01-01T02:00:00Z"
 
 
-def test_trial_final_status_records_what_the_controller_saw() -> None:
-    told = {
-        "phase": "Succeeded",
-        "reward": 0.9,
-        "metrics": {"val_accuracy": 0.9},
-        "reason": None,
-        "tellSequence": 4,
-        "asksBeforeTell": 7,
-    }
-    out = TrialOutcome(False, {"val_accuracy": 0.9}, None, None, "uid", "2025-01-01T00:00:01Z", "2025-01-01T00:00:09Z")
-    st = status.trial_final_status(told, out, attempts=2, now=NOW)
+def test_a_trial_status_is_the_records_fields_in_the_api_shape() -> None:
+    rec = TrialRecord(
+        index=4,
+        architecture={"a": 1},
+        name="exp-00004",
+        phase="Succeeded",
+        reward=0.9,
+        metrics={"val_accuracy": 0.9},
+        attempts=2,
+        tell_sequence=4,
+        asks_before_tell=7,
+    )
+    st = status_wire(rec, start_time="2025-01-01T00:00:01Z", completion_time="2025-01-01T00:00:09Z")
     assert (st["phase"], st["reward"], st["tellSequence"], st["asksBeforeTell"], st["attempts"]) == (
         "Succeeded",
         0.9,
@@ -118,13 +124,9 @@ def test_trial_final_status_records_what_the_controller_saw() -> None:
         2,
     )
     assert (st["startTime"], st["completionTime"]) == ("2025-01-01T00:00:01Z", "2025-01-01T00:00:09Z")
-    failed = status.trial_final_status(
-        {**told, "phase": "Failed", "reward": None, "reason": "BadCandidate"},
-        TrialOutcome(True, {}, "BadCandidate", "no path"),
-        1,
-        NOW,
-    )
-    assert (failed["reason"], failed["message"], failed["reward"]) == ("BadCandidate", "no path", None)
+    TrialStatus.model_validate(st)  # the API's own model reads it back
+    failed = status_wire(rec.with_(phase="Failed", reward=None, reason="BadCandidate", message="no path"))
+    assert (failed["reason"], failed["message"], "reward" in failed) == ("BadCandidate", "no path", False)
 
 
 def test_raising_max_trials_and_changing_parallelism_take_effect() -> None:

@@ -233,13 +233,16 @@ class Driver:
         self.retries = spec.trial_template.retries
         self.elapsed = elapsed_seconds
         self._trials: dict[int, TrialRecord] = {}
+        self._active: dict[int, None] = {}  # indexes of Pending and Running trials, in ask order
         self._by_phase: dict[str, int] = {}
         self.best: TrialRecord | None = None
         self.told = 0
         self.asked = 0  # candidates the strategy has been asked for (answered or not)
         self._unstored: dict[int, int] = {}  # told index -> asksBeforeTell, result not stored yet
+        self._last_tell_asks = 0  # asksBeforeTell of the latest tell
         self._held: list[Create] = []  # creations waiting for earlier results to be stored
         self.finished: Finish | None = None
+        self.waiting: str | None = None  # why nothing starts now (the engine's Wait), for status messages
         for rec in sorted(history, key=lambda t: t.index):
             self._put(rec)
             if rec.told:
@@ -262,6 +265,25 @@ class Driver:
 
     def trial(self, index: int) -> TrialRecord:
         return self._trials[index]
+
+    def active_trials(self) -> list[TrialRecord]:
+        """Pending and Running trials (O(active), not O(history)): what an executor watches."""
+        return [self._trials[i] for i in self._active]
+
+    def respec(self, spec: SearchExperimentSpec) -> None:
+        """An accepted spec edit (a larger budget, other parallelism): later decisions follow it."""
+        self.spec = spec
+        self.retries = spec.trial_template.retries
+
+    def ask_lost(self) -> None:
+        """An :class:`AskFor` was not answered (the strategy's process went away): ask again later.
+
+        Only while no tell recorded since counts those asks: the driver never emits a Tell after an
+        AskFor within one :meth:`handle`, so an executor that feeds each pass's events in one call
+        and stops at a failed AskFor never meets that case."""
+        if self._last_tell_asks > len(self._trials):
+            raise RuntimeError("a recorded tell counts the lost asks; the history must be replayed with them")
+        self.asked = len(self._trials)
 
     @property
     def active(self) -> int:
@@ -385,7 +407,7 @@ class Driver:
             )
         )
         self.told += 1
-        self._unstored[rec.index] = self.asked
+        self._unstored[rec.index] = self._last_tell_asks = self.asked
         return [Tell(rec), Store(rec, finished_at)]
 
     # -- what next -----------------------------------------------------------------------------
@@ -402,6 +424,7 @@ class Driver:
         if self.finished is not None:
             return []
         action = decide_on(self.spec, self.counts, self.best, self.elapsed)
+        self.waiting = action.reason if isinstance(action, Wait) else None
         if isinstance(action, Ask):
             index = self.asked
             self.asked += action.count
@@ -427,6 +450,10 @@ class Driver:
             self._by_phase[old.phase] -= 1
         self._by_phase[rec.phase] = self._by_phase.get(rec.phase, 0) + 1
         self._trials[rec.index] = rec
+        if rec.phase in ACTIVE_PHASES:
+            self._active[rec.index] = None
+        else:
+            self._active.pop(rec.index, None)
         if better(rec, self.best):
             self.best = rec
         return rec

@@ -7,6 +7,8 @@ an earlier one created, and creating an object twice is an ``AlreadyExists``, ne
 from __future__ import annotations
 
 from kubenas.api.v1alpha1 import GROUP
+from kubenas.core.outcome import BAD_CANDIDATE_EXIT_CODE as BAD_CANDIDATE_EXIT_CODE  # the trial contract's
+from kubenas.core.records import trial_name as trial_name  # one naming rule for every adapter
 
 PLURAL_EXPERIMENTS = "searchexperiments"
 PLURAL_TRIALS = "trials"
@@ -35,16 +37,8 @@ TOKEN_KEY = "token"
 SPEC_KEY = "spec.json"
 TOKEN_ENV = "KUBENAS_CONTROLLER_TOKEN"
 
-#: Exit code a trainer uses for an architecture that cannot be built or trained (trial contract).
-BAD_CANDIDATE_EXIT_CODE = 3
-
 #: Longest experiment name whose children's names (``<exp>-controller``, ``<exp>-00042``) fit 63 characters.
 MAX_EXPERIMENT_NAME = 63 - len("-controller")
-
-
-def trial_name(experiment: str, index: int) -> str:
-    """The name of trial ``index``, the same one the controller's Search gives it."""
-    return f"{experiment}-{index:05d}"
 
 
 def controller_name(experiment: str) -> str:

@@ -4,16 +4,16 @@ Success and bad candidates are read from the pod as soon as the trainer containe
 termination message holds the metrics), without waiting for the Job controller to mark the Job
 complete: that saves the Job controller's pod-update batching delay on every trial. Retries are the
 Job's business (backoffLimit and podFailurePolicy), so any other failure is final only once the Job
-says Failed. The judging rule itself is the core's, shared with local mode.
+says Failed. What they become is the driver's to judge, with the rule local mode uses too: this
+module only turns pods and Jobs into the driver's events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-from kubenas.core.outcome import judge
-from kubenas.operator.names import BAD_CANDIDATE_EXIT_CODE
+from kubenas.core.driver import AttemptEnded, AttemptStarted, Event, TrialLost
+from kubenas.core.outcome import BAD_CANDIDATE_EXIT_CODE
 from kubenas.operator.views import JobView, PodView
 
 #: Job failure reasons and what they mean for a trial.
@@ -22,19 +22,6 @@ _JOB_REASONS = {
     "DeadlineExceeded": "DeadlineExceeded",
     "BackoffLimitExceeded": "RetriesExhausted",
 }
-
-
-@dataclass(frozen=True)
-class TrialOutcome:
-    """A finished trial: metrics to tell, or a failure with its reason."""
-
-    failed: bool
-    metrics: dict[str, float] = field(default_factory=dict)
-    reason: str | None = None
-    message: str | None = None
-    pod_uid: str | None = None  # the pod whose end decided it (for turnaround timing)
-    started: str | None = None
-    finished: str | None = None
 
 
 def _ordered(pods: Sequence[PodView]) -> list[PodView]:
@@ -57,46 +44,43 @@ def is_running(pods: Sequence[PodView]) -> bool:
     return any(p.running_since and not p.terminated for p in pods)
 
 
-def trial_outcome(
-    pods: Sequence[PodView], job: JobView | None, retries: int, pods_listed: bool = False
-) -> TrialOutcome | None:
-    """The outcome of a trial from what its pods and Job show, or None while it is still going.
+def deciding_pod(pods: Sequence[PodView]) -> PodView | None:
+    """The pod whose end decided the trial (the last one that ended)."""
+    return next((p for p in reversed(_ordered(pods)) if p.terminated), None)
+
+
+def decided(events: Sequence[Event]) -> bool:
+    """Whether ``events`` end the trial (a result to judge, or the Job's own verdict)."""
+    return any(isinstance(e, (AttemptEnded, TrialLost)) for e in events)
+
+
+def events_of(index: int, pods: Sequence[PodView], job: JobView | None, pods_listed: bool = False) -> list[Event]:
+    """What a trial's pods and Job say happened, as events for the driver (which ignores repeats).
 
     Pods and Jobs arrive on separate watch streams, so a Job can be seen Complete before the pod
-    update that made it so. A completed Job without a successful pod is therefore only judged
+    update that made it so. A completed Job without a successful pod is therefore only reported
     ``ResultLost`` when ``pods_listed`` says the pods were just read from the API server.
     """
     ordered = _ordered(pods)
+    events: list[Event] = []
+    if is_running(pods):
+        events.append(AttemptStarted(index, attempts(pods), started_at(pods)))
     for n, pod in enumerate(ordered, start=1):
         t = pod.terminated
         if t is None or t.exit_code not in (0, BAD_CANDIDATE_EXIT_CODE):
             continue  # other exits are retried by the Job; its Failed condition is the verdict
-        verdict = judge(t.exit_code, t.message, n, retries)
-        return TrialOutcome(
-            verdict.verdict != "succeeded",
-            verdict.metrics if verdict.verdict == "succeeded" else {},
-            verdict.reason,
-            verdict.message,
-            pod.uid,
-            started_at(pods),
-            t.finished_at,
-        )
+        events.append(AttemptEnded(index, n, t.exit_code, t.message, t.finished_at))
+        return events
     if job is not None and job.failed:
-        last = next((p for p in reversed(ordered) if p.terminated), None)
+        last = deciding_pod(pods)
         reason = _JOB_REASONS.get(job.reason or "", job.reason or "JobFailed")
         detail = job.message or "the trainer Job failed"
+        finished = None
         if last is not None and last.terminated is not None:
             t = last.terminated
             detail += f"; last attempt: exit code {t.exit_code}" + (f" ({t.reason})" if t.reason else "")
-        return TrialOutcome(
-            True,
-            {},
-            reason,
-            detail,
-            last.uid if last else None,
-            started_at(pods),
-            last.terminated.finished_at if last and last.terminated else None,
-        )
-    if job is not None and job.complete and pods_listed:
-        return TrialOutcome(True, {}, "ResultLost", "the Job completed but its pod is gone; the metrics are lost")
-    return None
+            finished = t.finished_at
+        events.append(TrialLost(index, reason, detail, attempts(pods), finished))
+    elif job is not None and job.complete and pods_listed:
+        events.append(TrialLost(index, "ResultLost", "the Job completed but its pod is gone; the metrics are lost"))
+    return events

@@ -1,21 +1,24 @@
-"""One experiment's reconciler: reads the cached objects, asks the engine, applies its decision.
+"""One experiment's reconciler: the operator's executor of the core's experiment driver.
 
 Each experiment has one reconciler with one task. Watch events (Trial, Job, Pod, EndpointSlice and
 the experiment itself) only *wake* it; events that arrive during a pass coalesce into one more pass.
-A pass is idempotent: it can stop at any point (crash, restart) and the next pass, in this process
-or a new one, continues from the objects. Everything it creates has a deterministic name, so a
-repeated create is an ``AlreadyExists``, never a duplicate.
+Every decision is the :class:`~kubenas.core.driver.Driver`'s, the same one local mode and the
+benchmark run: this module reads pods and Jobs into driver events and carries the driver's commands
+out as Trials, Jobs, status writes and calls to the controller pod. Everything it creates has a
+deterministic name, so a repeated create is an ``AlreadyExists``, never a duplicate.
 
 A pass, in order:
 
 1. the accepted spec (the Secret holds it and the controller's token) and the controller's objects;
-2. the controller, reached at its pod IP; if it restarted, the trial history is replayed into it;
-3. finished trials are told to the controller, and what it recorded (reward, tell position) is
-   written to the Trial before anything else is asked, so a replay always sees what it saw;
-4. ``decide()``; Ask(k) → k candidates → k Trials and Jobs; Finish → stop, settle the status.
+2. the driver, rebuilt from the Trials on the first pass; the controller, reached at its pod IP, is
+   replayed from the driver's history whenever it is new to this process or restarted;
+3. events: results stored since the last pass, and the pods and Jobs of the active trials only;
+4. the driver's commands: asks and tells to the controller in order, creations and result writes in
+   the background (the driver holds a creation back until the results told before it are stored,
+   which keeps replay exact); then the status.
 
-The cache (kopf indexes) lags behind the operator's own writes by one watch event, so the objects
-this process wrote are overlaid on it until the watch catches up (newer resourceVersion wins).
+A crash at any point loses nothing: a new process rebuilds the driver from the Trials, and what was
+told but not stored is judged and told again from the pods.
 """
 
 from __future__ import annotations
@@ -29,18 +32,34 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping
 from datetime import UTC, datetime
-from operator import attrgetter
 from typing import Any
 
 from pydantic import ValidationError
 
 from kubenas.api.v1alpha1 import API_VERSION, SearchExperimentSpec
 from kubenas.controller.protocol import State
-from kubenas.core.engine import Ask, Finish, Wait, decide, summarize
+from kubenas.core.codec import status_wire
+from kubenas.core.driver import (
+    AskFor,
+    Cancel,
+    Candidate,
+    Command,
+    Create,
+    Driver,
+    Event,
+    Finish,
+    MarkRunning,
+    Proposed,
+    ResultStored,
+    Store,
+    Tell,
+    Tick,
+)
+from kubenas.core.engine import summarize
 from kubenas.core.errors import KubenasError, SpecError
-from kubenas.core.records import TrialRecord, objective_value, trial_seed
+from kubenas.core.records import TrialRecord, objective_value, trial_name, trial_seed
 from kubenas.operator import manifests, names, outcomes, status
 from kubenas.operator.controller_client import (
     ControllerClient,
@@ -49,16 +68,14 @@ from kubenas.operator.controller_client import (
     ControllerUnavailable,
     Endpoint,
 )
-from kubenas.operator.kube import AlreadyExists, ApiError, NotFound
+from kubenas.operator.kube import AlreadyExists, ApiError, Conflict, NotFound
 from kubenas.operator.recovery import recovery_step
 from kubenas.operator.runtime import Runtime
 from kubenas.operator.spec_changes import describe_budget_change, judge_edit
 from kubenas.operator.status_writer import StatusWriter
-from kubenas.operator.views import JobView, PodView, TrialView, parse_time, resource_version
+from kubenas.operator.views import JobView, PodView, format_time, parse_time, resource_version
 
 log = logging.getLogger("kubenas.operator")
-#: the sort key of trials: their ask order (a C-level getter: the history is sorted on every pass)
-BY_INDEX = attrgetter("index")
 
 
 class ExperimentLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -87,12 +104,12 @@ class Requeue(KubenasError):
         super().__init__(message)
 
 
-#: results told but not stored yet, and the result writes under way (see ``_results_written``)
-ToldSoFar = tuple[frozenset[str], list[asyncio.Task[None]]]
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _now_text() -> str:
+    return format_time(_now())
 
 
 class ExperimentReconciler:
@@ -111,12 +128,15 @@ class ExperimentReconciler:
         self.token: str | None = None
         self.children_at: float | None = None
         self.synced: tuple[Endpoint, str] | None = None
-        self.written: dict[str, TrialView] = {}
-        self.placeholders: dict[str, TrialView] = {}  # asked, Trial not created yet
-        #: told, result write under way: how the Trial will read, and the write
-        self.result_writes: dict[str, tuple[TrialView, asyncio.Task[None]]] = {}
-        self.unrecorded: set[str] = set()  # told, result not stored on the Trial yet (nothing may be created)
-        self.creating: dict[str, asyncio.Task[None]] = {}
+        self.driver: Driver | None = None  # rebuilt from the Trials on the first pass that reaches the controller
+        #: Trials that exist or are being created (uid when read at the rebuild: Jobs of earlier versions are theirs)
+        self.trial_uids: dict[str, str] = {}
+        self.creating: dict[str, asyncio.Task[None]] = {}  # Trial and Job writes under way
+        self.storing: dict[str, asyncio.Task[None]] = {}  # result writes under way
+        self.creates_to_retry: dict[int, Create] = {}
+        self.stores_to_retry: dict[int, Store] = {}
+        self.stored: list[int] = []  # results stored since the last pass: ResultStored events for the driver
+        self.started_at: dict[str, str | None] = {}  # when each running trial's first pod started
         self.fatal: Fatal | None = None
         self.jobs_created: set[str] = set()
         self.terminated_at: dict[str, float] = {}
@@ -154,7 +174,7 @@ class ExperimentReconciler:
         self.stopped = True
         if self._timer is not None:
             self._timer.cancel()
-        for task in [*self.creating.values(), *(task for _, task in self.result_writes.values())]:
+        for task in [*self.creating.values(), *self.storing.values()]:
             task.cancel()
         if self._task is not None:
             self._task.cancel()
@@ -237,16 +257,12 @@ class ExperimentReconciler:
             return
         if self.children_at is None:
             await self._ensure_controller()
-        trials = self._trials()
         endpoint = self._endpoint()
         if endpoint is None:
             if time.monotonic() - (self.children_at or 0.0) > 30.0:
                 await self._ensure_controller()  # deleted by hand? create it again
             self.controller_ready = (False, "ControllerStarting", "waiting for the controller pod to be ready")
-            self._publish(
-                trials,
-                status.Verdict(self._running_phase(trials), "ControllerStarting", "waiting for the controller pod"),
-            )
+            self._publish(status.Verdict(self._running_phase(), "ControllerStarting", "waiting for the controller pod"))
             self.wake_later(30.0)  # re-check the controller's objects if nothing else wakes us
             return
         client = ControllerClient(
@@ -254,22 +270,20 @@ class ExperimentReconciler:
             endpoint,
             observer=lambda path, s: self.runtime.metrics.controller_calls.labels(path).observe(s),
         )
-        trials = await self._sync(client, trials)
-        trials = await self._record_outcomes(client, trials)
-        records = [t.record() for t in trials]
-        action = decide(self.accepted, records, self._elapsed())
-        if isinstance(action, Finish):
-            await self._finish(action)
+        driver = self.driver
+        if driver is None or self.synced is None or self.synced[0] != client.endpoint:
+            driver = await self._sync(client)
+        if driver.spec is not self.accepted:
+            driver.respec(self.accepted)
+        self._retry_writes()
+        commands = driver.handle(*await self._observe(driver))
+        await self._carry_out(client, driver, commands)
+        if driver.finished is not None:
+            await self._finish(driver.finished)
             return
-        if isinstance(action, Ask):
-            _, trials = await asyncio.gather(
-                self._mark_running(trials), self._start_trials(client, trials, action.count)
-            )
-        else:
-            await self._mark_running(trials)
-            self._arm_deadline()
-        message = action.reason if isinstance(action, Wait) else f"{sum(1 for t in trials if not t.done)} trials active"
-        self._publish(trials, status.Verdict(self._running_phase(trials), "Running", message))
+        self._arm_deadline()
+        message = driver.waiting or f"{driver.active} trials active"
+        self._publish(status.Verdict(self._running_phase(), "Running", message))
 
     # -- 1. spec, Secret, controller objects -------------------------------------------------
     def _spec(self) -> SearchExperimentSpec:
@@ -366,359 +380,341 @@ class ExperimentReconciler:
                 return Endpoint(view.addresses[0], view.port or names.CONTROLLER_PORT, self.token)
         return None
 
-    # -- the trials as known now -------------------------------------------------------------
-    def _trials(self) -> list[TrialView]:
-        """The cache's Trials overlaid with this process's newer writes, in ask order."""
+    # -- the history ---------------------------------------------------------------------------
+    def _history(self) -> dict[int, TrialRecord]:
+        """The Trials in the cache that this experiment owns, as records by index (read once, on rebuild)."""
         indexes = self.runtime.indexes
         assert indexes is not None
-        merged: dict[str, TrialView] = {}
+        out: dict[int, TrialRecord] = {}
         for view in indexes.trials_of(self.namespace, self.name):
             if view.owner_uid == self.uid:
-                merged[view.name] = view
-        for name, mine in list(self.written.items()):
-            cached = merged.get(name)
-            if cached is not None and cached.resource_version >= mine.resource_version:
-                del self.written[name]  # the watch caught up
-            else:
-                merged[name] = mine
-        for name, (told, _) in self.result_writes.items():
-            merged[name] = told
-        for name, placeholder in self.placeholders.items():
-            merged.setdefault(name, placeholder)
-        return sorted(merged.values(), key=BY_INDEX)
+                out[view.index] = view.record()
+                self.trial_uids[view.name] = view.uid
+        return out
 
-    def _remember(self, body: Mapping[str, Any]) -> TrialView:
-        view = TrialView.parse(body)
-        self.written[view.name] = view
-        return view
+    def _records(self) -> list[TrialRecord]:
+        """Every trial known now: the driver's when it runs, the cache's before (and for a finished search)."""
+        if self.driver is not None:
+            return self.driver.trials
+        if self.runtime.indexes is None:
+            return []
+        return [rec for _, rec in sorted(self._history().items())]
 
     # -- 2. the controller ---------------------------------------------------------------------
-    async def _sync(self, client: ControllerClient, trials: list[TrialView]) -> list[TrialView]:
-        """Make sure the controller holds exactly this history; replay it if it restarted."""
-        if self.synced is not None and self.synced[0] == client.endpoint:
-            return trials
+    async def _sync(self, client: ControllerClient) -> Driver:
+        """Rebuild the driver from the Trials (first pass) and the controller's strategy from the driver.
+
+        The controller is always replayed when it is first reached or has restarted: its state is a
+        function of the history, so a replay makes it exactly what the recorded history says, whatever
+        it did before (asks the operator never stored are asked again and answer the same).
+        """
         assert self.accepted is not None
-        state = await client.health()
-        told = sum(1 for t in trials if t.tell_sequence is not None)
-        if state.configured and state.asked >= len(trials) and state.told >= told:
-            # Same controller as before an operator restart, possibly a step ahead (a candidate asked
-            # or a result told just before the crash): create the missing Trials now, before any tell
-            # records an asksBeforeTell that counts them. Extra tells are repeated idempotently later.
-            if state.asked > len(trials):
-                trials = await self._start_trials(client, trials, state.asked - len(trials), state)
-            self.log.info("controller adopted", extra={"asked": state.asked, "told": state.told})
-        else:
-            started = time.perf_counter()
-            spec = self.accepted.to_wire()
-            step = recovery_step([t.record() for t in trials])
+        started = time.perf_counter()
+        spec = self.accepted.to_wire()
+        if self.driver is None:
+            history = self._history()
+            step = recovery_step(list(history.values()))
             while step is not None:  # both processes were lost while Trials were being written
                 self.log.warning("history has unwritten candidates", extra={"from": step.index, "count": step.count})
                 await client.replay(self.name, spec, step.prefix)
-                trials = await self._start_trials(client, trials, step.count, State("", True, 0, 0), step.index)
-                step = recovery_step([t.record() for t in trials])
-            state = await client.replay(self.name, spec, [t.record() for t in trials])
-            self.runtime.metrics.controller_replays.labels(self.namespace, self.name).inc()
-            seconds = round(time.perf_counter() - started, 4)
-            self.log.info("controller replayed", extra={"trials": len(trials), "told": told, "seconds": seconds})
-            if trials:
-                self._event(
-                    "Normal",
-                    "ControllerReplayed",
-                    f"replayed {len(trials)} trials ({told} results) into the controller in {seconds}s",
-                )
+                candidates, _ = await client.ask(step.index, step.count)
+                for candidate in candidates:
+                    if candidate.index not in history:
+                        history[candidate.index] = await self._recreate(candidate)
+                step = recovery_step(list(history.values()))
+            records = [history[i] for i in sorted(history)]
+            self.driver = Driver(self.accepted, records, name_prefix=self.name, elapsed_seconds=self._elapsed() or 0.0)
+        trials = self.driver.trials
+        state = await client.replay(self.name, spec, trials)
+        self.runtime.metrics.controller_replays.labels(self.namespace, self.name).inc()
+        seconds = round(time.perf_counter() - started, 4)
+        told = self.driver.told
+        self.log.info("controller replayed", extra={"trials": len(trials), "told": told, "seconds": seconds})
+        if trials:
+            self._event(
+                "Normal",
+                "ControllerReplayed",
+                f"replayed {len(trials)} trials ({told} results) into the controller in {seconds}s",
+            )
         self.synced = (client.endpoint, state.instance)
         self.controller_ready = (True, "Ready", f"controller at {client.endpoint.url}, {state.asked} candidates asked")
-        return trials
+        return self.driver
+
+    async def _recreate(self, candidate: Candidate) -> TrialRecord:
+        """A Trial found missing by recovery, written (with its Job) before anything is told."""
+        assert self.accepted is not None
+        record = TrialRecord(
+            index=candidate.index,
+            architecture=dict(candidate.architecture),
+            name=trial_name(self.name, candidate.index),
+        )
+        create = Create(record, candidate.architecture_id, trial_seed(self.accepted.strategy.seed, candidate.index))
+        await self._create(create)
+        return record
 
     def _check(self, state: State) -> None:
         if self.synced is None or state.instance != self.synced[1]:
             raise ControllerOutOfSync("the controller restarted")
 
-    # -- 3. finished trials ------------------------------------------------------------------
-    async def _record_outcomes(self, client: ControllerClient, trials: list[TrialView]) -> list[TrialView]:
-        """Tell every finished trial, then record what the controller answered on the Trials."""
+    # -- 3. what happened --------------------------------------------------------------------
+    async def _observe(self, driver: Driver) -> list[Event]:
+        """Events for the active trials, read from their pods and Jobs (O(active trials), not O(history))."""
         indexes = self.runtime.indexes
-        assert indexes is not None and self.accepted is not None
-        finished: list[tuple[TrialView, outcomes.TrialOutcome, int]] = []
-        for trial in trials:
-            if trial.done or not trial.uid:  # finished, or its Trial is still being created
+        assert indexes is not None
+        events: list[Event] = [Tick(self._elapsed() or 0.0)]
+        events.extend(ResultStored(i) for i in self.stored)
+        self.stored.clear()
+        for rec in driver.active_trials():
+            name = rec.name
+            if name in self.creating or name not in self.trial_uids:
+                continue  # its Trial and Job are being written, or the driver holds its creation back
+            owners = (self.uid, self.trial_uids.get(name, self.uid))  # Jobs of an earlier version: the Trial's
+            jobs = [j for j in indexes.job_of(self.namespace, name) if j.owner_uid in owners]
+            if not jobs:
+                if name not in self.jobs_created and rec.index not in self.creates_to_retry:
+                    self._spawn_job(rec)
                 continue
-            # Jobs are owned by the experiment (by their Trial when an earlier version made them)
-            jobs = [j for j in indexes.job_of(self.namespace, trial.name) if j.owner_uid in (self.uid, trial.uid)]
-            pods = [p for p in indexes.pods_of(self.namespace, trial.name) if not jobs or p.owner_uid == jobs[0].uid]
-            if not jobs and trial.name not in self.jobs_created:
-                await self._create_job(trial)
-                continue
-            outcome = outcomes.trial_outcome(pods, jobs[0] if jobs else None, self.accepted.trial_template.retries)
-            if outcome is None and jobs and jobs[0].complete:
-                outcome = await self._confirm_lost_result(trial, jobs[0])
-            if outcome is not None:
-                finished.append((trial, outcome, outcomes.attempts(pods)))
-        if not finished:
-            return trials
-        finished.sort(key=lambda f: (f[1].finished or "", f[0].index))
-        told: list[tuple[TrialView, outcomes.TrialOutcome, int, dict[str, Any]]] = []
-        for trial, outcome, attempts in finished:
-            record, state = await client.tell(
-                trial.index, trial.name, None if outcome.failed else outcome.metrics, outcome.failed, outcome.reason
-            )
-            self._check(state)
-            told.append((trial, outcome, attempts, record))
-        now = _now()
-        by_name = {}
-        for trial, outcome, attempts, record in told:
-            final = status.trial_final_status(record, outcome, attempts, now)
-            by_name[trial.name] = trial.with_status(final)
-            self.unrecorded.add(trial.name)
-            task = asyncio.get_running_loop().create_task(
-                self._write_result(trial, outcome, final), name=f"result {trial.name}"
-            )
-            self.result_writes[trial.name] = (by_name[trial.name], task)
-            if outcome.pod_uid and outcome.pod_uid in self.terminated_at:
-                self.turnarounds.append(self.terminated_at.pop(outcome.pod_uid))
-        return [by_name.get(t.name, t) for t in trials]
+            pods = [p for p in indexes.pods_of(self.namespace, name) if p.owner_uid == jobs[0].uid]
+            seen = outcomes.events_of(rec.index, pods, jobs[0])
+            if not outcomes.decided(seen) and jobs[0].complete:
+                seen = await self._confirm_lost_result(rec, jobs[0])
+            if outcomes.decided(seen):
+                self.started_at.setdefault(name, outcomes.started_at(pods))
+                deciding = outcomes.deciding_pod(pods)
+                if deciding is not None and deciding.uid in self.terminated_at:
+                    self.turnarounds.append(self.terminated_at.pop(deciding.uid))
+            events.extend(seen)
+        return events
 
-    async def _confirm_lost_result(self, trial: TrialView, job: JobView) -> outcomes.TrialOutcome | None:
+    async def _confirm_lost_result(self, rec: TrialRecord, job: JobView) -> list[Event]:
         """A Job completed without a pod result in the cache: read the pods from the API server to be sure."""
-        bodies = await self.runtime.api.list("v1", "Pod", self.namespace, {names.LABEL_TRIAL: trial.name})
+        bodies = await self.runtime.api.list("v1", "Pod", self.namespace, {names.LABEL_TRIAL: rec.name})
         pods = [PodView.parse(b) for b in bodies]
-        return outcomes.trial_outcome(pods, job, self.accepted.trial_template.retries if self.accepted else 0, True)
+        return outcomes.events_of(rec.index, pods, job, pods_listed=True)
 
-    async def _write_result(self, trial: TrialView, outcome: outcomes.TrialOutcome, final: Mapping[str, Any]) -> None:
-        """Record a told result on its Trial. Runs beside the pass: the next candidate may be asked
-        meanwhile, but its Trial and Job are created only after this write (see ``_results_written``)."""
-        try:
-            body = await self.runtime.api.patch(
-                API_VERSION, "Trial", self.namespace, trial.name, {"status": dict(final)}, subresource="status"
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the trial reads unfinished again: the next pass tells it again (idempotent)
-            self.runtime.metrics.reconcile_errors.labels(self.namespace, self.name).inc()
-            self.log.warning("trial result not written", extra={"trial": trial.name, "error": repr(exc)})
-            self.wake_later(1.0)
+    # -- 4. carrying the driver's commands out -------------------------------------------------
+    async def _carry_out(self, client: ControllerClient, driver: Driver, commands: list[Command]) -> None:
+        """The driver's commands, in order. Strategy calls are awaited one by one (their order is the
+        replay order); writes go on in the background. A failed strategy call stops the strategy calls
+        after it, but every write still goes out: the records they store are the driver's, whatever the
+        controller saw, and the next pass replays the controller from them."""
+        queue: deque[Command] = deque(commands)
+        failure: BaseException | None = None
+        while queue:
+            command = queue.popleft()
+            if isinstance(command, AskFor):
+                if failure is None:
+                    try:
+                        candidates, state = await client.ask(command.index, command.count)
+                        self._check(state)
+                    except (ControllerOutOfSync, ControllerUnavailable, ControllerRefused) as exc:
+                        failure = exc
+                    else:
+                        queue.extend(driver.handle(Proposed(tuple(candidates))))
+                        continue
+                driver.ask_lost()
+            elif isinstance(command, Tell):
+                if failure is None:
+                    try:
+                        _, state = await client.tell(command.trial)
+                        self._check(state)
+                    except (ControllerOutOfSync, ControllerUnavailable, ControllerRefused) as exc:
+                        failure = exc
+            elif isinstance(command, Create):
+                self._begin(self.creating, command.trial.name, self._create(command), "create")
+            elif isinstance(command, Store):
+                self._begin(self.storing, command.trial.name, self._store(command), "result")
+            elif isinstance(command, MarkRunning):
+                self.started_at.setdefault(command.trial.name, command.started_at)
+                self.runtime.spawn(self._write_running(command), f"running {command.trial.name}")
+            elif isinstance(command, Cancel):
+                await self._cancel(command.trial)
+            # Relaunch: the Job's backoff starts the next attempt; Finish: read by the pass from the driver
+        if failure is not None:
+            if not isinstance(failure, ControllerRefused):
+                self.synced = None
+            raise failure
+
+    def _begin(
+        self, tasks: dict[str, asyncio.Task[None]], name: str, work: Coroutine[Any, Any, None], what: str
+    ) -> None:
+        if name in tasks:
+            work.close()
             return
-        finally:
-            self.result_writes.pop(trial.name, None)
-        self.unrecorded.discard(trial.name)
-        self._observe_finished(self._remember(body), outcome)
+        task = asyncio.get_running_loop().create_task(work, name=f"{what} {name}")
+        tasks[name] = task
+        task.add_done_callback(lambda _: tasks.pop(name, None))
 
-    def _told_so_far(self) -> ToldSoFar:
-        """The results told but not stored yet, and the writes under way: what a candidate asked now waits for."""
-        return frozenset(self.unrecorded), [task for _, task in self.result_writes.values()]
-
-    async def _results_written(self, told: ToldSoFar | None = None) -> None:
-        """Wait until the results told before a candidate was asked are stored; fail if one could not be.
-
-        This is what keeps replay exact: a candidate asked after a tell becomes a Trial (or a Job)
-        only once that tell's position is stored on the told Trial. Results told later do not hold
-        it up.
-        """
-        required, writes = told or self._told_so_far()
-        if writes:
-            await asyncio.gather(*writes, return_exceptions=True)
-        missing = required & self.unrecorded
-        if missing:
-            raise Requeue(f"results not stored yet: {', '.join(sorted(missing))}", 1.0)
-
-    def _observe_finished(self, view: TrialView, outcome: outcomes.TrialOutcome) -> None:
-        assert self.accepted is not None and self.runtime.indexes is not None
-        m, labels = self.runtime.metrics, (self.namespace, self.name)
-        start, end = parse_time(outcome.started), parse_time(outcome.finished)
-        if start and end:
-            m.trial_duration.labels(*labels).observe(max(0.0, (end - start).total_seconds()))
-        gpus = manifests.gpus_of(self.accepted.trial_template.resources)
-        if gpus:
-            held = sum(
-                p.terminated.seconds() for p in self.runtime.indexes.pods_of(self.namespace, view.name) if p.terminated
-            )
-            m.gpu_seconds.labels(*labels).inc(gpus * held)
-        extra = {"trial": view.name, "phase": view.phase, "reward": view.reward, "reason": view.reason}
-        self.log.info("trial finished", extra=extra)
-        if view.phase in ("Failed", "Infeasible"):
-            self._event(
-                "Warning",
-                "TrialFailed" if view.phase == "Failed" else "TrialInfeasible",
-                f"{view.name}: {view.reason or view.phase}: {outcome.message or ''}".rstrip(": "),
-            )
-
-    # -- 4. new trials -------------------------------------------------------------------------
-    async def _start_trials(
-        self,
-        client: ControllerClient,
-        trials: list[TrialView],
-        count: int,
-        expect: State | None = None,
-        index: int | None = None,
-    ) -> list[TrialView]:
-        """Ask for ``count`` candidates after the known ones; their Trials and Jobs are created in the background.
-
-        The pass does not wait for the creations: it returns the candidates as placeholders (Pending, no
-        uid yet), so the next pass counts them as active and never asks twice, and a trial that ends
-        meanwhile is told without waiting for these writes. With ``expect`` (candidates found missing
-        by a sync, from ``index`` on) the creations are awaited, so they exist before anything is told.
-        """
-        candidates, state = await client.ask(len(trials) if index is None else index, count)
-        if expect is None:
-            self._check(state)
-        placeholders = [self._begin_creation(c) for c in candidates]
-        if expect is not None:
-            await self.creations_done()
-            return self._trials()
-        return sorted([*trials, *placeholders], key=BY_INDEX)
-
-    def _begin_creation(self, candidate: Mapping[str, Any]) -> TrialView:
-        assert self.accepted is not None
-        index = int(candidate["index"])
-        view = TrialView(
-            name=names.trial_name(self.name, index),
-            uid="",
-            owner_uid=self.uid,
-            resource_version=-1,
-            index=index,
-            architecture=dict(candidate["architecture"]),
-            architecture_id=candidate["architectureId"],
-            seed=trial_seed(self.accepted.strategy.seed, index),
-        )
-        if view.name not in self.creating:
-            self.placeholders[view.name] = view
-            task = asyncio.get_running_loop().create_task(
-                self._create(candidate, view, self._told_so_far()), name=f"create {view.name}"
-            )
-            self.creating[view.name] = task
-        return view
-
-    async def _create(self, candidate: Mapping[str, Any], view: TrialView, told: ToldSoFar) -> None:
-        """Create a candidate's Trial and Job, side by side, once the results told before it are stored."""
-        name = view.name
+    async def _create(self, command: Create) -> None:
+        """Create a candidate's Trial and Job, side by side. A permanent refusal fails the experiment
+        (no retry can fix it); anything else is tried again on a later pass."""
+        name = command.trial.name
+        self.trial_uids.setdefault(name, "")  # watched from now on (a Job it lacks is created again)
+        self.creates_to_retry.pop(command.trial.index, None)
         try:
-            await self._results_written(told)
-            trial, job = await asyncio.gather(
-                self._create_trial(candidate), self._create_job(view), return_exceptions=True
+            outcome = await asyncio.gather(
+                self._create_trial(command), self._create_job(command), return_exceptions=True
             )
-            for outcome in (trial, job):
-                if isinstance(outcome, BaseException):
-                    raise outcome
-            if isinstance(trial, TrialView) and trial.done and job is True:
-                # Found finished (a pass that ran on an older copy): the Job just made is not needed.
-                await self.runtime.api.delete("batch/v1", "Job", self.namespace, name)
+            for result in outcome:
+                if isinstance(result, BaseException):
+                    raise result
         except asyncio.CancelledError:
             raise
         except Fatal as exc:
             self.fatal = exc
             self.wake()
-        except Exception as exc:  # the next pass asks for this index again and gets the same candidate
-            self.runtime.metrics.reconcile_errors.labels(self.namespace, self.name).inc()
-            self.log.warning("trial creation failed", extra={"trial": name, "error": repr(exc)})
-            self.wake_later(exc.delay if isinstance(exc, Requeue) else 1.0)
-        finally:
-            self.placeholders.pop(name, None)
-            self.creating.pop(name, None)
+        except ApiError as exc:
+            if exc.temporary or isinstance(exc, (AlreadyExists, Conflict)):
+                self._retry_create(command, exc, 1.0)
+            else:
+                self.fatal = Fatal(
+                    "TrialRefused", f"the API server refused the Trial or Job {name}: {exc.status} {exc.message}"
+                )
+                self.wake()
+        except Exception as exc:  # the next pass creates it again: the names make a repeat harmless
+            self._retry_create(command, exc, exc.delay if isinstance(exc, Requeue) else 1.0)
 
-    async def creations_done(self) -> None:
-        """Wait for the Trial and Job creations under way."""
-        while self.creating:
-            await asyncio.gather(*list(self.creating.values()), return_exceptions=True)
+    def _retry_create(self, command: Create, exc: Exception, delay: float) -> None:
+        self.runtime.metrics.reconcile_errors.labels(self.namespace, self.name).inc()
+        self.log.warning("trial creation failed", extra={"trial": command.trial.name, "error": repr(exc)})
+        self.creates_to_retry[command.trial.index] = command
+        self.wake_later(delay)
 
-    async def _create_trial(self, candidate: Mapping[str, Any]) -> TrialView:
+    async def _create_trial(self, command: Create) -> None:
         assert self.accepted is not None
-        index = int(candidate["index"])
-        obj = manifests.trial_object(
-            self.ref, self.accepted, index, candidate["architecture"], candidate["architectureId"]
-        )
+        rec = command.trial
+        obj = manifests.trial_object(self.ref, self.accepted, rec.index, rec.architecture, command.architecture_id)
         try:
-            body = await self.runtime.api.create(obj)
+            await self.runtime.api.create(obj)
         except AlreadyExists:
-            body = await self.runtime.api.get(API_VERSION, "Trial", self.namespace, obj["metadata"]["name"])
+            body = await self.runtime.api.get(API_VERSION, "Trial", self.namespace, rec.name)
             if not _owned_by(body, self.uid):
-                raise Requeue(f"an older experiment's Trial {obj['metadata']['name']} is still being deleted") from None
-            if (body.get("spec") or {}).get("architectureId") != candidate["architectureId"]:
-                raise Fatal(
-                    "HistoryConflict", f"Trial {obj['metadata']['name']} exists with another architecture"
-                ) from None
-        return self._remember(body)
+                raise Requeue(f"an older experiment's Trial {rec.name} is still being deleted") from None
+            if (body.get("spec") or {}).get("architectureId") != command.architecture_id:
+                raise Fatal("HistoryConflict", f"Trial {rec.name} exists with another architecture") from None
 
-    async def _create_job(self, trial: TrialView) -> bool:
-        """Create the trial's Job (owned by the experiment, so it needs no Trial uid); True if it was new."""
+    async def _create_job(self, command: Create) -> None:
+        """Create the trial's Job (owned by the experiment, so it needs no Trial uid)."""
         assert self.accepted is not None
+        rec = command.trial
         trial_body = {
-            "metadata": {"name": trial.name},
+            "metadata": {"name": rec.name},
             "spec": {
-                "architecture": dict(trial.architecture),
-                "architectureId": trial.architecture_id,
-                "seed": trial.seed,
+                "architecture": dict(rec.architecture),
+                "architectureId": command.architecture_id,
+                "seed": command.seed,
             },
         }
-        self.jobs_created.add(trial.name)  # before the write: a pass meanwhile must not create it too
+        self.jobs_created.add(rec.name)  # before the write: a pass meanwhile must not create it too
         try:
             await self.runtime.api.create(manifests.trainer_job(self.ref, self.accepted, trial_body))
         except AlreadyExists:
-            job = await self.runtime.api.get("batch/v1", "Job", self.namespace, trial.name)
-            if not (_owned_by(job, self.uid) or (trial.uid and _owned_by(job, trial.uid))):
-                self.jobs_created.discard(trial.name)
-                raise Requeue(f"an older Job {trial.name} is still being deleted") from None
-            return False
+            job = await self.runtime.api.get("batch/v1", "Job", self.namespace, rec.name)
+            if not (_owned_by(job, self.uid) or _owned_by(job, self.trial_uids.get(rec.name, self.uid))):
+                self.jobs_created.discard(rec.name)
+                raise Requeue(f"an older Job {rec.name} is still being deleted") from None
+            return
         except BaseException:
-            self.jobs_created.discard(trial.name)
+            self.jobs_created.discard(rec.name)
             raise
         if self.turnarounds:
             elapsed = time.monotonic() - self.turnarounds.popleft()
             self.runtime.metrics.trial_turnaround.labels(self.namespace, self.name).observe(elapsed)
-        return True
 
-    async def _mark_running(self, trials: Sequence[TrialView]) -> None:
-        """Pending trials whose pod runs become Running (and retried ones count their attempts)."""
-        indexes = self.runtime.indexes
-        assert indexes is not None
-        writes = []
-        for trial in trials:
-            if trial.done or not trial.uid:
-                continue
-            pods = indexes.pods_of(self.namespace, trial.name)
-            if not outcomes.is_running(pods):
-                continue
-            attempts = outcomes.attempts(pods)
-            if trial.phase == "Running" and trial.attempts == attempts:
-                continue
-            patch = {"status": status.trial_running_status(attempts, outcomes.started_at(pods))}
-            writes.append(
-                self.runtime.api.patch(API_VERSION, "Trial", self.namespace, trial.name, patch, subresource="status")
+    def _spawn_job(self, rec: TrialRecord) -> None:
+        """A Trial without its Job (an operator stopped between the two writes): create the Job now."""
+        assert self.accepted is not None
+        create = Create(rec, "", trial_seed(self.accepted.strategy.seed, rec.index))
+        self._begin(self.creating, rec.name, self._create_missing_job(create), "job")
+
+    async def _create_missing_job(self, command: Create) -> None:
+        assert self.accepted is not None
+        body = await self.runtime.api.get(API_VERSION, "Trial", self.namespace, command.trial.name)
+        architecture_id = (body.get("spec") or {}).get("architectureId", "")
+        await self._create_job(Create(command.trial, architecture_id, command.seed))
+
+    async def _store(self, command: Store) -> None:
+        """Write a told result on its Trial; once stored, the driver releases what was asked after it."""
+        rec = command.trial
+        body = {
+            "status": status_wire(
+                rec, start_time=self.started_at.get(rec.name), completion_time=command.finished_at or _now_text()
             )
-        for body in await asyncio.gather(*writes):
-            self._remember(body)
+        }
+        try:
+            await self.runtime.api.patch(API_VERSION, "Trial", self.namespace, rec.name, body, subresource="status")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # written again on a later pass: the record is the driver's, unchanged
+            self.runtime.metrics.reconcile_errors.labels(self.namespace, self.name).inc()
+            self.log.warning("trial result not written", extra={"trial": rec.name, "error": repr(exc)})
+            self.stores_to_retry[rec.index] = command
+            self.wake_later(1.0)
+            return
+        self.stores_to_retry.pop(rec.index, None)
+        self.started_at.pop(rec.name, None)
+        self.stored.append(rec.index)
+        self._observe_finished(rec)
+        self.wake()
+
+    async def _write_running(self, command: MarkRunning) -> None:
+        rec = command.trial
+        patch = {"status": status.trial_running_status(rec.attempts, command.started_at)}
+        await self.runtime.api.patch(API_VERSION, "Trial", self.namespace, rec.name, patch, subresource="status")
+
+    async def _cancel(self, rec: TrialRecord) -> None:
+        """Stop a trial the finished search no longer needs: its Job goes, its Trial says why."""
+        with contextlib.suppress(NotFound):
+            await self.runtime.api.delete("batch/v1", "Job", self.namespace, rec.name)
+        patch = {"status": {"phase": rec.phase, "reason": rec.reason, "message": rec.message}}
+        with contextlib.suppress(NotFound):
+            await self.runtime.api.patch(API_VERSION, "Trial", self.namespace, rec.name, patch, subresource="status")
+
+    def _retry_writes(self) -> None:
+        """Writes that failed on an earlier pass go out again."""
+        for command in list(self.creates_to_retry.values()):
+            self._begin(self.creating, command.trial.name, self._create(command), "create")
+        for store in list(self.stores_to_retry.values()):
+            self._begin(self.storing, store.trial.name, self._store(store), "result")
+
+    async def writes_done(self) -> None:
+        """Wait for the Trial and Job creations and the result writes under way."""
+        while self.creating or self.storing:
+            await asyncio.gather(*self.creating.values(), *self.storing.values(), return_exceptions=True)
+
+    def _observe_finished(self, rec: TrialRecord) -> None:
+        assert self.accepted is not None and self.runtime.indexes is not None
+        m, labels = self.runtime.metrics, (self.namespace, self.name)
+        gpus = manifests.gpus_of(self.accepted.trial_template.resources)
+        pods = self.runtime.indexes.pods_of(self.namespace, rec.name)
+        held = sum(p.terminated.seconds() for p in pods if p.terminated)
+        if held:
+            m.trial_duration.labels(*labels).observe(max(p.terminated.seconds() for p in pods if p.terminated))
+        if gpus:
+            m.gpu_seconds.labels(*labels).inc(gpus * held)
+        extra = {"trial": rec.name, "phase": rec.phase, "reward": rec.reward, "reason": rec.reason}
+        self.log.info("trial finished", extra=extra)
+        if rec.phase in ("Failed", "Infeasible"):
+            self._event(
+                "Warning",
+                "TrialFailed" if rec.phase == "Failed" else "TrialInfeasible",
+                f"{rec.name}: {rec.reason or rec.phase}: {rec.message or ''}".rstrip(": "),
+            )
 
     # -- the end -------------------------------------------------------------------------------
     async def _finish(self, action: Finish) -> None:
-        await self._results_written()
-        await self.creations_done()
-        active = [t for t in self._trials() if not t.done]
-        for trial in active:  # a goal reached or too many failures: the rest is not needed
-            await self.runtime.api.delete("batch/v1", "Job", self.namespace, trial.name)
-            body = await self.runtime.api.patch(
-                API_VERSION,
-                "Trial",
-                self.namespace,
-                trial.name,
-                {
-                    "status": {
-                        "phase": "Failed",
-                        "reason": "Cancelled",
-                        "message": f"the experiment finished: {action.reason}",
-                    }
-                },
-                subresource="status",
-            )
-            self._remember(body)
+        await self.writes_done()
         self.turnarounds.clear()
         verdict = status.Verdict(action.phase, action.reason, action.message)
         self.final = verdict
+        cancelled = sum(1 for rec in self._records() if rec.reason == "Cancelled")
         self.log.info(
             "experiment finished",
-            extra={"phase": action.phase, "reason": action.reason, "detail": action.message, "cancelled": len(active)},
+            extra={"phase": action.phase, "reason": action.reason, "detail": action.message, "cancelled": cancelled},
         )
         self._event("Normal" if action.phase == "Succeeded" else "Warning", action.reason, action.message)
         await self._scale_controller_down()
-        self._publish(self._trials(), verdict, urgent=True)
+        self._publish(verdict, urgent=True)
 
     async def _fail(self, exc: Fatal | ControllerRefused) -> None:
         reason = exc.reason if isinstance(exc, Fatal) else exc.code
@@ -726,12 +722,11 @@ class ExperimentReconciler:
         self.log.error("experiment failed", extra={"reason": reason, "detail": message})
         self._event("Warning", reason, message)
         self.final = status.Verdict("Failed", reason, message)
-        trials = self._trials() if self.runtime.indexes is not None else []
         if self.accepted is None:
             self._publish_invalid(reason, message)
             return
         await self._scale_controller_down()
-        self._publish(trials, status.Verdict("Failed", reason, message), urgent=True)
+        self._publish(status.Verdict("Failed", reason, message), urgent=True)
 
     async def _settle_finished(self) -> None:
         """A finished experiment keeps its status current (spec edits) and holds no controller pod."""
@@ -742,7 +737,7 @@ class ExperimentReconciler:
         if self.accepted is None:
             self._publish_invalid(verdict.reason, verdict.message)
         else:
-            self._publish(self._trials(), verdict)
+            self._publish(verdict)
 
     async def _scale_controller_down(self) -> None:
         """Stop the controller pod (once; a restarted operator only reads that it is stopped)."""
@@ -757,8 +752,8 @@ class ExperimentReconciler:
         self.controller_ready = (False, "ExperimentFinished", "the controller is stopped once the search is over")
 
     # -- status, events, metrics ---------------------------------------------------------------
-    def _running_phase(self, trials: Sequence[TrialView]) -> str:
-        return "Running" if trials else "Pending"
+    def _running_phase(self) -> str:
+        return "Running" if self.driver is not None and self.driver.counts.total else "Pending"
 
     def _elapsed(self) -> float | None:
         started = parse_time((self.body.get("status") or {}).get("startTime"))
@@ -771,15 +766,17 @@ class ExperimentReconciler:
         if limit is not None and elapsed is not None and elapsed < limit:
             self.wake_later(limit - elapsed + 0.05)
 
-    def _publish(self, trials: Sequence[TrialView], verdict: status.Verdict, urgent: bool = False) -> None:
+    def _publish(self, verdict: status.Verdict, urgent: bool = False) -> None:
+        """Status, metrics and the best-trial event from the driver's summary (O(1): no pass over history)."""
         assert self.accepted is not None
-        records = [t.record() for t in trials]
-        summary = summarize(self.accepted, records)
+        if self.driver is not None:
+            summary = (self.driver.counts, self.driver.best)
+        else:
+            summary = summarize(self.accepted, self._records())
         current = self.body.get("status") or {}
         desired = status.experiment_status(
             current=current,
             spec=self.accepted,
-            trials=records,
             verdict=verdict,
             controller_ready=self.controller_ready,
             spec_verdict=self.spec_verdict,

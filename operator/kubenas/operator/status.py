@@ -14,10 +14,10 @@ from datetime import datetime
 from typing import Any
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
-from kubenas.core.engine import Summary, summarize
-from kubenas.core.records import TrialRecord, objective_value
-from kubenas.operator.outcomes import TrialOutcome
-from kubenas.operator.views import finite_or_none, format_time
+from kubenas.core.codec import finite_or_none
+from kubenas.core.engine import Summary
+from kubenas.core.records import objective_value
+from kubenas.operator.views import format_time
 
 # condition types
 CONTROLLER_READY = "ControllerReady"
@@ -83,17 +83,16 @@ def experiment_status(
     *,
     current: Mapping[str, Any],
     spec: SearchExperimentSpec,
-    trials: Sequence[TrialRecord],
     verdict: Verdict,
     controller_ready: tuple[bool, str, str],
     spec_verdict: SpecVerdict,
     generation: int | None,
     now: datetime,
-    summary: Summary | None = None,
+    summary: Summary,
 ) -> dict[str, Any]:
     """The whole status the experiment should show now (camelCase, ready for a merge patch);
-    ``summary``: :func:`summarize` of ``trials``, when the caller has it already."""
-    counts, best = summary if summary is not None else summarize(spec, trials)
+    ``summary``: the trial counts and the best trial (the driver keeps both current)."""
+    counts, best = summary
     done = counts.succeeded + counts.failed + counts.infeasible
     terminal = verdict.phase in TERMINAL_PHASES
     conditions: list[dict[str, Any]] = list(current.get("conditions") or [])
@@ -146,29 +145,4 @@ def trial_running_status(attempts: int, start_time: str | None) -> dict[str, Any
     status: dict[str, Any] = {"phase": "Running", "attempts": attempts}
     if start_time:
         status["startTime"] = start_time
-    return status
-
-
-def trial_final_status(told: Mapping[str, Any], outcome: TrialOutcome, attempts: int, now: datetime) -> dict:
-    """A finished trial's status: what the controller recorded (phase, reward, tell position) and how it ran.
-
-    The tell position comes from the controller's answer, so the Trial always records what the
-    strategy actually saw; a re-tell after a crash returns the same position (tells are idempotent).
-    """
-    status: dict[str, Any] = {
-        "phase": told["phase"],
-        "reward": told.get("reward"),
-        "metrics": dict(told.get("metrics") or {}),
-        "attempts": attempts,
-        "tellSequence": told["tellSequence"],
-        "asksBeforeTell": told["asksBeforeTell"],
-        "completionTime": outcome.finished or format_time(now),
-    }
-    reason = told.get("reason") or outcome.reason
-    if reason:
-        status["reason"] = reason
-    if outcome.message:
-        status["message"] = outcome.message[:1000]
-    if outcome.started:
-        status["startTime"] = outcome.started
     return status

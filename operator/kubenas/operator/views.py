@@ -7,13 +7,12 @@ stays small with thousands of trials. Each parser accepts the raw body as the AP
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any
 
+from kubenas.core.codec import record_of
 from kubenas.core.records import TrialRecord
 from kubenas.operator import names
 
@@ -53,26 +52,18 @@ def format_time(value: datetime) -> str:
 
 @dataclass(frozen=True)
 class TrialView:
-    """A Trial as the operator reads it: its spec, and the status the operator wrote."""
+    """A Trial as the operator reads it: its identity, and its spec and status as the core's record.
+
+    The record is read through :mod:`kubenas.core.codec`, the one codec of a Trial for every adapter.
+    """
 
     name: str
     uid: str
     owner_uid: str
     resource_version: int
-    index: int
-    architecture: Mapping[str, Any]
     architecture_id: str
     seed: int
-    phase: str = "Pending"
-    reward: float | None = None
-    metrics: Mapping[str, float] = field(default_factory=dict)
-    reason: str | None = None
-    message: str | None = None
-    attempts: int = 0
-    start_time: str | None = None
-    completion_time: str | None = None
-    tell_sequence: int | None = None
-    asks_before_tell: int | None = None
+    _record: TrialRecord
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> TrialView:
@@ -82,60 +73,26 @@ class TrialView:
             uid=meta.get("uid", ""),
             owner_uid=owner_uid(body),
             resource_version=resource_version(body),
-            index=int(spec["index"]),
-            architecture=dict(spec.get("architecture", {})),
             architecture_id=spec.get("architectureId", ""),
             seed=int(spec.get("seed", 0)),
-            **_status_fields(body.get("status") or {}),
+            _record=record_of(meta["name"], spec, body.get("status")),
         )
 
-    def with_status(self, status: Mapping[str, Any]) -> TrialView:
-        """This trial as it will read once ``status`` (a whole status, as the operator writes it) is stored.
+    @property
+    def index(self) -> int:
+        return self._record.index
 
-        A finished trial counts as finished from the moment its result is told, while the write that
-        records it is still on its way: the next candidate can be asked meanwhile (it is created only
-        once the write has landed).
-        """
-        return replace(self, **_status_fields(status))
+    @property
+    def phase(self) -> str:
+        return self._record.phase
 
-    @cached_property
+    @property
     def done(self) -> bool:
-        """Finished (cached: every pass asks this of every trial of the history)."""
-        return self.phase in ("Succeeded", "Failed", "Infeasible")
-
-    @cached_property
-    def _record(self) -> TrialRecord:
-        return TrialRecord(
-            index=self.index,
-            architecture=dict(self.architecture),
-            name=self.name,
-            phase=self.phase,  # type: ignore[arg-type]
-            reward=self.reward,
-            metrics=dict(self.metrics),
-            reason=self.reason,
-            tell_sequence=self.tell_sequence,
-            asks_before_tell=self.asks_before_tell,
-        )
+        return self._record.done
 
     def record(self) -> TrialRecord:
-        """The trial as history, the form the engine and the controller's replay take (built once)."""
+        """The trial as history, the form the driver and the controller's replay take."""
         return self._record
-
-
-def _status_fields(status: Mapping[str, Any]) -> dict[str, Any]:
-    reward = status.get("reward")
-    return {
-        "phase": status.get("phase") or "Pending",
-        "reward": None if reward is None else float(reward),
-        "metrics": {k: float(v) for k, v in (status.get("metrics") or {}).items()},
-        "reason": status.get("reason"),
-        "message": status.get("message"),
-        "attempts": int(status.get("attempts") or 0),
-        "start_time": status.get("startTime"),
-        "completion_time": status.get("completionTime"),
-        "tell_sequence": status.get("tellSequence"),
-        "asks_before_tell": status.get("asksBeforeTell"),
-    }
 
 
 @dataclass(frozen=True)
@@ -273,8 +230,3 @@ class EndpointView:
             addresses=tuple(sorted(addresses)),
             port=port,
         )
-
-
-def finite_or_none(value: float | None) -> float | None:
-    """JSON has no NaN or infinity; the status stores such a reward as absent."""
-    return value if value is not None and math.isfinite(value) else None
