@@ -53,9 +53,14 @@ def test_the_api_server_refuses_every_corpus_manifest_at_its_field(k8s: KubeApis
         accepted, message = dry_run(k8s, namespace, doc, plural_of(doc, _fallback(case)))
         if accepted:
             wrong.append(f"{case.id}: accepted ({case.rule})")
-        elif case.expected not in message:
+        elif not mentions(message, case.expected):
             wrong.append(f"{case.id}: expected {case.expected} in: {message}")
     assert not wrong, f"{len(wrong)} of {len(CASES)} corpus manifests:\n" + "\n".join(wrong)
+
+
+def mentions(message: str, path: str) -> bool:
+    """Whether the server's message names the path (apiVersion and kind are named in words there)."""
+    return path in message or path.lower() in message.lower().replace(" ", "")
 
 
 def _fallback(case: Case) -> str:
@@ -71,7 +76,7 @@ def local_verdict(doc: Any) -> bool:
 
 
 @settings(
-    max_examples=150,
+    max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

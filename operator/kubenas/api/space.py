@@ -181,7 +181,7 @@ class Decision(ApiModel):
         ),
     )
 
-    name: DecisionName = Field(..., pattern=NAME_PATTERN, description="Name, unique in the space.")
+    name: DecisionName = Field(..., pattern=NAME_PATTERN, max_length=63, description="Name, unique in the space.")
     type: Literal["categorical", "int", "float"] = Field(..., description="Kind of domain.")
     choices: list[ChoiceValue] | None = Field(
         None,

@@ -36,9 +36,6 @@ Quantity = (
 Text = Annotated[str, StringConstraints(max_length=4096)]
 #: the most bytes KUBENAS_SETTINGS may hold: one environment variable, which Linux caps at 128 KiB.
 MAX_SETTINGS_KEYS = 64
-MAX_SETTINGS_STRING = 1024
-MAX_SETTINGS_LIST = 16
-MAX_SETTINGS_ITEM = 64
 
 
 def parse_duration(text: str) -> float:
@@ -181,6 +178,9 @@ def _per_kind(cel_of: Callable[[str], str], message: str, check: Callable[[dict[
 
 
 _QUANTITY_CEL = "isQuantity(string(self.{kind}[k]))"
+#: resources a container may name (cpu, memory, ephemeral-storage and one extended resource): the
+#: bound keeps the quantity rules within the API server's CEL cost budget.
+MAX_RESOURCES = 4
 _RESOURCE_NAME_CEL = f"k.size() <= {kube.QUALIFIED_NAME_MAX} && k.matches(r'{kube.RESOURCE_NAME}')"
 
 
@@ -201,7 +201,6 @@ class Resources(ApiModel):
         ),
         Rule(
             "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits)"
-            " || !isQuantity(string(self.requests[k])) || !isQuantity(string(self.limits[k]))"
             " || quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)",
             "requests must not exceed limits",
             _requests_within_limits,
@@ -218,9 +217,8 @@ class Resources(ApiModel):
         ),
         Rule(
             "!has(self.requests) || self.requests.all(k, !k.contains('/')"
-            " || (has(self.limits) && k in self.limits && (!isQuantity(string(self.requests[k]))"
-            " || !isQuantity(string(self.limits[k]))"
-            " || quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) == 0)))",
+            " || (has(self.limits) && k in self.limits"
+            " && quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) == 0))",
             "an extended resource (such as nvidia.com/gpu) requested needs an equal limit",
             _extended_limited,
             ".limits",
@@ -228,10 +226,12 @@ class Resources(ApiModel):
     )
 
     requests: dict[str, Quantity] = Field(
-        default_factory=dict, max_length=16, description="Minimum resources (cpu, memory, ...)."
+        default_factory=dict, max_length=MAX_RESOURCES, description="Minimum resources (cpu, memory, ...)."
     )
     limits: dict[str, Quantity] = Field(
-        default_factory=dict, max_length=16, description="Maximum resources; GPUs go here, e.g. nvidia.com/gpu: 1."
+        default_factory=dict,
+        max_length=MAX_RESOURCES,
+        description="Maximum resources; GPUs go here, e.g. nvidia.com/gpu: 1.",
     )
 
 
@@ -287,28 +287,6 @@ def _node_selector_ok(selector: dict[str, str]) -> bool:
     return all(kube.qualified_name_ok(k) for k in selector)
 
 
-def _settings_value_ok(value: Any) -> bool:
-    """A setting is a scalar, a bounded string, or a short list of short scalars: never a nested object."""
-    if isinstance(value, dict):
-        return False
-    if isinstance(value, str):
-        return len(value) <= MAX_SETTINGS_STRING
-    if isinstance(value, list):
-        return len(value) <= MAX_SETTINGS_LIST and all(
-            not isinstance(x, (dict, list)) and (not isinstance(x, str) or len(x) <= MAX_SETTINGS_ITEM) for x in value
-        )
-    return True
-
-
-_SETTING_VALUE_CEL = (
-    f"type(self.settings[k]) == string ? size(self.settings[k]) <= {MAX_SETTINGS_STRING}"
-    f" : type(self.settings[k]) == list ? (size(self.settings[k]) <= {MAX_SETTINGS_LIST}"
-    f" && self.settings[k].all(x, type(x) != map && type(x) != list"
-    f" && (type(x) != string || size(x) <= {MAX_SETTINGS_ITEM})))"
-    " : type(self.settings[k]) != map"
-)
-
-
 class TrialTemplate(ApiModel):
     """How one trial runs: a container in a Kubernetes Job, or a local process in local mode.
 
@@ -331,14 +309,6 @@ class TrialTemplate(ApiModel):
             "nodeSelector keys must be label keys (an optional DNS subdomain and '/', then at most 63 characters)",
             lambda t: _node_selector_ok(t.node_selector),
             ".nodeSelector",
-        ),
-        Rule(
-            f"!has(self.settings) || self.settings.all(k, k.size() <= 63 && ({_SETTING_VALUE_CEL}))",
-            "setting names have at most 63 characters; each setting is a number, a boolean,"
-            f" a string of at most {MAX_SETTINGS_STRING} characters or a list"
-            f" of at most {MAX_SETTINGS_LIST} such values of at most {MAX_SETTINGS_ITEM} characters",
-            lambda t: all(len(k) <= 63 and _settings_value_ok(v) for k, v in t.settings.items()),
-            ".settings",
         ),
     )
 
