@@ -122,7 +122,7 @@ def validate(
     ] = False,
 ) -> None:
     """Check manifests as the API server would (strictly, every document), naming each bad field."""
-    from kubenas.api.load import validate_file
+    from kubenas.load import validate_file
 
     bad = 0
     for f in files:
@@ -145,7 +145,7 @@ def run(
     resume: Annotated[Path | None, typer.Option(help="Continue the run recorded in this results folder.")] = None,
 ) -> None:
     """Run an experiment on this machine: the strategy in-process, each trial a subprocess."""
-    from kubenas.api.load import ManifestError
+    from kubenas.load import ManifestError
     from kubenas.local.runner import ResumeError, prepare
     from kubenas.local.runner import run as run_local
 

@@ -13,8 +13,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from kubernetes.client.exceptions import ApiException
 
-from kubenas.api.load import ManifestError, parse_document
 from kubenas.api.v1alpha1 import GROUP, VERSION
+from kubenas.load import ManifestError, parse_document
 from kubenas_dev.operator_fixtures import crds
 from tests.admission.corpus import Case, cases, examples, mutated
 from tests.e2e.conftest import KubeApis

@@ -14,8 +14,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 
 from kubenas.api import kube
-from kubenas.api.load import MAX_DEPTH, ManifestError, parse_document, validate_file
 from kubenas.api.v1alpha1 import MAX_EXPERIMENT_NAME, experiment_name_ok
+from kubenas.load import MAX_DEPTH, ManifestError, parse_document, validate_file
 from kubenas.operator import names
 from tests.admission.corpus import EXAMPLES, Case, cases, examples, mutated, names_path
 from tests.conftest import experiment_dict

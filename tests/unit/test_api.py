@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kubenas.api.load import ManifestError, load_experiment, parse_experiment
 from kubenas.api.v1alpha1 import parse_duration
+from kubenas.load import ManifestError, load_experiment, parse_experiment
 from tests.conftest import REPO, experiment_dict
 
 

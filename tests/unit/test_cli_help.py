@@ -40,7 +40,7 @@ def test_operator_without_a_kubeconfig_says_so_in_one_line(tmp_path: Path, monke
 
 
 def test_yaml_syntax_errors_name_the_file(tmp_path: Path) -> None:
-    from kubenas.api.load import ManifestError, load_experiment
+    from kubenas.load import ManifestError, load_experiment
 
     bad = tmp_path / "broken.yaml"
     bad.write_text("apiVersion: kubenas.io/v1alpha1\nkind: SearchExperiment\nmetadata: {name: x\nspec: [\n")

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from kubenas.api.load import parse_experiment
+from kubenas.load import parse_experiment
 from kubenas.local.journal import read_journal
 from kubenas.local.runner import prepare, run
 from tests.conftest import experiment_dict

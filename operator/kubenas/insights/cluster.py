@@ -22,7 +22,6 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from kubenas.api.load import problems_of
 from kubenas.api.v1alpha1 import GROUP, VERSION, SearchExperiment
 from kubenas.core.errors import KubenasError
 from kubenas.core.records import TrialRecord
@@ -31,6 +30,7 @@ from kubenas.insights import tables
 from kubenas.insights.genotype import genotype
 from kubenas.insights.importance import MIN_TRIALS, Importance, NotEnoughTrials, importance
 from kubenas.insights.motifs import motifs
+from kubenas.load import problems_of
 from kubenas.operator import names
 from kubenas.operator.views import TrialView, parse_time
 

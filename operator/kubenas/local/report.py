@@ -60,7 +60,7 @@ def _space(directory: Path, given: SearchSpace | None) -> SearchSpace | None:
     """The search space: the one given, else the one of the experiment recorded in the folder."""
     if given is not None:
         return given
-    from kubenas.api.load import load_experiment
+    from kubenas.load import load_experiment
 
     try:
         return build_space(load_experiment(directory / "experiment.yaml").spec.search_space)

@@ -19,7 +19,6 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from kubenas.api.load import load_experiment
 from kubenas.api.v1alpha1 import SearchExperiment
 from kubenas.core.driver import (
     AskFor,
@@ -38,6 +37,7 @@ from kubenas.core.driver import (
 )
 from kubenas.core.records import objective_value
 from kubenas.core.search import Search
+from kubenas.load import load_experiment
 from kubenas.local.journal import Journal, read_journal
 from kubenas.local.process import Attempt, TrialLauncher
 from kubenas.local.report import leaderboard, summary, write_results

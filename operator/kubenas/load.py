@@ -4,6 +4,9 @@ Validation is as strict as the API server's: no type coercion (``"10"`` is not 1
 1), unknown fields refused everywhere (metadata included, with a "did you mean"), ``apiVersion`` and
 ``kind`` required, no NaN or infinity (JSON cannot carry them), and a bounded nesting depth. The
 rules themselves live in the models (see ``kubenas.api.base.Rule``), the same ones the CRDs carry.
+
+This module sits above the core, not in ``kubenas.api``: a SearchExperiment is checked by building
+its search space too (``kubenas.core.space``), and the API models import nothing of the core.
 """
 
 from __future__ import annotations
