@@ -121,6 +121,9 @@ def test_watch_returns_once_the_experiment_has_ended(cluster: Any, namespace: st
     assert out.exit_code == 0, out.output
     assert "Succeeded (MaxTrialsReached)" in out.output
     assert "importance: after 10 succeeded trials (4 so far)" in out.output
+    wide = cluster.kubectl("get", "searchexperiments", EXPERIMENT, "-n", namespace, "-o", "wide")
+    header, row = wide.stdout.splitlines()[:2]
+    assert row.split()[header.split().index("REASON")] == "MaxTrialsReached"  # the column reads a real condition
 
 
 def test_logs_show_the_outcome_and_termination_message_when_the_node_has_no_log(

@@ -238,8 +238,9 @@ def read_logs(api: Any, namespace: str, trial: str, tail: int | None = None) -> 
         pods = core.list_namespaced_pod(namespace, label_selector=f"{names.LABEL_TRIAL}={trial}").items
     except ApiException as exc:
         raise _refused(exc, f"Trial {namespace}/{trial}") from None
-    view = TrialView.parse(body)
-    out = TrialLogs(trial, view.phase, dict(view.metrics), view.reason, view.message)
+    rec = TrialView.parse(body).record()
+    message = (body.get("status") or {}).get("message")
+    out = TrialLogs(trial, rec.phase, dict(rec.metrics), rec.reason, message)
     for pod in sorted(pods, key=lambda p: p.metadata.creation_timestamp or datetime.min.replace(tzinfo=UTC)):
         pod_name = pod.metadata.name
         try:
