@@ -3,10 +3,13 @@ search goes on exactly as an unbroken run with the same seed would have."""
 
 from __future__ import annotations
 
+import json
 import time
+from collections import deque
 from typing import Any
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
+from kubenas.core.driver import AskFor, AttemptEnded, Create, Driver, ResultStored, Store, Tell
 from kubenas.core.records import TrialRecord
 from kubenas.core.search import Search
 from kubenas.operator import names
@@ -24,11 +27,20 @@ EVOLUTION = {"name": "evolution", "seed": 11, "evolution": {"populationSize": 3,
 def unbroken_sequential(manifest: dict[str, Any]) -> list[TrialRecord]:
     """The trials of an uninterrupted one-at-a-time run, in-process: ask, train (toy), tell, repeat."""
     spec = SearchExperimentSpec.model_validate(manifest["spec"])
-    search = Search(spec, name_prefix=manifest["metadata"]["name"])
-    for _ in range(spec.budget.max_trials):
-        rec = search.ask()
-        search.tell(rec.index, {"val_accuracy": toy_accuracy(dict(rec.architecture))})
-    return list(search.trials)
+    spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"parallel_trials": 1})})
+    search, driver = Search(spec), Driver(spec, name_prefix=manifest["metadata"]["name"])
+    commands = deque(driver.start())
+    while commands:
+        command = commands.popleft()
+        if isinstance(command, (AskFor, Tell)):
+            answer = search.serve(command)
+            commands.extend(driver.handle(answer) if answer is not None else [])
+        elif isinstance(command, Create):
+            result = json.dumps({"val_accuracy": toy_accuracy(dict(command.trial.architecture))})
+            commands.extend(driver.handle(AttemptEnded(command.trial.index, 1, 0, result)))
+        elif isinstance(command, Store):
+            commands.extend(driver.handle(ResultStored(command.trial.index)))
+    return driver.trials
 
 
 def succeeded(kube: Kube, name: str) -> int:
@@ -44,7 +56,7 @@ def assert_whole_history(kube: Kube, name: str, total: int) -> list[dict[str, An
     assert sorted(t["status"]["tellSequence"] for t in trials) == list(range(total))
     assert all(t["status"]["phase"] == "Succeeded" for t in trials)
     spec = SearchExperimentSpec.model_validate(kube.experiment(name)["spec"])  # type: ignore[index]
-    Search(spec, [TrialView.parse(t).record() for t in trials], name_prefix=name)  # raises ReplayError if not
+    Search(spec, [TrialView.parse(t).record() for t in trials])  # raises ReplayError if not
     return trials
 
 

@@ -9,13 +9,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
+import pytest
 import yaml
 from rich.console import Console
 
 from kubenas.load import parse_experiment
 from kubenas.local.journal import read_journal
-from kubenas.local.runner import prepare, run
+from kubenas.local.process import TrialLauncher
+from kubenas.local.runner import ResumeError, prepare, run
 from tests.conftest import experiment_dict
 
 
@@ -102,18 +106,87 @@ def test_ctrl_c_then_resume_equals_an_unbroken_run(tmp_path: Path) -> None:
     assert best[0] == best[1]
 
 
-def test_resume_refuses_a_different_experiment(tmp_path: Path) -> None:
+def test_resume_refuses_a_different_experiment_naming_the_field(tmp_path: Path) -> None:
     path = write_experiment(tmp_path)
     exp, folder = prepare(path, tmp_path / "out", None)
     other = tmp_path / "other.yaml"
-    other.write_text(yaml.safe_dump(experiment_dict(budget={"maxTrials": 9})))
-    try:
+    other.write_text(yaml.safe_dump(experiment_dict(strategy={"name": "random", "seed": 2})))
+    with pytest.raises(ResumeError, match=r"spec\.strategy\.seed"):
         prepare(other, None, folder)
-    except RuntimeError as exc:
-        assert "differs" in str(exc)
-    else:
-        raise AssertionError("resume with another experiment was accepted")
     assert parse_experiment(yaml.safe_load(path.read_text())).spec == exp.spec
+
+
+def test_resume_after_raising_max_trials_continues(tmp_path: Path) -> None:
+    path = write_experiment(tmp_path, budget={"maxTrials": 3, "parallelTrials": 1})
+    exp, folder = prepare(path, tmp_path / "out", None)
+    run(exp, folder, quiet())
+    raised = tmp_path / "raised.yaml"
+    raised.write_text(yaml.safe_dump(experiment_dict(budget={"maxTrials": 5, "parallelTrials": 2})))
+    exp, same = prepare(raised, None, folder)
+    assert same == folder and exp.spec.budget.max_trials == 5
+    assert run(exp, folder, quiet()).reason == "MaxTrialsReached"
+    trials, _ = read_journal(folder)
+    assert [t.index for t in trials] == [0, 1, 2, 3, 4] and all(t.told for t in trials)
+
+
+def test_a_missing_trial_command_is_one_clear_error(tmp_path: Path) -> None:
+    path = write_experiment(tmp_path, trialTemplate={"command": ["no-such-trainer-here"]})
+    with pytest.raises(ResumeError, match=r"spec.trialTemplate.command: 'no-such-trainer-here'"):
+        prepare(path, tmp_path / "out", None)
+
+
+def test_a_configuration_error_is_not_retried_and_its_message_is_kept(tmp_path: Path) -> None:
+    script = tmp_path / "refuse.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "open(os.environ['KUBENAS_RESULT_FILE'], 'w').write(json.dumps({'message': 'unknown setting: lr_x'}))\n"
+        "sys.exit(2)\n"
+    )
+    path = write_experiment(
+        tmp_path,
+        budget={"maxTrials": 2, "parallelTrials": 1},
+        trialTemplate={"command": [sys.executable, str(script)], "retries": 3},
+    )
+    exp, folder = prepare(path, tmp_path / "out", None)
+    assert run(exp, folder, quiet()).reason == "NoTrialSucceeded"
+    trials, _ = read_journal(folder)
+    assert {(t.reason, t.message, t.attempts) for t in trials} == {("ConfigurationError", "unknown setting: lr_x", 1)}
+    assert "unknown setting: lr_x" in (folder / "trials.csv").read_text()
+    rows = json.loads((folder / "trials.json").read_text())
+    assert {r["message"] for r in rows} == {"unknown setting: lr_x"}
+
+
+def test_no_trial_process_outlives_a_run_that_ends_early(tmp_path: Path) -> None:
+    """The goal is reached while slow trials still run: they are stopped and reaped with the run."""
+    path = write_experiment(
+        tmp_path,
+        objective={"metric": "val_accuracy", "target": 0.0},
+        budget={"maxTrials": 6, "parallelTrials": 3},
+        trialTemplate={
+            "command": [sys.executable, "-m", "kubenas.local.toy_trial"],
+            "settings": {"sleep_s": 0},
+        },
+    )
+    exp, folder = prepare(path, tmp_path / "out", None)
+    slow = exp.spec.trial_template.model_copy(update={"settings": {"sleep_s": 60}})
+    launched: list[subprocess.Popen[bytes]] = []
+    original = TrialLauncher.start
+
+    def start(self: TrialLauncher, rec: Any, number: int) -> Any:
+        # the first trial finishes at once and reaches the goal; the others would sleep a minute
+        if rec.index > 0:
+            self.exp = exp.model_copy(update={"spec": exp.spec.model_copy(update={"trial_template": slow})})
+        attempt = original(self, rec, number)
+        self.exp = exp
+        launched.append(attempt.proc)
+        return attempt
+
+    with patch.object(TrialLauncher, "start", start):
+        result = run(exp, folder, quiet())
+    assert result.reason == "GoalReached"
+    assert len(launched) == 3 and all(p.poll() is not None for p in launched)
+    cancelled = [t for t in read_journal(folder)[0] if not t.told]
+    assert len(cancelled) == 2
 
 
 def test_a_torn_last_journal_line_is_ignored(tmp_path: Path) -> None:

@@ -99,14 +99,14 @@ def test_job_is_named_after_its_trial_and_owned_by_the_experiment() -> None:
     assert pod_labels[names.LABEL_COMPONENT] == names.COMPONENT_TRAINER
 
 
-def test_job_never_retries_a_bad_candidate_and_ignores_disruptions() -> None:
+def test_job_never_retries_a_bad_candidate_or_a_configuration_error_and_ignores_disruptions() -> None:
     j = job()["spec"]
     assert j["backoffLimit"] == 4
     assert j["template"]["spec"]["restartPolicy"] == "Never"
     bad, disruption = j["podFailurePolicy"]["rules"]
     assert bad == {
         "action": "FailJob",
-        "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [3]},
+        "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2, 3]},
     }
     assert disruption["action"] == "Ignore"
     assert disruption["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]

@@ -9,8 +9,8 @@ from kubenas.api.v1alpha1 import SearchExperimentSpec, TrialStatus
 from kubenas.core.codec import status_wire
 from kubenas.core.engine import summarize
 from kubenas.core.records import TrialRecord
+from kubenas.core.spec_changes import judge_edit
 from kubenas.operator import status
-from kubenas.operator.spec_changes import judge_edit
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 

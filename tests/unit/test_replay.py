@@ -17,11 +17,11 @@ from kubenas.core.errors import ReplayError
 from kubenas.core.records import TrialRecord
 from kubenas.core.search import Search
 from kubenas.core.strategies import REGISTRY
+from kubenas.local.toy_trial import score
+from tests.conftest import experiment_dict
 
 #: gp's replay is covered by test_gp.py: each of its asks costs about a second of CPU
 STRATEGIES = sorted(name for name in REGISTRY if name != "gp")
-from kubenas.local.toy_trial import score
-from tests.conftest import experiment_dict
 
 SPACES = {
     "cell": {"cell": {"nodes": 4}},

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+#: the trainer refused its configuration (an unknown or invalid setting): no retry can help
+CONFIG_ERROR_EXIT_CODE = 2
 BAD_CANDIDATE_EXIT_CODE = 3
 KILLED_EXIT_CODE = 137
 
@@ -55,7 +57,8 @@ def judge(exit_code: int | None, result_text: str | None, attempts: int, retries
     """The verdict for an attempt that ended with ``exit_code`` after ``attempts`` tries (1-based).
 
     A negative exit code is a signal (as Python reports a child killed by one); 128+n is the shell/Kubernetes form.
-    Bad candidates are never retried; kills and crashes are retried while attempts <= retries.
+    Bad candidates and configuration errors (exit 2) are never retried; kills and crashes are retried
+    while attempts <= retries.
     """
     metrics: dict[str, float] = {}
     status, message = "completed", None
@@ -68,6 +71,8 @@ def judge(exit_code: int | None, result_text: str | None, attempts: int, retries
 
     if exit_code == BAD_CANDIDATE_EXIT_CODE or status == "bad_candidate":
         return Outcome("bad_candidate", metrics, "BadCandidate", message or "the trainer refused the architecture")
+    if exit_code == CONFIG_ERROR_EXIT_CODE:
+        return Outcome("failed", {}, "ConfigurationError", message or "the trial refused its configuration (exit 2)")
     if exit_code == 0:
         if parse_error:
             return Outcome("failed", {}, "InvalidResult", parse_error)

@@ -5,16 +5,26 @@ the search (space, strategy, seed, objective) or the trials already run, and cha
 make the history a mix of two experiments that no replay can reproduce. The CRD refuses such edits
 at admission (CEL transition rules); this module is the operator's own check, so that an edit which
 reaches it anyway (an older CRD, a server without CEL) is refused with the same reasons instead of
-silently changing the search.
+silently changing the search, and local mode's check of a resumed run against its recorded spec.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
-from kubenas.operator.status import SpecVerdict
+
+
+@dataclass(frozen=True)
+class SpecVerdict:
+    """Whether the latest spec edit was accepted."""
+
+    accepted: bool
+    reason: str = "Accepted"
+    message: str = ""
+
 
 MUTABLE = {("budget", "maxTrials"), ("budget", "parallelTrials")}
 

@@ -122,6 +122,7 @@ def write_results(
             "index": t.index,
             "phase": t.phase,
             "reason": t.reason,
+            "message": t.message,
             "value": _value(objective, t),
             "architecture": t.architecture,
             "metrics": dict(t.metrics),
@@ -133,10 +134,11 @@ def write_results(
     arch_names = list(trials[0].architecture) if trials else []
     with (directory / "trials.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["trial", "index", "phase", "reason", objective.metric + "_objective", *arch_names, *metric_names])
+        header = ["trial", "index", "phase", "reason", "message", objective.metric + "_objective"]
+        w.writerow([*header, *arch_names, *metric_names])
         for t in trials:
             w.writerow(
-                [t.name, t.index, t.phase, t.reason or "", _value(objective, t)]
+                [t.name, t.index, t.phase, t.reason or "", t.message or "", _value(objective, t)]
                 + [t.architecture.get(a) for a in arch_names]
                 + [t.metrics.get(m, "") for m in metric_names]
             )

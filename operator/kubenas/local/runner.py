@@ -8,6 +8,7 @@ and hands each exit back to the driver.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import shutil
 import time
@@ -37,6 +38,7 @@ from kubenas.core.driver import (
 )
 from kubenas.core.records import objective_value
 from kubenas.core.search import Search
+from kubenas.core.spec_changes import judge_edit
 from kubenas.load import load_experiment
 from kubenas.local.journal import Journal, read_journal
 from kubenas.local.process import Attempt, TrialLauncher
@@ -59,7 +61,12 @@ class RunResult:
 
 
 def prepare(experiment_file: Path | None, results: Path | None, resume: Path | None) -> tuple[SearchExperiment, Path]:
-    """The experiment and its results folder, for a new run or a resumed one."""
+    """The experiment and its results folder, for a new run or a resumed one.
+
+    A resumed run may be given the experiment file again with the edits a running experiment on
+    Kubernetes accepts (``budget.maxTrials`` upwards, ``budget.parallelTrials``); any other difference
+    is refused with the field that differs.
+    """
     if resume is not None:
         spec_path = resume / SPEC_FILE
         if not spec_path.exists():
@@ -67,18 +74,39 @@ def prepare(experiment_file: Path | None, results: Path | None, resume: Path | N
         exp = load_experiment(spec_path)
         if experiment_file is not None:
             given = load_experiment(experiment_file)
-            if given.spec != exp.spec:
-                raise ResumeError(f"{experiment_file} differs from the experiment recorded in {resume}")
+            spec, verdict = judge_edit(exp.spec, given.spec)
+            if not verdict.accepted:
+                raise ResumeError(f"{experiment_file} cannot continue the run in {resume}: {verdict.message}")
+            if spec is not exp.spec:
+                exp = exp.model_copy(update={"spec": spec})
+                (resume / SPEC_FILE).write_text(yaml.safe_dump(exp.to_wire(), sort_keys=False))
+        _check_command(exp)
         return exp, resume
     if experiment_file is None:
         raise ResumeError("give an experiment file, or --resume DIR")
     exp = load_experiment(experiment_file)
+    _check_command(exp)
     folder = results or Path("results") / exp.metadata.name
     if (folder / "journal.jsonl").exists():
         raise ResumeError(f"{folder} already holds a run: use --resume {folder}, or choose --results")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / SPEC_FILE).write_text(yaml.safe_dump(exp.to_wire(), sort_keys=False))
     return exp, folder
+
+
+def _check_command(exp: SearchExperiment) -> None:
+    """A trial command that cannot start fails every trial: say so once, before any trial runs."""
+    template = exp.spec.trial_template
+    if not template.command:
+        raise ResumeError("spec.trialTemplate.command: local mode needs the command that runs a trial")
+    program = template.command[0]
+    if "/" in program:
+        path = Path(program) if Path(program).is_absolute() else Path(template.working_dir or ".") / program
+        runnable = path.is_file() and os.access(path, os.X_OK)
+    else:
+        runnable = shutil.which(program) is not None
+    if not runnable:
+        raise ResumeError(f"spec.trialTemplate.command: {program!r} is not an executable found on PATH")
 
 
 def run(exp: SearchExperiment, folder: Path, console: Console | None = None) -> RunResult:

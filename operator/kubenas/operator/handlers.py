@@ -40,7 +40,7 @@ SLICES = ("discovery.k8s.io", "v1", "endpointslices")
 #: filter against every event again)
 TRAINERS = f"{names.LABEL_COMPONENT}={names.COMPONENT_TRAINER},{names.LABEL_EXPERIMENT}"
 #: trainer exit codes that carry a result (success, bad candidate): the turnaround clock starts there
-ENDS_WITH_RESULT = (0, names.BAD_CANDIDATE_EXIT_CODE)
+ENDS_WITH_RESULT = frozenset({0, *names.FINAL_EXIT_CODES})
 CONTROLLERS = f"{names.LABEL_COMPONENT}={names.COMPONENT_CONTROLLER},{names.LABEL_EXPERIMENT}"
 
 

@@ -222,7 +222,8 @@ def trial_object(
 
 
 def pod_failure_policy() -> dict[str, Any]:
-    """Never retry a bad candidate (exit 3); never count a disruption (eviction, preemption) as a try."""
+    """Never retry a bad candidate (exit 3) or a refused configuration (exit 2); never count a disruption
+    (eviction, preemption) as a try."""
     return {
         "rules": [
             {
@@ -230,7 +231,7 @@ def pod_failure_policy() -> dict[str, Any]:
                 "onExitCodes": {
                     "containerName": names.TRAINER_CONTAINER,
                     "operator": "In",
-                    "values": [names.BAD_CANDIDATE_EXIT_CODE],
+                    "values": sorted(names.FINAL_EXIT_CODES),
                 },
             },
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},

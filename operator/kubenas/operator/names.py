@@ -7,7 +7,7 @@ an earlier one created, and creating an object twice is an ``AlreadyExists``, ne
 from __future__ import annotations
 
 from kubenas.api.v1alpha1 import GROUP
-from kubenas.core.outcome import BAD_CANDIDATE_EXIT_CODE as BAD_CANDIDATE_EXIT_CODE  # the trial contract's
+from kubenas.core.outcome import BAD_CANDIDATE_EXIT_CODE, CONFIG_ERROR_EXIT_CODE
 from kubenas.core.records import trial_name as trial_name  # one naming rule for every adapter
 
 PLURAL_EXPERIMENTS = "searchexperiments"
@@ -25,6 +25,9 @@ COMPONENT_TRAINER = "trainer"
 FINALIZER = f"{GROUP}/finalizer"
 #: Prefix of kopf's bookkeeping annotations, so they live in our group too.
 ANNOTATION_PREFIX = GROUP
+
+#: exits that end a trial at once, never retried by the Job (the trial contract's; judged by the core)
+FINAL_EXIT_CODES = frozenset({BAD_CANDIDATE_EXIT_CODE, CONFIG_ERROR_EXIT_CODE})
 
 TRAINER_CONTAINER = "trainer"
 CONTROLLER_CONTAINER = "controller"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kubenas.core.driver import AttemptEnded, AttemptStarted, Event, TrialLost
-from kubenas.core.outcome import BAD_CANDIDATE_EXIT_CODE
+from kubenas.operator.names import FINAL_EXIT_CODES
 from kubenas.operator.views import JobView, PodView
 
 #: Job failure reasons and what they mean for a trial.
@@ -67,7 +67,7 @@ def events_of(index: int, pods: Sequence[PodView], job: JobView | None, pods_lis
         events.append(AttemptStarted(index, attempts(pods), started_at(pods)))
     for n, pod in enumerate(ordered, start=1):
         t = pod.terminated
-        if t is None or t.exit_code not in (0, BAD_CANDIDATE_EXIT_CODE):
+        if t is None or (t.exit_code != 0 and t.exit_code not in FINAL_EXIT_CODES):
             continue  # other exits are retried by the Job; its Failed condition is the verdict
         events.append(AttemptEnded(index, n, t.exit_code, t.message, t.finished_at))
         return events

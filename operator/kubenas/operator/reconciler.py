@@ -60,6 +60,7 @@ from kubenas.core.driver import (
 from kubenas.core.engine import summarize
 from kubenas.core.errors import KubenasError, SpecError
 from kubenas.core.records import TrialRecord, objective_value, trial_name, trial_seed
+from kubenas.core.spec_changes import describe_budget_change, judge_edit
 from kubenas.operator import manifests, names, outcomes, status
 from kubenas.operator.controller_client import (
     ControllerClient,
@@ -71,7 +72,6 @@ from kubenas.operator.controller_client import (
 from kubenas.operator.kube import AlreadyExists, ApiError, Conflict, NotFound
 from kubenas.operator.recovery import recovery_step
 from kubenas.operator.runtime import Runtime
-from kubenas.operator.spec_changes import describe_budget_change, judge_edit
 from kubenas.operator.status_writer import StatusWriter
 from kubenas.operator.views import JobView, PodView, format_time, parse_time, resource_version
 
@@ -479,7 +479,7 @@ class ExperimentReconciler:
             if not outcomes.decided(seen) and jobs[0].complete:
                 seen = await self._confirm_lost_result(rec, jobs[0])
             if outcomes.decided(seen):
-                self.started_at.setdefault(name, outcomes.started_at(pods))
+                self.started_at[name] = self.started_at.get(name) or outcomes.started_at(pods)
                 deciding = outcomes.deciding_pod(pods)
                 if deciding is not None and deciding.uid in self.terminated_at:
                     self.turnarounds.append(self.terminated_at.pop(deciding.uid))
@@ -525,7 +525,7 @@ class ExperimentReconciler:
             elif isinstance(command, Store):
                 self._begin(self.storing, command.trial.name, self._store(command), "result")
             elif isinstance(command, MarkRunning):
-                self.started_at.setdefault(command.trial.name, command.started_at)
+                self.started_at[command.trial.name] = self.started_at.get(command.trial.name) or command.started_at
                 self.runtime.spawn(self._write_running(command), f"running {command.trial.name}")
             elif isinstance(command, Cancel):
                 await self._cancel(command.trial)
@@ -652,9 +652,8 @@ class ExperimentReconciler:
             self.wake_later(1.0)
             return
         self.stores_to_retry.pop(rec.index, None)
-        self.started_at.pop(rec.name, None)
         self.stored.append(rec.index)
-        self._observe_finished(rec)
+        self._observe_finished(rec, self.started_at.pop(rec.name, None), command.finished_at)
         self.wake()
 
     async def _write_running(self, command: MarkRunning) -> None:
@@ -682,16 +681,16 @@ class ExperimentReconciler:
         while self.creating or self.storing:
             await asyncio.gather(*self.creating.values(), *self.storing.values(), return_exceptions=True)
 
-    def _observe_finished(self, rec: TrialRecord) -> None:
+    def _observe_finished(self, rec: TrialRecord, started: str | None, finished: str | None) -> None:
         assert self.accepted is not None and self.runtime.indexes is not None
         m, labels = self.runtime.metrics, (self.namespace, self.name)
+        start, end = parse_time(started), parse_time(finished)
+        if start and end:
+            m.trial_duration.labels(*labels).observe(max(0.0, (end - start).total_seconds()))
         gpus = manifests.gpus_of(self.accepted.trial_template.resources)
-        pods = self.runtime.indexes.pods_of(self.namespace, rec.name)
-        held = sum(p.terminated.seconds() for p in pods if p.terminated)
-        if held:
-            m.trial_duration.labels(*labels).observe(max(p.terminated.seconds() for p in pods if p.terminated))
         if gpus:
-            m.gpu_seconds.labels(*labels).inc(gpus * held)
+            pods = self.runtime.indexes.pods_of(self.namespace, rec.name)
+            m.gpu_seconds.labels(*labels).inc(gpus * sum(p.terminated.seconds() for p in pods if p.terminated))
         extra = {"trial": rec.name, "phase": rec.phase, "reward": rec.reward, "reason": rec.reason}
         self.log.info("trial finished", extra=extra)
         if rec.phase in ("Failed", "Infeasible"):

@@ -17,6 +17,7 @@ from kubenas.api.v1alpha1 import SearchExperimentSpec
 from kubenas.core.codec import finite_or_none
 from kubenas.core.engine import Summary
 from kubenas.core.records import objective_value
+from kubenas.core.spec_changes import SpecVerdict as SpecVerdict  # part of the status it shapes
 from kubenas.operator.views import format_time
 
 # condition types
@@ -36,15 +37,6 @@ class Verdict:
     phase: str  # Pending | Running | Succeeded | Failed
     reason: str
     message: str
-
-
-@dataclass(frozen=True)
-class SpecVerdict:
-    """Whether the latest spec edit was accepted."""
-
-    accepted: bool
-    reason: str = "Accepted"
-    message: str = ""
 
 
 def set_condition(
