@@ -16,6 +16,7 @@ from pydantic import Field, StringConstraints, field_validator
 
 from kubenas.api import kube
 from kubenas.api.base import ApiModel, Rule, cel, immutable, keyed_list, with_rules
+from kubenas.api.early_stopping import EarlyStopping
 from kubenas.api.space import SearchSpaceSpec
 from kubenas.api.strategy import StrategySpec
 
@@ -396,6 +397,11 @@ class SearchExperimentSpec(ApiModel):
     controller: ControllerSpec = Field(
         default_factory=ControllerSpec, json_schema_extra=immutable("controller"), description="The controller pod."
     )
+    early_stopping: EarlyStopping | None = Field(
+        None,
+        json_schema_extra=immutable("earlyStopping"),
+        description="Stop unpromising trials early from their learning curves (median, asha or hyperband).",
+    )
 
 
 class ObjectMeta(ApiModel):
@@ -465,7 +471,7 @@ def trial_name_ok(name: str) -> bool:
 
 
 ExperimentPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
-TrialPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Infeasible"]
+TrialPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Infeasible", "Pruned"]
 
 
 class Condition(ApiModel):
@@ -487,6 +493,7 @@ class TrialCounts(ApiModel):
     succeeded: int = Field(0, ge=0, description="Finished with a reward.")
     failed: int = Field(0, ge=0, description="Failed (after retries) or bad candidates.")
     infeasible: int = Field(0, ge=0, description="Finished but violating a hard constraint.")
+    pruned: int = Field(0, ge=0, description="Stopped early by the stopping rule, with a partial result.")
     total: int = Field(0, ge=0, description="All trials created.")
 
 
@@ -552,10 +559,23 @@ class TrialSpec(ApiModel):
     seed: int = Field(0, ge=0, description="Seed handed to the trainer.")
 
 
+#: points of a learning curve kept in a Trial's status (an epoch each): bounds the object's size.
+MAX_CURVE_POINTS = 128
+
+
+class CurvePoint(ApiModel):
+    """One point of a trial's learning curve."""
+
+    step: int = Field(..., ge=0, description="The step (epoch) the trial reported.")
+    value: float = Field(..., description="The objective metric at that step.")
+
+
 class TrialStatus(ApiModel):
     """Outcome of a trial, plus the bookkeeping that lets the strategy be replayed exactly."""
 
-    phase: TrialPhase = Field("Pending", description="Pending, Running, Succeeded, Failed or Infeasible.")
+    phase: TrialPhase = Field(
+        "Pending", description="Pending, Running, Succeeded, Failed, Infeasible or Pruned (stopped early)."
+    )
     reward: float | None = Field(None, description="Reward told to the strategy.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Final metrics the trainer reported.")
     attempts: int = Field(0, ge=0, description="Pods started for this trial.")
@@ -568,6 +588,11 @@ class TrialStatus(ApiModel):
     )
     asks_before_tell: int | None = Field(
         None, ge=0, description="How many candidates had been asked when this result was told."
+    )
+    curve: list[CurvePoint] = Field(
+        default_factory=list,
+        max_length=MAX_CURVE_POINTS,
+        description=f"Learning curve: the objective metric at each step reported (the first {MAX_CURVE_POINTS}).",
     )
 
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from kubenas.api.v1alpha1 import TrialSpec, TrialStatus
+from kubenas.api.v1alpha1 import CurvePoint, TrialSpec, TrialStatus
 from kubenas.core.records import TrialRecord
 
 
@@ -46,6 +46,7 @@ def status_wire(
         message=rec.message[:1000] if rec.message else None,
         tell_sequence=rec.tell_sequence,
         asks_before_tell=rec.asks_before_tell,
+        curve=[CurvePoint.model_construct(step=s, value=v) for s, v in rec.curve if math.isfinite(v)] or None,
     )
     out = {k: v for k, v in status.model_dump(by_alias=True, exclude_none=True).items() if k not in _TIMES}
     if start_time:
@@ -74,6 +75,7 @@ def record_of(name: str, spec: Mapping[str, Any], status: Mapping[str, Any] | No
         attempts=st.attempts,
         tell_sequence=st.tell_sequence,
         asks_before_tell=st.asks_before_tell,
+        curve=tuple((p.step, p.value) for p in st.curve),
     )
 
 

@@ -29,6 +29,12 @@ Rules it owns, in one place:
   only once that result is stored (``ResultStored``): a replay of the stored history then always
   sees every tell that came before an ask. The experiment finishes only once every told result is
   stored.
+- **Stopping rules.** With ``spec.earlyStopping``, each :class:`Progress` point of the objective
+  metric extends the trial's curve (kept in its record, bounded) and :mod:`kubenas.core.pruning`
+  judges it with Optuna's pruner. A trial the rule stops gets ``Prune`` (end its process or pod at
+  once), then ``Tell`` and ``Store`` like any result: phase ``Pruned``, the metrics of that point, the
+  reward rule applied to them. The strategy sees it as a usable, low-fidelity result (its reward is
+  what the trial reached when it stopped, a pessimistic estimate), and it counts as finished.
 - **Cost.** Counts and the best trial are kept up to date event by event: handling an event costs the
   same after ten trials as after ten thousand.
 """
@@ -38,6 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec, TrialCounts
 from kubenas.core.engine import Ask, Finish, Wait, decide_on
@@ -53,6 +60,9 @@ from kubenas.core.records import (
 )
 from kubenas.core.space import Architecture
 
+if TYPE_CHECKING:
+    from kubenas.core.pruning import CurveJudge
+
 __all__ = [
     "Ask",
     "AskFor",
@@ -67,7 +77,9 @@ __all__ = [
     "Finish",
     "Interrupted",
     "MarkRunning",
+    "Progress",
     "Proposed",
+    "Prune",
     "Relaunch",
     "ResultStored",
     "Store",
@@ -137,6 +149,15 @@ class Interrupted:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """Trial ``index`` reported its metrics after step ``step`` (an epoch) while running."""
+
+    index: int
+    step: int
+    metrics: Mapping[str, float]
+
+
+@dataclass(frozen=True)
 class ResultStored:
     """The record of a told result is stored (Trial status written, journal line synced)."""
 
@@ -150,7 +171,7 @@ class Tick:
     elapsed_seconds: float
 
 
-Event = Proposed | AttemptStarted | AttemptEnded | TrialLost | Interrupted | ResultStored | Tick
+Event = Proposed | AttemptStarted | AttemptEnded | TrialLost | Interrupted | Progress | ResultStored | Tick
 
 
 # -- commands: what to do ----------------------------------------------------------------------
@@ -210,7 +231,15 @@ class Cancel:
     trial: TrialRecord
 
 
-Command = AskFor | Create | MarkRunning | Relaunch | Tell | Store | Cancel | Finish
+@dataclass(frozen=True)
+class Prune:
+    """The stopping rule ended the trial: stop its attempt now (the GPU is free for the next trial).
+    Its result (phase Pruned) follows as :class:`Tell` and :class:`Store`; a later exit is ignored."""
+
+    trial: TrialRecord
+
+
+Command = AskFor | Create | MarkRunning | Relaunch | Tell | Store | Cancel | Prune | Finish
 
 
 # -- the machine -------------------------------------------------------------------------------
@@ -248,6 +277,11 @@ class Driver:
             if rec.told:
                 self.told += 1
         self.asked = len(self._trials)
+        self._judge: CurveJudge | None = None
+        if spec.early_stopping is not None:
+            from kubenas.core.pruning import CurveJudge  # Optuna loads only for experiments that prune
+
+            self._judge = CurveJudge(spec.early_stopping, spec.objective, history)
 
     # -- reading -----------------------------------------------------------------------------
     @property
@@ -331,6 +365,8 @@ class Driver:
                 return ()
             rec = self._put(rec.with_(phase="Running", attempts=max(rec.attempts, event.attempt)))
             return (MarkRunning(rec, event.started_at),)
+        if isinstance(event, Progress):
+            return self._progress(rec, event)
         if isinstance(event, Interrupted):
             rec = self._put(rec.with_(phase="Pending"))
             return (Relaunch(rec, max(1, rec.attempts), "Interrupted"),)
@@ -373,6 +409,30 @@ class Driver:
             self._held.append(Create(rec, c.architecture_id, trial_seed(self.spec.strategy.seed, c.index)))
         return ()  # released by _release, in order, once earlier results are stored
 
+    def _progress(self, rec: TrialRecord, event: Progress) -> list[Command]:
+        """A point of the trial's curve: kept (bounded, growing), then judged by the stopping rule."""
+        from kubenas.core.pruning import accepts_point
+
+        value = event.metrics.get(self.spec.objective.metric)
+        if value is None or not accepts_point(rec.curve, event.step, float(value)):
+            return []
+        step, value = int(event.step), float(value)
+        rec = self._put(rec.with_(curve=(*rec.curve, (step, value))))
+        if self._judge is None or not self._judge.should_stop(rec.index, step, value):
+            return []
+        metrics = {k: float(v) for k, v in event.metrics.items() if math.isfinite(float(v))}
+        reward, _ = reward_of(self.spec.objective, metrics)  # constraints judged on what was reported
+        assert self.spec.early_stopping is not None
+        rule = self.spec.early_stopping.rule
+        rec = rec.with_(
+            phase="Pruned",
+            reward=reward,
+            metrics=metrics,
+            reason="EarlyStopped",
+            message=f"stopped at step {step} by the {rule} rule",
+        )
+        return [Prune(rec), *self._tell_and_store(rec, None)]
+
     def _settle(
         self,
         rec: TrialRecord,
@@ -395,19 +455,16 @@ class Driver:
                     reason = "ConstraintViolated"
             except MissingMetric as exc:
                 reason, message = "MissingMetric", str(exc).strip("'\"")
-        rec = self._put(
-            rec.with_(
-                phase=phase,
-                reward=reward,
-                metrics=metrics,
-                reason=reason,
-                message=message,
-                tell_sequence=self.told,
-                asks_before_tell=self.asked,
-            )
-        )
+        rec = rec.with_(phase=phase, reward=reward, metrics=metrics, reason=reason, message=message)
+        return self._tell_and_store(rec, finished_at)
+
+    def _tell_and_store(self, rec: TrialRecord, finished_at: str | None) -> list[Command]:
+        """A final record: its place in tell order, then Tell and Store."""
+        rec = self._put(rec.with_(tell_sequence=self.told, asks_before_tell=self.asked))
         self.told += 1
         self._unstored[rec.index] = self._last_tell_asks = self.asked
+        if self._judge is not None:
+            self._judge.finished(rec)
         return [Tell(rec), Store(rec, finished_at)]
 
     # -- what next -----------------------------------------------------------------------------

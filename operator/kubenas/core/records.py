@@ -11,9 +11,11 @@ from kubenas.api.v1alpha1 import Objective
 from kubenas.core.space import Architecture
 from kubenas.core.strategies.base import Observation
 
-TrialPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Infeasible"]
+TrialPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Infeasible", "Pruned"]
 ACTIVE_PHASES: frozenset[str] = frozenset({"Pending", "Running"})
-DONE_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Infeasible"})
+DONE_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Infeasible", "Pruned"})
+#: a learning curve: ``(step, objective metric)`` pairs in increasing step order
+Curve = tuple[tuple[int, float], ...]
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,10 @@ class TrialRecord:
     ``reward`` is *signed*: larger is better whatever the objective's direction, so strategies and
     the engine compare rewards without knowing the direction. ``tell_sequence`` and
     ``asks_before_tell`` record when the result reached the strategy, which is all replay needs.
+    ``curve`` is the objective metric the trial reported step by step (bounded, see
+    :data:`kubenas.api.v1alpha1.MAX_CURVE_POINTS`): what a stopping rule judges, kept so that a
+    driver rebuilt from history judges the same. A ``Pruned`` trial was stopped by that rule; its
+    reward comes from its last reported metrics and it is told as a usable, low-fidelity result.
     """
 
     index: int
@@ -36,6 +42,7 @@ class TrialRecord:
     attempts: int = 0
     tell_sequence: int | None = None
     asks_before_tell: int | None = None
+    curve: Curve = ()
 
     @property
     def done(self) -> bool:
