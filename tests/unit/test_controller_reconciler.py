@@ -20,7 +20,7 @@ from kubenas.api.v1alpha1 import API_VERSION
 from kubenas.controller.server import make_app
 from kubenas.core.search import Search
 from kubenas.operator import names
-from kubenas.operator.kube import AlreadyExists, ApiError, NotFound
+from kubenas.operator.kube import AlreadyExists, ApiError, Invalid, NotFound
 from kubenas.operator.metrics import OperatorMetrics
 from kubenas.operator.reconciler import ExperimentReconciler
 from kubenas.operator.runtime import Indexes, OperatorConfig, Runtime
@@ -552,5 +552,32 @@ def test_the_next_trial_waits_for_the_result_write_and_a_failed_write_is_done_ag
         for record in history:
             assert replayed.ask(record.index, 1)[0].architecture == record.architecture
             replayed.tell(record.index, record.observation())
+
+    scenario(budget, body)
+
+
+def test_a_job_the_api_server_refuses_fails_the_experiment_instead_of_retrying_forever() -> None:
+    budget = {"maxTrials": 4, "parallelTrials": 2}
+
+    async def body(world: World) -> None:
+        rec = await started(world)
+        create = world.api.create
+
+        async def refuse_jobs(obj: Mapping[str, Any]) -> dict[str, Any]:
+            if obj["kind"] == "Job":
+                raise Invalid(422, "Invalid", f'Job.batch "{obj["metadata"]["name"]}" is invalid: spec.template: bad')
+            return await create(obj)
+
+        world.api.create = refuse_jobs  # type: ignore[method-assign]
+        for _ in range(3):
+            await rec._pass()  # as the loop runs it: a Fatal ends the experiment, nothing is retried
+            await rec.writes_done()
+            await settle(rec)
+        st = exp_status(world)
+        assert st["phase"] == "Failed"
+        failed = {c["type"]: c for c in st["conditions"]}["Failed"]
+        assert failed["reason"] == "TrialRefused"
+        assert "exp-0000" in failed["message"] and "is invalid: spec.template: bad" in failed["message"]
+        assert "TrialRefused" in [r for r, _ in world.api.events]
 
     scenario(budget, body)

@@ -69,13 +69,15 @@ from kubenas.operator.controller_client import (
     ControllerUnavailable,
     Endpoint,
 )
-from kubenas.operator.kube import AlreadyExists, ApiError, Conflict, NotFound
+from kubenas.operator.kube import AlreadyExists, ApiError, NotFound
 from kubenas.operator.recovery import recovery_step
 from kubenas.operator.runtime import Runtime
 from kubenas.operator.status_writer import StatusWriter
 from kubenas.operator.views import JobView, PodView, format_time, parse_time, resource_version
 
 log = logging.getLogger("kubenas.operator")
+#: answers of the API server that no retry can change (a bad request, forbidden, invalid)
+PERMANENT_STATUSES = frozenset({400, 403, 422})
 
 
 class ExperimentLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -207,7 +209,12 @@ class ExperimentReconciler:
         except Requeue as exc:
             self._retry(exc, delay=exc.delay)
         except ApiError as exc:
-            self._retry(exc)
+            if exc.status in PERMANENT_STATUSES:  # no retry can fix it: say so once, with the server's words
+                await self._fail(
+                    Fatal("Refused", f"the API server refused a write: {exc.status} {exc.reason}: {exc.message}")
+                )
+            else:
+                self._retry(exc)
         except (Fatal, ControllerRefused) as exc:
             await self._fail(exc)
         except Exception as exc:
@@ -564,7 +571,7 @@ class ExperimentReconciler:
             self.fatal = exc
             self.wake()
         except ApiError as exc:
-            if exc.temporary or isinstance(exc, (AlreadyExists, Conflict)):
+            if exc.status not in PERMANENT_STATUSES:
                 self._retry_create(command, exc, 1.0)
             else:
                 self.fatal = Fatal(
