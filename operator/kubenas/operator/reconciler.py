@@ -665,7 +665,7 @@ class ExperimentReconciler:
 
     async def _write_running(self, command: MarkRunning) -> None:
         rec = command.trial
-        patch = {"status": status.trial_running_status(rec.attempts, command.started_at)}
+        patch = {"status": status_wire(rec, start_time=command.started_at)}
         await self.runtime.api.patch(API_VERSION, "Trial", self.namespace, rec.name, patch, subresource="status")
 
     async def _cancel(self, rec: TrialRecord) -> None:

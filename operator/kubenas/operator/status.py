@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from kubenas.api.v1alpha1 import SearchExperimentSpec
+from kubenas.api.v1alpha1 import SearchExperimentSpec, SearchExperimentStatus
 from kubenas.core.codec import finite_or_none
 from kubenas.core.engine import Summary
 from kubenas.core.records import objective_value
@@ -124,17 +124,10 @@ def experiment_status(
         status["bestReward"] = value
     if terminal:
         status["completionTime"] = current.get("completionTime") or format_time(now)
-    return status
+    # through the API's own model: what the operator writes is what the CRD describes
+    return SearchExperimentStatus.model_validate(status).to_wire()
 
 
 def status_changed(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     """Whether writing ``desired`` would change anything the object shows."""
     return any(current.get(k) != v for k, v in desired.items())
-
-
-# -- trials ------------------------------------------------------------------------------------
-def trial_running_status(attempts: int, start_time: str | None) -> dict[str, Any]:
-    status: dict[str, Any] = {"phase": "Running", "attempts": attempts}
-    if start_time:
-        status["startTime"] = start_time
-    return status
