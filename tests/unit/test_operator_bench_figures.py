@@ -10,8 +10,16 @@ import sys
 import time
 from pathlib import Path
 
-from kubenas_dev.opbench.figures import ZERO_COST_COMMAND, BenchResult, percentile, trial_command, turnarounds
-from kubenas_dev.opbench.run import CpuMeter
+from kubenas_dev.opbench.figures import (
+    ZERO_COST_COMMAND,
+    BenchResult,
+    percentile,
+    spread,
+    trial_command,
+    turnarounds,
+    windows,
+)
+from kubenas_dev.opbench.run import CpuMeter, WindowMeter, memory_bytes
 
 
 def test_each_end_is_paired_with_the_pod_that_took_its_slot() -> None:
@@ -99,3 +107,56 @@ def test_the_benchmark_trial_reports_a_reward_and_idles_only_when_asked(tmp_path
         assert json.loads(out.read_text()) == {"val_accuracy": seed * 48271 % 999983 / 1e6}
         # idles (50 + seed % 101)% of the mean: 0.228 s for seed 7, 0.396 s for seed 150 (lower bounds)
         assert took >= seconds * (50 + seed % 101) / 100
+
+
+def test_cpu_windows_say_what_each_slice_of_the_history_cost() -> None:
+    # 0.2 s for the first 100 trials, 0.2 s for the next 100, 0.3 s for the last 100
+    marks = [(0, 0.0), (100, 0.2), (200, 0.4), (300, 0.7)]
+    assert windows(marks) == [
+        {"from": 0, "to": 100, "ms": 2.0},
+        {"from": 100, "to": 200, "ms": 2.0},
+        {"from": 200, "to": 300, "ms": 3.0},
+    ]
+    assert spread(marks) == 0.5  # the costliest window is 50 % above the cheapest
+    assert spread([(0, 0.0), (100, 0.2)]) is None  # one window: nothing to compare
+
+
+def test_the_json_carries_memory_the_largest_object_and_the_windows() -> None:
+    result = BenchResult(
+        trials=200,
+        parallel=5,
+        turnaround_ms=[10.0],
+        seconds=10.0,
+        writes=600.0,
+        operator_cpu_s=1.0,
+        cpu_marks=[(0, 0.0), (100, 0.45), (200, 1.0)],
+        rss_peak_bytes=150 * 2**20,
+        rss_final_bytes=120 * 2**20,
+        largest_bytes={"Trial": 2048, "SearchExperiment": 5120, "Secret": 3072},
+        load_average=(1.5, 2.25),
+    )
+    figures = result.to_json()
+    assert figures["operator_rss_mib"] == 150.0 and figures["operator_rss_final_mib"] == 120.0
+    assert figures["largest_object_kib"] == 5.0
+    assert figures["largest_object_kib_by_kind"] == {"SearchExperiment": 5.0, "Secret": 3.0, "Trial": 2.0}
+    assert [w["ms"] for w in figures["operator_cpu_windows"]] == [4.5, 5.5]
+    assert figures["operator_cpu_window_spread"] == 0.222
+    assert figures["load_average"] == [1.5, 2.25]
+
+
+def test_the_window_meter_marks_every_window_th_end_with_the_cpu_spent_since_its_start() -> None:
+    meter = WindowMeter(os.getpid(), window=2)
+    t = time.process_time()
+    while time.process_time() - t < 0.2:
+        pass
+    for ends in (1, 2, 3):
+        meter.on_end(ends)
+    assert [ends for ends, _ in meter.marks] == [0, 2]
+    assert 0.15 <= meter.marks[1][1] < 2.0
+
+
+def test_memory_is_read_from_proc_peak_at_least_current() -> None:
+    peak, current = memory_bytes(os.getpid())
+    assert peak is not None and current is not None
+    assert peak >= current > 10 * 2**20  # an interpreter with pytest loaded is over 10 MiB
+    assert memory_bytes(2**22 + 1) == (None, None)  # no such process

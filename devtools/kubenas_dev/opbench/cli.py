@@ -21,8 +21,17 @@ def bench_command(
         min=0.0,
         help="Each trial idles this long before it reports (0: zero-cost trials, which saturate the machine).",
     ),
+    window: int = typer.Option(
+        0, "--window", min=0, help="Trials per window of the operator's CPU figure (0: a tenth of the run, >= 50)."
+    ),
+    py_spy: Path | None = typer.Option(
+        None,
+        "--py-spy",
+        help="Sample the operator with py-spy (it must be on PATH) and write its profile here (speedscope JSON).",
+    ),
 ) -> None:
-    """Operator turnaround with zero-cost trials: p50/p99 ms, trials/s, API writes per trial."""
+    """Operator turnaround with zero-cost trials: p50/p99 ms, trials/s, API writes per trial, the
+    operator's CPU per trial (whole run and by window), its memory, the largest object it wrote."""
     import signal
     import sys
 
@@ -32,7 +41,7 @@ def bench_command(
     # benchmark started are stopped too instead of outliving it.
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        result = run_bench(trials, parallel, kubeconfig, trial_seconds)
+        result = run_bench(trials, parallel, kubeconfig, trial_seconds, window=window, profile=py_spy)
     finally:
         signal.signal(signal.SIGTERM, previous)
     figures = result.to_json()

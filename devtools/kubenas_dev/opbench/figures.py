@@ -12,7 +12,7 @@ watches trainer pods from outside, timestamps each pod's first sight and its tra
 - ``writes_per_trial``: the operator's Kubernetes API writes (creates, patches, deletes, events,
   from its own ``kubenas_api_writes_total``) divided by the number of trials;
 - ``operator_cpu_ms_per_trial``: CPU the operator process spent per trial (what scales with load);
-- ``reconciles_per_trial``: the operator's reconcile passes per trial (each reads the whole history);
+- ``reconciles_per_trial``: the operator's reconcile passes per trial;
 - ``breakdown_ms``: the turnaround split at the next Job's first sight: ``end_to_next_job`` (the
   operator's part, plus watch delivery) and ``job_to_pod`` (the Job controller and scheduler);
 - ``cpu_ms_per_trial``: CPU per trial of the operator and of each process of the test cluster (API
@@ -20,12 +20,24 @@ watches trainer pods from outside, timestamps each pod's first sight and its tra
   started, trials and the experiment's controller) when the cluster is a development one;
 - ``benchmark_cpu_ms_per_trial``: this benchmark's own watch; ``machine_cpu_ms_per_trial``: every
   core of the machine, whoever ran (the gap to the total is the benchmark and anything else);
+- ``operator_cpu_windows``: the operator's CPU per trial over consecutive windows of trial ends
+  (``--window`` trials each), and ``operator_cpu_window_spread``, how far the costliest window lies
+  above the cheapest: a cost that grows with the history shows as windows that rise run after run;
+- ``operator_rss_mib``: the operator process's peak resident memory over its whole life (the
+  kernel's high-water mark, ``VmHWM``), ``operator_rss_final_mib`` the resident memory at the end;
+- ``largest_object_kib``: the largest object the operator writes, read back from the API server at
+  the end (the experiment with its status, each Trial, each trainer Job, the controller Secret),
+  as compact JSON; ``largest_object_kib_by_kind`` the largest of each kind. etcd refuses objects
+  over 1.5 MiB, and a status that grows with the history reaches that at some number of trials;
+- ``load_average``: the machine's 1-minute load when the run started and ended (other work on a
+  shared machine shows there).
   Zero-cost trials run as fast as the machine allows, so the figures are those of a saturated
   machine: where the CPU goes says where the turnaround goes.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -72,6 +84,12 @@ class BenchResult:
     benchmark_cpu_s: float = 0.0  # the benchmark's own process (its watch of the pods)
     passes: float = 0.0  # the operator's reconcile passes over the run
     machine_cpu_s: float = 0.0  # every core of the machine, whoever ran
+    #: (trial ends seen, operator CPU seconds since the start) at each window's end, the start first
+    cpu_marks: list[tuple[int, float]] = field(default_factory=list)
+    rss_peak_bytes: int | None = None  # the operator's resident memory: the high-water mark
+    rss_final_bytes: int | None = None  # ... and at the end of the run
+    largest_bytes: dict[str, int] = field(default_factory=dict)  # kind → largest object's size
+    load_average: tuple[float, float] | None = None  # 1-minute load at the start and the end
 
     def percentile(self, q: float) -> float:
         return percentile(self.turnaround_ms, q)
@@ -94,6 +112,13 @@ class BenchResult:
             "cpu_ms_per_trial": self.cpu_ms_per_trial(),
             "benchmark_cpu_ms_per_trial": self._per_trial_ms(self.benchmark_cpu_s),
             "machine_cpu_ms_per_trial": self._per_trial_ms(self.machine_cpu_s),
+            "operator_cpu_windows": windows(self.cpu_marks),
+            "operator_cpu_window_spread": spread(self.cpu_marks),
+            "operator_rss_mib": _mib(self.rss_peak_bytes),
+            "operator_rss_final_mib": _mib(self.rss_final_bytes),
+            "largest_object_kib": round(max(self.largest_bytes.values()) / 1024, 2) if self.largest_bytes else None,
+            "largest_object_kib_by_kind": {k: round(v / 1024, 2) for k, v in sorted(self.largest_bytes.items())},
+            "load_average": list(self.load_average) if self.load_average else None,
         }
 
     def _per_trial_ms(self, seconds: float) -> float | None:
@@ -106,6 +131,31 @@ class BenchResult:
         out = {name: round(1000 * s / self.trials, 2) for name, s in sorted(spent.items(), key=lambda kv: -kv[1])}
         out["total"] = round(1000 * sum(spent.values()) / self.trials, 2)
         return out
+
+
+def windows(marks: Sequence[tuple[int, float]]) -> list[dict[str, float]]:
+    """Operator CPU ms per trial between consecutive marks (trial ends seen, CPU seconds)."""
+    out = []
+    for (ends0, cpu0), (ends1, cpu1) in itertools.pairwise(marks):
+        if ends1 > ends0:
+            out.append({"from": ends0, "to": ends1, "ms": round(1000 * (cpu1 - cpu0) / (ends1 - ends0), 2)})
+    return out
+
+
+def spread(marks: Sequence[tuple[int, float]]) -> float | None:
+    """(costliest - cheapest) / cheapest over the windows' CPU per trial; None under two windows.
+
+    Windows that differ only by noise give a small spread; a pass that reads the whole history
+    gives windows that rise with the trials seen, and a spread that grows with the run's length.
+    """
+    per_trial = [w["ms"] for w in windows(marks)]
+    if len(per_trial) < 2 or min(per_trial) <= 0:
+        return None
+    return round((max(per_trial) - min(per_trial)) / min(per_trial), 3)
+
+
+def _mib(size: int | None) -> float | None:
+    return None if size is None else round(size / 2**20, 1)
 
 
 def _p50_p99(values: Sequence[float]) -> dict[str, float]:
