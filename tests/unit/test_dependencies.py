@@ -176,19 +176,23 @@ def test_a_distribution_pinned_by_a_declared_one_counts_as_declared() -> None:
 #: What the operator image copies before ``pip install .`` (Dockerfile, build stage).
 IMAGE_SOURCES = ("pyproject.toml", "README.md", "operator", "trainer_image")
 
+# Modules are found from the installed files (not by importing packages to walk them), so one
+# failing package reports its error instead of hiding every module below it.
 IMPORT_EVERY_MODULE = """
-import importlib, importlib.util, json, pkgutil, sys
+import importlib, importlib.util, json, pathlib, sys
 failed, imported = {}, []
 for name in sys.argv[1:]:
-    package = importlib.import_module(name)
-    for info in pkgutil.walk_packages(package.__path__, name + "."):
-        if info.name.rpartition(".")[2] == "__main__":
+    root = pathlib.Path(importlib.util.find_spec(name).submodule_search_locations[0])
+    for path in sorted(root.rglob("*.py")):
+        parts = (name, *path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__main__":
             continue
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         try:
-            importlib.import_module(info.name)
-            imported.append(info.name)
+            importlib.import_module(module)
+            imported.append(module)
         except Exception as exc:
-            failed[info.name] = f"{type(exc).__name__}: {exc}"
+            failed[module] = f"{type(exc).__name__}: {exc}"
 present = [m for m in ("torch", "sklearn", "matplotlib", "kubenas_dev") if importlib.util.find_spec(m)]
 print(json.dumps({"failed": failed, "imported": imported, "present": present}))
 """
