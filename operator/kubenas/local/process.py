@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kubenas.api.v1alpha1 import SearchExperiment
+from kubenas.core.driver import Progress
 from kubenas.core.records import TrialRecord, trial_seed
 from kubenas.core.space import SearchSpace
 
@@ -51,14 +52,32 @@ class Attempt:
     last_progress: dict[str, Any] = field(default_factory=dict)
 
 
+def progress_of(index: int, line: bytes) -> tuple[dict[str, Any], Progress | None]:
+    """A JSON progress line of the trial contract, and the :class:`Progress` event it carries when it
+    is an epoch report (``{"event": "epoch", "epoch": N, "metrics": {...}}``); ``({}, None)`` for
+    anything else."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return {}, None
+    if not isinstance(data, dict):
+        return {}, None
+    step, metrics = data.get("epoch", data.get("step")), data.get("metrics")
+    if not isinstance(step, int) or isinstance(step, bool) or not isinstance(metrics, dict):
+        return data, None
+    numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return data, Progress(index, step, numbers)
+
+
 class TrialLauncher:
-    """Starts trial processes and reports each exit on one queue, so the runner blocks instead of polling."""
+    """Starts trial processes and reports, on one queue, each exit and each epoch's metrics, so the
+    runner blocks instead of polling."""
 
     def __init__(self, exp: SearchExperiment, space: SearchSpace, results: Path) -> None:
         self.exp = exp
         self.space = space
         self.results = results
-        self.done: queue.Queue[Attempt] = queue.Queue()
+        self.done: queue.Queue[Attempt | Progress] = queue.Queue()
         self.running: dict[int, Attempt] = {}
 
     def start(self, rec: TrialRecord, number: int) -> Attempt:
@@ -90,8 +109,11 @@ class TrialLauncher:
             for line in attempt.proc.stdout:
                 log.write(line)
                 if line.startswith(b"{"):
-                    with contextlib.suppress(ValueError):
-                        attempt.last_progress = json.loads(line)
+                    data, progress = progress_of(attempt.rec.index, line)
+                    if data:
+                        attempt.last_progress = data
+                    if progress is not None:
+                        self.done.put(progress)
         attempt.proc.wait()
         self.done.put(attempt)
 

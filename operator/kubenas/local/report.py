@@ -23,6 +23,7 @@ from kubenas.insights import pictures, tables
 from kubenas.insights.genotype import genotype
 from kubenas.insights.importance import NotEnoughTrials, importance
 from kubenas.insights.motifs import motifs, top_trials
+from kubenas.local.curves import curve_wire, save_curves
 
 #: architectures drawn side by side in top.png and counted as "the top" in motifs
 TOP_K = 5
@@ -43,6 +44,7 @@ def summary(name: str, objective: Objective, trials: list[TrialRecord], phase: s
         "succeeded": sum(t.phase == "Succeeded" for t in trials),
         "failed": sum(t.phase == "Failed" for t in trials),
         "infeasible": sum(t.phase == "Infeasible" for t in trials),
+        "pruned": sum(t.phase == "Pruned" for t in trials),
         "best": None
         if best is None
         else {
@@ -126,6 +128,7 @@ def write_results(
             "value": _value(objective, t),
             "architecture": t.architecture,
             "metrics": dict(t.metrics),
+            "curve": curve_wire(t),
         }
         for t in trials
     ]
@@ -143,6 +146,7 @@ def write_results(
                 + [t.metrics.get(m, "") for m in metric_names]
             )
     _plot(directory, objective, trials)
+    save_curves(directory / "curves.png", objective, trials)
 
 
 def _plot(directory: Path, objective: Objective, trials: list[TrialRecord]) -> None:

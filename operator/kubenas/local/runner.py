@@ -1,8 +1,9 @@
 """``kubenas run``: a SearchExperiment on this machine, driven by the core's experiment driver.
 
 The decisions are the operator's, made by the same :class:`~kubenas.core.driver.Driver`: this module
-only starts trials as subprocesses, blocks until one exits, appends asks and results to the journal
-and hands each exit back to the driver.
+only starts trials as subprocesses, blocks until one exits or reports progress (an epoch's metrics,
+read from its stdout), appends asks and results to the journal and hands each back to the driver.
+A trial the stopping rule prunes is stopped at once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from kubenas.core.driver import (
     Create,
     Driver,
     Interrupted,
+    Prune,
     Relaunch,
     ResultStored,
     Store,
@@ -45,6 +47,8 @@ from kubenas.local.process import Attempt, TrialLauncher
 from kubenas.local.report import leaderboard, summary, write_results
 
 SPEC_FILE = "experiment.yaml"
+#: how long a pruned trial may take to exit after SIGTERM before it is killed: its GPU is wanted now
+PRUNE_GRACE_SECONDS = 2.0
 
 
 class ResumeError(RuntimeError):
@@ -172,6 +176,9 @@ def run(exp: SearchExperiment, folder: Path, console: Console | None = None) -> 
                 except queue.Empty:
                     pending.extend(driver.handle(Tick(elapsed())))
                     continue
+                if not isinstance(attempt, Attempt):  # an epoch's metrics
+                    pending.extend(driver.handle(Tick(elapsed()), attempt))
+                    continue
                 launcher.running.pop(attempt.rec.index, None)
                 pending.extend(driver.handle(Tick(elapsed()), _ended(attempt)))
         except KeyboardInterrupt:
@@ -230,5 +237,8 @@ def _carry_out(
         return driver.handle(ResultStored(trial.index))
     if isinstance(command, Cancel):
         launcher.stop(command.trial.index)
+        return []
+    if isinstance(command, Prune):  # its result follows as Tell and Store; its exit is ignored
+        launcher.stop(command.trial.index, grace_seconds=PRUNE_GRACE_SECONDS)
         return []
     return []  # MarkRunning: the journal keeps only asks and results; Finish: the loop reads driver.finished

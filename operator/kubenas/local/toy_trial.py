@@ -4,7 +4,9 @@ It lets examples and tests exercise the whole search loop in milliseconds. Every
 gets a fixed score from a hash of (decision, value), plus an interaction between neighbouring
 decisions; numeric decisions score by distance to a hidden optimum. The result lies in (0, 1) and is
 reported as ``val_accuracy``. Settings: ``sleep_s`` (pretend to train), ``fail_on`` (a value that
-makes the trial exit with the bad-candidate code), ``noise`` (seeded per trial).
+makes the trial exit with the bad-candidate code), ``noise`` (seeded per trial), ``epochs`` (report a
+learning curve of that many epochs rising to the final value, sleeping ``epoch_s`` before each, so
+that stopping rules have something to judge).
 """
 
 from __future__ import annotations
@@ -54,7 +56,11 @@ def main() -> int:
     time.sleep(float(settings.get("sleep_s", 0)))
     noise = float(settings.get("noise", 0.0)) * random.Random(seed).gauss(0, 1)
     acc = min(0.999, max(0.001, 0.5 + 0.49 * score(arch) + noise))
-    print(json.dumps({"event": "epoch", "epoch": 1, "metrics": {"val_accuracy": acc}}), flush=True)
+    epochs = max(1, int(settings.get("epochs", 1)))
+    for epoch in range(1, epochs + 1):
+        time.sleep(float(settings.get("epoch_s", 0)))
+        value = acc * (1 - 0.5**epoch) / (1 - 0.5**epochs)  # rises to acc at the last epoch
+        print(json.dumps({"event": "epoch", "epoch": epoch, "metrics": {"val_accuracy": value}}), flush=True)
     with open(result_file, "w") as fh:
         json.dump({"val_accuracy": acc, "params": 1000 * len(arch), "status": "completed"}, fh)
     return 0
