@@ -39,7 +39,8 @@ def test_the_median_rule_stops_trials_mid_training_and_the_folder_shows_every_cu
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(doc))
     exp, folder = prepare(path, tmp_path / "out", None)
-    result = run(exp, folder, Console(file=open(os.devnull, "w")))
+    with open(os.devnull, "w") as sink:
+        result = run(exp, folder, Console(file=sink))
     assert (result.phase, result.reason) == ("Succeeded", "MaxTrialsReached")
 
     summary = json.loads((folder / "summary.json").read_text())
