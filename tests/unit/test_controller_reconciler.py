@@ -262,8 +262,8 @@ async def step(rec: ExperimentReconciler) -> None:
     a stored result wakes the reconciler, whose next pass releases what was asked after it."""
     while True:
         await rec.reconcile()
-        await rec.writes_done()
-        if not rec.stored:
+        await rec.writes.done()
+        if not rec.writes.stored:
             return
 
 
@@ -340,7 +340,7 @@ def test_a_restarted_operator_rebuilds_from_the_trials_and_doubles_nothing() -> 
         await step(first)
         await world.run_pods()
         await first.reconcile()  # tells three and asks three; their Trials wait for the results' writes
-        await first.writes_done()
+        await first.writes.done()
         assert first.driver is not None
         asked = {i: first.driver.trial(i).architecture for i in range(6)}
         await settle(first)
@@ -432,10 +432,10 @@ def test_trials_being_created_count_as_active_so_nothing_is_asked_twice() -> Non
         rec = await started(world)
         world.api.latency = 0.05
         await rec.reconcile()  # asks three; their Trials and Jobs are still being written
-        assert len(rec.creating) == 3
+        assert len(rec.writes.creating) == 3
         await rec.reconcile()  # sees three active placeholders: asks nothing
         await rec.reconcile()
-        await rec.writes_done()
+        await rec.writes.done()
         assert [t["metadata"]["name"] for t in trials(world)] == ["exp-00000", "exp-00001", "exp-00002"]
         assert len(world.api.of_kind("Job")) == 3
         world.api.latency = 0.0
@@ -571,7 +571,7 @@ def test_a_job_the_api_server_refuses_fails_the_experiment_instead_of_retrying_f
         world.api.create = refuse_jobs  # type: ignore[method-assign]
         for _ in range(3):
             await rec._pass()  # as the loop runs it: a Fatal ends the experiment, nothing is retried
-            await rec.writes_done()
+            await rec.writes.done()
             await settle(rec)
         st = exp_status(world)
         assert st["phase"] == "Failed"

@@ -32,7 +32,7 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +40,6 @@ from pydantic import ValidationError
 
 from kubenas.api.v1alpha1 import API_VERSION, SearchExperimentSpec
 from kubenas.controller.protocol import State
-from kubenas.core.codec import status_wire
 from kubenas.core.driver import (
     AskFor,
     Cancel,
@@ -58,7 +57,7 @@ from kubenas.core.driver import (
     Tick,
 )
 from kubenas.core.engine import summarize
-from kubenas.core.errors import KubenasError, SpecError
+from kubenas.core.errors import SpecError
 from kubenas.core.records import TrialRecord, objective_value, trial_name, trial_seed
 from kubenas.core.spec_changes import describe_budget_change, judge_edit
 from kubenas.operator import manifests, names, outcomes, status
@@ -69,49 +68,19 @@ from kubenas.operator.controller_client import (
     ControllerUnavailable,
     Endpoint,
 )
+from kubenas.operator.failures import PERMANENT_STATUSES, ExperimentLog, Fatal, Requeue, owned_by
 from kubenas.operator.kube import AlreadyExists, ApiError, NotFound
 from kubenas.operator.recovery import recovery_step
 from kubenas.operator.runtime import Runtime
 from kubenas.operator.status_writer import StatusWriter
-from kubenas.operator.views import JobView, PodView, format_time, parse_time, resource_version
+from kubenas.operator.trial_writes import TrialWriter
+from kubenas.operator.views import JobView, PodView, parse_time, resource_version
 
 log = logging.getLogger("kubenas.operator")
-#: answers of the API server that no retry can change (a bad request, forbidden, invalid)
-PERMANENT_STATUSES = frozenset({400, 403, 422})
-
-
-class ExperimentLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Every line names its namespace and experiment, and keeps the call's own ``extra`` fields too
-    (the standard adapter replaces them)."""
-
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
-        return msg, kwargs
-
-
-class Fatal(KubenasError):
-    """The experiment cannot go on: it ends Failed with this reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        self.reason = reason
-        self.message = message
-        super().__init__(f"{reason}: {message}")
-
-
-class Requeue(KubenasError):
-    """Nothing is wrong, but the pass cannot finish yet (an old object is still being deleted)."""
-
-    def __init__(self, message: str, delay: float = 1.0) -> None:
-        self.delay = delay
-        super().__init__(message)
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _now_text() -> str:
-    return format_time(_now())
 
 
 class ExperimentReconciler:
@@ -131,18 +100,7 @@ class ExperimentReconciler:
         self.children_at: float | None = None
         self.synced: tuple[Endpoint, str] | None = None
         self.driver: Driver | None = None  # rebuilt from the Trials on the first pass that reaches the controller
-        #: Trials that exist or are being created (uid when read at the rebuild: Jobs of earlier versions are theirs)
-        self.trial_uids: dict[str, str] = {}
-        self.creating: dict[str, asyncio.Task[None]] = {}  # Trial and Job writes under way
-        self.storing: dict[str, asyncio.Task[None]] = {}  # result writes under way
-        self.creates_to_retry: dict[int, Create] = {}
-        self.stores_to_retry: dict[int, Store] = {}
-        self.stored: list[int] = []  # results stored since the last pass: ResultStored events for the driver
-        self.started_at: dict[str, str | None] = {}  # when each running trial's first pod started
         self.fatal: Fatal | None = None
-        self.jobs_created: set[str] = set()
-        self.terminated_at: dict[str, float] = {}
-        self.turnarounds: deque[float] = deque()
         self.refusal_reported: int | None = None
         self.controller_ready: tuple[bool, str, str] = (False, "ControllerStarting", "creating the controller")
         self.spec_verdict = status.SpecVerdict(True)
@@ -150,6 +108,9 @@ class ExperimentReconciler:
         self.scaled_down = False
         self.best_name: str | None = ((self.body.get("status") or {}).get("bestTrial") or {}).get("name")
         self.status_writer = StatusWriter(self._write_status, runtime.config.status_interval_s, self.log)
+        self.writes = TrialWriter(
+            runtime, self.ref, self.log, lambda: self.accepted, self.wake, self.wake_later, self._fatal, self._event
+        )
         # the loop
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -176,8 +137,7 @@ class ExperimentReconciler:
         self.stopped = True
         if self._timer is not None:
             self._timer.cancel()
-        for task in [*self.creating.values(), *self.storing.values()]:
-            task.cancel()
+        self.writes.cancel_all()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -243,7 +203,7 @@ class ExperimentReconciler:
 
     def note_termination(self, pod_uid: str) -> None:
         """A trainer pod ended (first sight): the turnaround clock for the next trial starts now."""
-        self.terminated_at.setdefault(pod_uid, time.monotonic())
+        self.writes.note_termination(pod_uid)
 
     # -- the pass ----------------------------------------------------------------------------
     @property
@@ -282,7 +242,7 @@ class ExperimentReconciler:
             driver = await self._sync(client)
         if driver.spec is not self.accepted:
             driver.respec(self.accepted)
-        self._retry_writes()
+        self.writes.retry_failed()
         commands = driver.handle(*await self._observe(driver))
         await self._carry_out(client, driver, commands)
         if driver.finished is not None:
@@ -325,7 +285,7 @@ class ExperimentReconciler:
                 "Normal", "Started", f"search started: {spec.strategy.name}, maxTrials={spec.budget.max_trials}"
             )
             return
-        if not _owned_by(secret, self.uid):
+        if not owned_by(secret, self.uid):
             raise Requeue("an older experiment's controller Secret is still being deleted")
         data = secret.get("data") or {}
         self.token = base64.b64decode(data.get(names.TOKEN_KEY, "")).decode()
@@ -396,7 +356,7 @@ class ExperimentReconciler:
         for view in indexes.trials_of(self.namespace, self.name):
             if view.owner_uid == self.uid:
                 out[view.index] = view.record()
-                self.trial_uids[view.name] = view.uid
+                self.writes.trial_uids[view.name] = view.uid
         return out
 
     def _records(self) -> list[TrialRecord]:
@@ -456,8 +416,13 @@ class ExperimentReconciler:
             name=trial_name(self.name, candidate.index),
         )
         create = Create(record, candidate.architecture_id, trial_seed(self.accepted.strategy.seed, candidate.index))
-        await self._create(create)
+        await self.writes.create_now(create)
         return record
+
+    def _fatal(self, exc: Fatal) -> None:
+        """A background write found the experiment cannot go on: the next pass fails it."""
+        self.fatal = exc
+        self.wake()
 
     def _check(self, state: State) -> None:
         if self.synced is None or state.instance != self.synced[1]:
@@ -469,27 +434,27 @@ class ExperimentReconciler:
         indexes = self.runtime.indexes
         assert indexes is not None
         events: list[Event] = [Tick(self._elapsed() or 0.0)]
-        events.extend(ResultStored(i) for i in self.stored)
-        self.stored.clear()
+        events.extend(ResultStored(i) for i in self.writes.stored)
+        self.writes.stored.clear()
+        writes = self.writes
         for rec in driver.active_trials():
             name = rec.name
-            if name in self.creating or name not in self.trial_uids:
+            if name in writes.creating or name not in writes.trial_uids:
                 continue  # its Trial and Job are being written, or the driver holds its creation back
-            owners = (self.uid, self.trial_uids.get(name, self.uid))  # Jobs of an earlier version: the Trial's
+            owners = (self.uid, writes.trial_uids.get(name, self.uid))  # Jobs of an earlier version: the Trial's
             jobs = [j for j in indexes.job_of(self.namespace, name) if j.owner_uid in owners]
             if not jobs:
-                if name not in self.jobs_created and rec.index not in self.creates_to_retry:
-                    self._spawn_job(rec)
+                if name not in writes.jobs_created and rec.index not in writes.creates_to_retry:
+                    writes.create_job_of(rec)
                 continue
             pods = [p for p in indexes.pods_of(self.namespace, name) if p.owner_uid == jobs[0].uid]
             seen = outcomes.events_of(rec.index, pods, jobs[0])
             if not outcomes.decided(seen) and jobs[0].complete:
                 seen = await self._confirm_lost_result(rec, jobs[0])
             if outcomes.decided(seen):
-                self.started_at[name] = self.started_at.get(name) or outcomes.started_at(pods)
+                writes.started_at[name] = writes.started_at.get(name) or outcomes.started_at(pods)
                 deciding = outcomes.deciding_pod(pods)
-                if deciding is not None and deciding.uid in self.terminated_at:
-                    self.turnarounds.append(self.terminated_at.pop(deciding.uid))
+                writes.slot_freed(deciding.uid if deciding is not None else None)
             events.extend(seen)
         return events
 
@@ -528,189 +493,23 @@ class ExperimentReconciler:
                     except (ControllerOutOfSync, ControllerUnavailable, ControllerRefused) as exc:
                         failure = exc
             elif isinstance(command, Create):
-                self._begin(self.creating, command.trial.name, self._create(command), "create")
+                self.writes.create(command)
             elif isinstance(command, Store):
-                self._begin(self.storing, command.trial.name, self._store(command), "result")
+                self.writes.store(command)
             elif isinstance(command, MarkRunning):
-                self.started_at[command.trial.name] = self.started_at.get(command.trial.name) or command.started_at
-                self.runtime.spawn(self._write_running(command), f"running {command.trial.name}")
+                self.writes.mark_running(command)
             elif isinstance(command, Cancel):
-                await self._cancel(command.trial)
+                await self.writes.cancel(command.trial)
             # Relaunch: the Job's backoff starts the next attempt; Finish: read by the pass from the driver
         if failure is not None:
             if not isinstance(failure, ControllerRefused):
                 self.synced = None
             raise failure
 
-    def _begin(
-        self, tasks: dict[str, asyncio.Task[None]], name: str, work: Coroutine[Any, Any, None], what: str
-    ) -> None:
-        if name in tasks:
-            work.close()
-            return
-        task = asyncio.get_running_loop().create_task(work, name=f"{what} {name}")
-        tasks[name] = task
-        task.add_done_callback(lambda _: tasks.pop(name, None))
-
-    async def _create(self, command: Create) -> None:
-        """Create a candidate's Trial and Job, side by side. A permanent refusal fails the experiment
-        (no retry can fix it); anything else is tried again on a later pass."""
-        name = command.trial.name
-        self.trial_uids.setdefault(name, "")  # watched from now on (a Job it lacks is created again)
-        self.creates_to_retry.pop(command.trial.index, None)
-        try:
-            outcome = await asyncio.gather(
-                self._create_trial(command), self._create_job(command), return_exceptions=True
-            )
-            for result in outcome:
-                if isinstance(result, BaseException):
-                    raise result
-        except asyncio.CancelledError:
-            raise
-        except Fatal as exc:
-            self.fatal = exc
-            self.wake()
-        except ApiError as exc:
-            if exc.status not in PERMANENT_STATUSES:
-                self._retry_create(command, exc, 1.0)
-            else:
-                self.fatal = Fatal(
-                    "TrialRefused", f"the API server refused the Trial or Job {name}: {exc.status} {exc.message}"
-                )
-                self.wake()
-        except Exception as exc:  # the next pass creates it again: the names make a repeat harmless
-            self._retry_create(command, exc, exc.delay if isinstance(exc, Requeue) else 1.0)
-
-    def _retry_create(self, command: Create, exc: Exception, delay: float) -> None:
-        self.runtime.metrics.reconcile_errors.labels(self.namespace, self.name).inc()
-        self.log.warning("trial creation failed", extra={"trial": command.trial.name, "error": repr(exc)})
-        self.creates_to_retry[command.trial.index] = command
-        self.wake_later(delay)
-
-    async def _create_trial(self, command: Create) -> None:
-        assert self.accepted is not None
-        rec = command.trial
-        obj = manifests.trial_object(self.ref, self.accepted, rec.index, rec.architecture, command.architecture_id)
-        try:
-            await self.runtime.api.create(obj)
-        except AlreadyExists:
-            body = await self.runtime.api.get(API_VERSION, "Trial", self.namespace, rec.name)
-            if not _owned_by(body, self.uid):
-                raise Requeue(f"an older experiment's Trial {rec.name} is still being deleted") from None
-            if (body.get("spec") or {}).get("architectureId") != command.architecture_id:
-                raise Fatal("HistoryConflict", f"Trial {rec.name} exists with another architecture") from None
-
-    async def _create_job(self, command: Create) -> None:
-        """Create the trial's Job (owned by the experiment, so it needs no Trial uid)."""
-        assert self.accepted is not None
-        rec = command.trial
-        trial_body = {
-            "metadata": {"name": rec.name},
-            "spec": {
-                "architecture": dict(rec.architecture),
-                "architectureId": command.architecture_id,
-                "seed": command.seed,
-            },
-        }
-        self.jobs_created.add(rec.name)  # before the write: a pass meanwhile must not create it too
-        try:
-            await self.runtime.api.create(manifests.trainer_job(self.ref, self.accepted, trial_body))
-        except AlreadyExists:
-            job = await self.runtime.api.get("batch/v1", "Job", self.namespace, rec.name)
-            if not (_owned_by(job, self.uid) or _owned_by(job, self.trial_uids.get(rec.name, self.uid))):
-                self.jobs_created.discard(rec.name)
-                raise Requeue(f"an older Job {rec.name} is still being deleted") from None
-            return
-        except BaseException:
-            self.jobs_created.discard(rec.name)
-            raise
-        if self.turnarounds:
-            elapsed = time.monotonic() - self.turnarounds.popleft()
-            self.runtime.metrics.trial_turnaround.labels(self.namespace, self.name).observe(elapsed)
-
-    def _spawn_job(self, rec: TrialRecord) -> None:
-        """A Trial without its Job (an operator stopped between the two writes): create the Job now."""
-        assert self.accepted is not None
-        create = Create(rec, "", trial_seed(self.accepted.strategy.seed, rec.index))
-        self._begin(self.creating, rec.name, self._create_missing_job(create), "job")
-
-    async def _create_missing_job(self, command: Create) -> None:
-        assert self.accepted is not None
-        body = await self.runtime.api.get(API_VERSION, "Trial", self.namespace, command.trial.name)
-        architecture_id = (body.get("spec") or {}).get("architectureId", "")
-        await self._create_job(Create(command.trial, architecture_id, command.seed))
-
-    async def _store(self, command: Store) -> None:
-        """Write a told result on its Trial; once stored, the driver releases what was asked after it."""
-        rec = command.trial
-        body = {
-            "status": status_wire(
-                rec, start_time=self.started_at.get(rec.name), completion_time=command.finished_at or _now_text()
-            )
-        }
-        try:
-            await self.runtime.api.patch(API_VERSION, "Trial", self.namespace, rec.name, body, subresource="status")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # written again on a later pass: the record is the driver's, unchanged
-            self.runtime.metrics.reconcile_errors.labels(self.namespace, self.name).inc()
-            self.log.warning("trial result not written", extra={"trial": rec.name, "error": repr(exc)})
-            self.stores_to_retry[rec.index] = command
-            self.wake_later(1.0)
-            return
-        self.stores_to_retry.pop(rec.index, None)
-        self.stored.append(rec.index)
-        self._observe_finished(rec, self.started_at.pop(rec.name, None), command.finished_at)
-        self.wake()
-
-    async def _write_running(self, command: MarkRunning) -> None:
-        rec = command.trial
-        patch = {"status": status_wire(rec, start_time=command.started_at)}
-        await self.runtime.api.patch(API_VERSION, "Trial", self.namespace, rec.name, patch, subresource="status")
-
-    async def _cancel(self, rec: TrialRecord) -> None:
-        """Stop a trial the finished search no longer needs: its Job goes, its Trial says why."""
-        with contextlib.suppress(NotFound):
-            await self.runtime.api.delete("batch/v1", "Job", self.namespace, rec.name)
-        patch = {"status": {"phase": rec.phase, "reason": rec.reason, "message": rec.message}}
-        with contextlib.suppress(NotFound):
-            await self.runtime.api.patch(API_VERSION, "Trial", self.namespace, rec.name, patch, subresource="status")
-
-    def _retry_writes(self) -> None:
-        """Writes that failed on an earlier pass go out again."""
-        for command in list(self.creates_to_retry.values()):
-            self._begin(self.creating, command.trial.name, self._create(command), "create")
-        for store in list(self.stores_to_retry.values()):
-            self._begin(self.storing, store.trial.name, self._store(store), "result")
-
-    async def writes_done(self) -> None:
-        """Wait for the Trial and Job creations and the result writes under way."""
-        while self.creating or self.storing:
-            await asyncio.gather(*self.creating.values(), *self.storing.values(), return_exceptions=True)
-
-    def _observe_finished(self, rec: TrialRecord, started: str | None, finished: str | None) -> None:
-        assert self.accepted is not None and self.runtime.indexes is not None
-        m, labels = self.runtime.metrics, (self.namespace, self.name)
-        start, end = parse_time(started), parse_time(finished)
-        if start and end:
-            m.trial_duration.labels(*labels).observe(max(0.0, (end - start).total_seconds()))
-        gpus = manifests.gpus_of(self.accepted.trial_template.resources)
-        if gpus:
-            pods = self.runtime.indexes.pods_of(self.namespace, rec.name)
-            m.gpu_seconds.labels(*labels).inc(gpus * sum(p.terminated.seconds() for p in pods if p.terminated))
-        extra = {"trial": rec.name, "phase": rec.phase, "reward": rec.reward, "reason": rec.reason}
-        self.log.info("trial finished", extra=extra)
-        if rec.phase in ("Failed", "Infeasible"):
-            self._event(
-                "Warning",
-                "TrialFailed" if rec.phase == "Failed" else "TrialInfeasible",
-                f"{rec.name}: {rec.reason or rec.phase}: {rec.message or ''}".rstrip(": "),
-            )
-
     # -- the end -------------------------------------------------------------------------------
     async def _finish(self, action: Finish) -> None:
-        await self.writes_done()
-        self.turnarounds.clear()
+        await self.writes.done()
+        self.writes.turnarounds.clear()
         verdict = status.Verdict(action.phase, action.reason, action.message)
         self.final = verdict
         cancelled = sum(1 for rec in self._records() if rec.reason == "Cancelled")
@@ -851,10 +650,6 @@ class ExperimentReconciler:
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
     """A detached deep copy (kopf's bodies are views that change under our feet)."""
     return json.loads(json.dumps({key: body[key] for key in body}, default=str))
-
-
-def _owned_by(body: Mapping[str, Any], uid: str) -> bool:
-    return any(ref.get("uid") == uid for ref in (body.get("metadata") or {}).get("ownerReferences") or [])
 
 
 def _terminal_reason(body: Mapping[str, Any]) -> str:
