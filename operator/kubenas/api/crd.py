@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from kubenas.api.base import ApiModel
+from kubenas.api.template import VERBATIM
 from kubenas.api.v1alpha1 import GROUP, VERSION, SearchExperiment, Trial
 
 HEADER = (
@@ -39,6 +40,8 @@ class _Converter:
 
     def convert(self, node: dict[str, Any]) -> dict[str, Any]:
         node = dict(node)
+        if node.pop(VERBATIM, False):  # already structural (the upstream PodSpec): copied as it is
+            return {k: v for k, v in node.items() if k != "title"}
         rules: list[dict[str, str]] = list(node.pop("x-kubernetes-validations", []))
         if "$ref" in node:
             name = node.pop("$ref").rsplit("/", 1)[-1]

@@ -94,3 +94,13 @@ def qualified_name_ok(key: str) -> bool:
     """A label or taint key: the regular expression plus the 253-character bound on its prefix."""
     prefix, _, _ = key.rpartition("/")
     return len(key) <= QUALIFIED_NAME_MAX and len(prefix) <= SUBDOMAIN_MAX and matches(QUALIFIED_NAME, key)
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    """The API server's checks of an object's labels; raises ValueError naming the bad key or value."""
+    for key, value in labels.items():
+        if not qualified_name_ok(key):
+            raise ValueError(f"label key {key!r} is not a qualified name")
+        if len(value) > LABEL_MAX or not matches(LABEL_VALUE, value):
+            raise ValueError(f"label value {value!r} of {key!r} is not a valid label value")
+    return labels

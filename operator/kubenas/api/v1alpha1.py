@@ -19,6 +19,7 @@ from kubenas.api.base import ApiModel, Rule, cel, immutable, keyed_list, with_ru
 from kubenas.api.early_stopping import EarlyStopping
 from kubenas.api.space import SearchSpaceSpec
 from kubenas.api.strategy import StrategySpec
+from kubenas.api.template import TEMPLATE_RULES, ArtifactLocation, Artifacts, PodTemplate
 
 GROUP = "kubenas.io"
 VERSION = "v1alpha1"
@@ -297,13 +298,7 @@ class TrialTemplate(ApiModel):
     """
 
     RULES = (
-        Rule(
-            "has(self.image)",
-            "image is required on Kubernetes (local mode ignores it)",
-            lambda t: t.image is not None,
-            ".image",
-            kubernetes_only=True,
-        ),
+        *TEMPLATE_RULES,
         Rule(
             "!has(self.nodeSelector) || self.nodeSelector.all(k, k.size() <= "
             f"{kube.QUALIFIED_NAME_MAX} && k.matches(r'{kube.QUALIFIED_NAME}'))",
@@ -355,6 +350,10 @@ class TrialTemplate(ApiModel):
     deadline_seconds: int | None = Field(
         None, ge=1, le=2**31 - 1, description="Kill a trial running longer than this (the Job's activeDeadlineSeconds)."
     )
+    template: PodTemplate | None = Field(
+        None,
+        description="Kubernetes' pod template (labels, annotations, a core/v1 PodSpec) the short form is merged into.",
+    )
 
     @field_validator("env")
     @classmethod
@@ -397,6 +396,11 @@ class SearchExperimentSpec(ApiModel):
     controller: ControllerSpec = Field(
         default_factory=ControllerSpec, json_schema_extra=immutable("controller"), description="The controller pod."
     )
+    artifacts: Artifacts | None = Field(
+        None,
+        json_schema_extra=immutable("artifacts"),
+        description="Where trials keep weights and architectures on Kubernetes (locally: the results folder).",
+    )
     early_stopping: EarlyStopping | None = Field(
         None,
         json_schema_extra=immutable("earlyStopping"),
@@ -429,12 +433,7 @@ class ObjectMeta(ApiModel):
     @classmethod
     def _label_syntax(cls, labels: dict[str, str]) -> dict[str, str]:
         """The API server's own checks of any object's labels, so a bad label fails here too."""
-        for key, value in labels.items():
-            if not kube.qualified_name_ok(key):
-                raise ValueError(f"label key {key!r} is not a qualified name")
-            if len(value) > kube.LABEL_MAX or not kube.matches(kube.LABEL_VALUE, value):
-                raise ValueError(f"label value {value!r} of {key!r} is not a valid label value")
-        return labels
+        return kube.check_labels(labels)
 
     @field_validator("annotations")
     @classmethod
@@ -504,6 +503,7 @@ class BestTrial(ApiModel):
     architecture: dict[str, Any] = Field(default_factory=dict, description="Its decisions.")
     reward: float = Field(..., description="Its reward (the objective metric, constraints applied).")
     metrics: dict[str, float] = Field(default_factory=dict, description="Its reported metrics.")
+    artifacts: ArtifactLocation | None = Field(None, description="Where its weights and architecture are.")
 
 
 class SearchExperimentStatus(ApiModel):
@@ -588,6 +588,9 @@ class TrialStatus(ApiModel):
     )
     asks_before_tell: int | None = Field(
         None, ge=0, description="How many candidates had been asked when this result was told."
+    )
+    artifacts: ArtifactLocation | None = Field(
+        None, description="Where the trial's weights, architecture and per-epoch metrics are."
     )
     curve: list[CurvePoint] = Field(
         default_factory=list,

@@ -53,6 +53,7 @@ def summary(name: str, objective: Objective, trials: list[TrialRecord], phase: s
             "architecture": best.architecture,
             "genotype": genotype(best.architecture),
             "metrics": dict(best.metrics),
+            "artifacts": f"trials/{best.name}/output",  # model.pt, architecture.json, metrics.jsonl
             "value": _value(objective, best),
         },
     }

@@ -7,11 +7,13 @@ operator allowed), never the live object, so a refused edit cannot leak into new
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kubenas.api.template import OUTPUT_MOUNT, OUTPUT_VOLUME, trainer_container
 from kubenas.api.v1alpha1 import API_VERSION, Resources, SearchExperimentSpec, TrialTemplate
 from kubenas.core.errors import SpecError
 from kubenas.core.records import trial_seed
@@ -97,10 +99,14 @@ def gpus_of(resources: Resources) -> float:
 
 
 def trainer_image(spec: SearchExperimentSpec) -> str:
-    """The trial image, required on Kubernetes (local mode ignores it)."""
-    if not spec.trial_template.image:
+    """The trial image, required on Kubernetes (local mode ignores it): the short form's, else the template's."""
+    template = spec.trial_template
+    image = template.image
+    if image is None and template.template is not None:
+        image = (trainer_container(template.template.spec) or {}).get("image")
+    if not image:
         raise SpecError("spec.trialTemplate.image", "is required on Kubernetes")
-    return spec.trial_template.image
+    return str(image)
 
 
 def controller_image(spec: SearchExperimentSpec) -> str:
@@ -239,6 +245,27 @@ def pod_failure_policy() -> dict[str, Any]:
     }
 
 
+def output_dir(spec: SearchExperimentSpec, experiment: str, trial: str) -> str:
+    """The trial's KUBENAS_OUTPUT_DIR in its pod: the outputs mount, or the trial's folder of the artifact store."""
+    if spec.artifacts is None:
+        return OUTPUT_MOUNT
+    return f"{OUTPUT_MOUNT}/{spec.artifacts.trial_path(experiment, trial)}"
+
+
+def trial_artifacts(spec: SearchExperimentSpec, experiment: str, trial: str) -> dict[str, str] | None:
+    """The Trial status's ``artifacts`` (camelCase), or None without an artifact store.
+
+    Pure: the reconciler writes it into the Trial's status with the result, and copies the best
+    trial's into the experiment's ``status.bestTrial.artifacts``.
+    """
+    if spec.artifacts is None:
+        return None
+    return {
+        "persistentVolumeClaim": spec.artifacts.persistent_volume_claim,
+        "path": spec.artifacts.trial_path(experiment, trial),
+    }
+
+
 def trial_env(experiment: str, spec: SearchExperimentSpec, trial: Mapping[str, Any]) -> list[dict[str, str]]:
     """The trial contract's environment (docs/trial-contract.md), then the template's own variables."""
     t_spec = trial["spec"]
@@ -251,6 +278,7 @@ def trial_env(experiment: str, spec: SearchExperimentSpec, trial: Mapping[str, A
         "KUBENAS_EXPERIMENT": experiment,
         "KUBENAS_SEED": str(t_spec["seed"]),
         "KUBENAS_RESULT_FILE": names.TERMINATION_MESSAGE_PATH,
+        "KUBENAS_OUTPUT_DIR": output_dir(spec, experiment, trial["metadata"]["name"]),
     }
     env = [{"name": k, "value": v} for k, v in contract.items()]
     env += [{"name": e.name, "value": e.value} for e in spec.trial_template.env if e.name not in contract]
@@ -259,6 +287,71 @@ def trial_env(experiment: str, spec: SearchExperimentSpec, trial: Mapping[str, A
 
 def _tolerations(template: TrialTemplate) -> list[dict[str, Any]]:
     return [t.to_wire() for t in template.tolerations]
+
+
+def _output_volume(spec: SearchExperimentSpec) -> dict[str, Any]:
+    if spec.artifacts is None:
+        return {"name": OUTPUT_VOLUME, "emptyDir": {}}
+    return {"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": spec.artifacts.persistent_volume_claim}}
+
+
+def trainer_pod(exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[str, Any]) -> dict[str, Any]:
+    """The trainer pod template: the user's pod template, the short form merged in, the trial contract added.
+
+    Admission refused every field set in both places, so the merge has no winner to pick. The
+    contract always applies to the trainer container (named ``trainer``, else the first, which is
+    then named ``trainer``: Kubenas reads its exit code and termination message by that name):
+    the KUBENAS_* environment (the template's own variables follow, never overriding it), the
+    termination message file and the outputs mount. Security settings the template leaves out are
+    the "restricted" profile's.
+    """
+    template = spec.trial_template
+    user = template.template
+    pod_spec: dict[str, Any] = copy.deepcopy(user.spec) if user is not None else {}
+    containers = pod_spec.setdefault("containers", [])
+    container = trainer_container(pod_spec)
+    if container is None:
+        container = {}
+        containers.append(container)
+    container["name"] = names.TRAINER_CONTAINER
+    container["image"] = trainer_image(spec)
+    container["command"] = list(template.command)
+    if template.args:
+        container["args"] = list(template.args)
+    if template.working_dir:
+        container["workingDir"] = template.working_dir
+    resources = _resources(template.resources)
+    if resources:
+        container["resources"] = resources
+    contract = trial_env(exp.name, spec, trial)
+    reserved = {e["name"] for e in contract}
+    short = {e.name for e in template.env}
+    own = [e for e in container.get("env") or [] if e["name"] not in reserved and e["name"] not in short]
+    container["env"] = contract + own
+    container["terminationMessagePath"] = names.TERMINATION_MESSAGE_PATH
+    container["terminationMessagePolicy"] = "File"
+    container.setdefault("securityContext", restricted_container_security())
+    mounts = container.get("volumeMounts") or []
+    container["volumeMounts"] = [*mounts, {"name": OUTPUT_VOLUME, "mountPath": OUTPUT_MOUNT}]
+    pod_spec["restartPolicy"] = "Never"
+    pod_spec.setdefault("automountServiceAccountToken", False)
+    pod_spec.setdefault("enableServiceLinks", False)
+    security = restricted_pod_security()
+    if spec.artifacts is not None:
+        security["fsGroup"] = security["runAsGroup"]  # the claim's files belong to the trainer's group
+    pod_spec.setdefault("securityContext", security)
+    pod_spec["volumes"] = [*(pod_spec.get("volumes") or []), _output_volume(spec)]
+    if template.node_selector:
+        pod_spec["nodeSelector"] = dict(template.node_selector)
+    if template.tolerations:
+        pod_spec["tolerations"] = _tolerations(template)
+    if template.priority_class_name:
+        pod_spec["priorityClassName"] = template.priority_class_name
+    labels = names.trainer_labels(exp.name, trial["metadata"]["name"])
+    metadata: dict[str, Any] = {"labels": {**(user.metadata.labels if user else {}), **labels}}
+    if user is not None and user.metadata.annotations:
+        metadata["annotations"] = dict(user.metadata.annotations)
+    return {"metadata": metadata, "spec": pod_spec}
 
 
 def trainer_job(exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[str, Any]) -> dict[str, Any]:
@@ -271,41 +364,12 @@ def trainer_job(exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[s
     name = trial["metadata"]["name"]
     labels = names.trainer_labels(exp.name, name)
     owner = exp.owner
-    container: dict[str, Any] = {
-        "name": names.TRAINER_CONTAINER,
-        "image": trainer_image(spec),
-        "command": list(template.command),
-        "env": trial_env(exp.name, spec, trial),
-        "terminationMessagePath": names.TERMINATION_MESSAGE_PATH,
-        "terminationMessagePolicy": "File",
-        "securityContext": restricted_container_security(),
-    }
-    if template.args:
-        container["args"] = list(template.args)
-    if template.working_dir:
-        container["workingDir"] = template.working_dir
-    resources = _resources(template.resources)
-    if resources:
-        container["resources"] = resources
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": restricted_pod_security(),
-        "containers": [container],
-    }
-    if template.node_selector:
-        pod_spec["nodeSelector"] = dict(template.node_selector)
-    if template.tolerations:
-        pod_spec["tolerations"] = _tolerations(template)
-    if template.priority_class_name:
-        pod_spec["priorityClassName"] = template.priority_class_name
     job_spec: dict[str, Any] = {
         "backoffLimit": template.retries,
         "completions": 1,
         "parallelism": 1,
         "podFailurePolicy": pod_failure_policy(),
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        "template": trainer_pod(exp, spec, trial),
     }
     if template.deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = template.deadline_seconds
