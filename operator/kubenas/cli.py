@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
+from kubenas import export as export_cli
 from kubenas.bench import cli as bench_cli
 from kubenas.bench import importance as bench_importance
 from kubenas.controller import cli as controller_cli
@@ -60,6 +61,7 @@ app.add_typer(operator_cli.app, name="operator")
 app.add_typer(controller_cli.app, name="controller")
 chart_cli.register(app)
 insights_cli.register(app)
+export_cli.register(app)
 
 #: Entry-point group through which other distributions add commands: each entry is a callable
 #: ``register(app, bench_app)``. The development tools (devtools/, package ``kubenas_dev``) add

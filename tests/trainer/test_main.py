@@ -15,7 +15,7 @@ import torch
 
 from kubenas_trainer import main as trainer_main
 from kubenas_trainer.errors import EXIT_BAD_CANDIDATE, EXIT_CONFIG
-from kubenas_trainer.outputs import ARCHITECTURE_FILE, WEIGHTS_FILE
+from kubenas_trainer.outputs import ARCHITECTURE_FILE, METRICS_FILE, WEIGHTS_FILE
 from kubenas_trainer.report import MAX_RESULT_BYTES, Reporter, result_object
 
 from .conftest import RESNET_LIKE, contract_env
@@ -48,6 +48,10 @@ def test_result_file_has_the_documented_fields(tmp_path: Path, monkeypatch, caps
     assert "val_accuracy" in events[1]["metrics"]
     saved = json.loads((tmp_path / "out" / ARCHITECTURE_FILE).read_text())
     assert saved["architecture"] == RESNET_LIKE and saved["result"]["val_accuracy"] == result["val_accuracy"]
+    assert saved["genotype"].startswith("|") and "~0|" in saved["genotype"]  # the cell's NAS-Bench-201 string
+    curve = [json.loads(line) for line in (tmp_path / "out" / METRICS_FILE).read_text().splitlines()]
+    assert [c["epoch"] for c in curve] == [e["epoch"] for e in events if e["event"] == "epoch"]
+    assert curve[-1]["val_accuracy"] == pytest.approx(events[2]["metrics"]["val_accuracy"], abs=1e-5)
     state = torch.load(tmp_path / "out" / WEIGHTS_FILE, weights_only=True)
     assert any(k.startswith("features.") for k in state)
 

@@ -69,7 +69,7 @@ def install_stop_handlers(stop: StopControl) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def epoch_event(reporter: Reporter, stats: EpochStats) -> None:
+def epoch_event(reporter: Reporter, stats: EpochStats) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "train_loss": stats.train_loss,
         "train_accuracy": stats.train_accuracy,
@@ -79,6 +79,7 @@ def epoch_event(reporter: Reporter, stats: EpochStats) -> None:
     if stats.val is not None:
         metrics |= {"val_loss": stats.val.loss, "val_accuracy": stats.val.accuracy}
     reporter.event("epoch", epoch=stats.epoch, metrics=metrics)
+    return {"epoch": stats.epoch, **metrics}
 
 
 def final_metrics(fit: FitResult, params: int, flops: int, latency_ms: float, started: float) -> dict[str, Any]:
@@ -130,6 +131,7 @@ def run_trial(context: TrialContext, reporter: Reporter, stop: StopControl, star
             train_samples=len(data.y_train),
             val_samples=len(data.y_val),
         )
+        epochs: list[dict[str, Any]] = []
         trainer = Trainer(
             model,
             data.to(device),
@@ -137,7 +139,7 @@ def run_trial(context: TrialContext, reporter: Reporter, stop: StopControl, star
             device,
             context.seed,
             stop,
-            lambda s: epoch_event(reporter, s),
+            lambda s: epochs.append(epoch_event(reporter, s)),
             augment=augment,
         )
         fit = trainer.fit()
@@ -161,6 +163,7 @@ def run_trial(context: TrialContext, reporter: Reporter, stop: StopControl, star
             data.sample_shape,
             data.num_classes,
             result_object(metrics, status, message),
+            epochs,
         )
         if policy is not None:
             write_export(context.output_dir, policy, *data.sample_shape[1:])
