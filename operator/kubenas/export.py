@@ -97,8 +97,12 @@ def claim_directory(core: Any, namespace: str, claim: str) -> Path:
 def from_cluster(custom: Any, core: Any, namespace: str, name: str) -> BestTrial:
     """The best trial of a SearchExperiment, from its status, and its folder in the artifact store.
 
-    ``custom`` and ``core`` are ``CustomObjectsApi`` and ``CoreV1Api`` of the user's kubeconfig.
+    ``custom`` and ``core`` are ``CustomObjectsApi`` and ``CoreV1Api`` of the user's kubeconfig. The
+    location is the one recorded in status (the experiment's best trial, else that Trial's), else
+    the one the spec gives it: ``<path>/<experiment>/<trial>`` of ``spec.artifacts``, where the
+    trainer pod wrote.
     """
+    from kubenas.api.template import Artifacts
     from kubenas.api.v1alpha1 import GROUP, VERSION
 
     obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "searchexperiments", name)
@@ -106,12 +110,18 @@ def from_cluster(custom: Any, core: Any, namespace: str, name: str) -> BestTrial
     if not best:
         raise ExportError("status.bestTrial", f"searchexperiment {namespace}/{name} has no best trial yet")
     artifacts = best.get("artifacts")
-    if not artifacts:  # an operator that records the location on the Trial only
+    if not artifacts:
         trial = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "trials", best["name"])
         artifacts = (trial.get("status") or {}).get("artifacts")
+    if not artifacts and obj["spec"].get("artifacts"):
+        store = Artifacts.model_validate(obj["spec"]["artifacts"])
+        artifacts = {
+            "persistentVolumeClaim": store.persistent_volume_claim,
+            "path": store.trial_path(name, best["name"]),
+        }
     if not artifacts:
         raise ExportError(
-            "spec.artifacts", f"searchexperiment {namespace}/{name} keeps no artifacts (no spec.artifacts)"
+            "spec.artifacts", f"searchexperiment {namespace}/{name} keeps no artifacts (set spec.artifacts)"
         )
     root = claim_directory(core, namespace, artifacts["persistentVolumeClaim"])
     return BestTrial(name, best["name"], root / artifacts["path"])

@@ -166,3 +166,23 @@ def test_node_option_and_loopback_guard() -> None:
     assert_loopback("http://127.20.1.2:80")
     with pytest.raises(DevClusterError):
         assert_loopback("https://10.96.0.1:443")
+
+
+def test_a_claim_volume_is_the_directory_of_its_bound_persistent_volume(tmp_path: Path) -> None:
+    host = tmp_path / "pv-dir"
+    volumes = {"store": {"metadata": {"name": "pv-1"}, "spec": {"hostPath": {"path": str(host)}}}}
+    lookups = Lookups(
+        secret=lambda ns, name: None,
+        config_map=lambda ns, name: None,
+        token=lambda pod, proj: "",
+        volume_of_claim=lambda ns, name: volumes.get(name),
+    )
+    pod = {
+        "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+        "spec": {"volumes": [{"name": "out", "persistentVolumeClaim": {"claimName": "store"}}]},
+    }
+    assert materialize_volumes(pod, tmp_path / "pod", lookups, "127.0.0.2", "127.0.0.1") == {"out": host}
+    assert host.is_dir()  # created on first use, as DirectoryOrCreate would
+    pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] = "unbound"
+    with pytest.raises(ConfigError, match="not bound"):  # the pod waits, as a kubelet's would
+        materialize_volumes(pod, tmp_path / "pod", lookups, "127.0.0.2", "127.0.0.1")

@@ -45,7 +45,12 @@ class NodeAgent:
         config.pods_dir.mkdir(parents=True, exist_ok=True)
         self.ctx = PodContext(
             pods_dir=config.pods_dir,
-            lookups=Lookups(secret=self._secret, config_map=self._config_map, token=self._token),
+            lookups=Lookups(
+                secret=self._secret,
+                config_map=self._config_map,
+                token=self._token,
+                volume_of_claim=self._volume_of_claim,
+            ),
             patch_status=self.writes.patch_status,
             delete_pod=self.writes.delete_pod,
             emit_event=self.writes.event,
@@ -80,6 +85,18 @@ class NodeAgent:
             if err.status == 404:
                 return None
             raise
+
+    def _volume_of_claim(self, ns: str, name: str) -> dict[str, Any] | None:
+        """The PersistentVolume a claim is bound to (by the controller-manager's binder), or None."""
+        try:
+            claim = self.core.read_namespaced_persistent_volume_claim(name, ns)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        if claim.status is None or claim.status.phase != "Bound" or not claim.spec.volume_name:
+            return None
+        return self._raw(self.core.read_persistent_volume(claim.spec.volume_name))
 
     def _token(self, pod: dict[str, Any], projection: dict[str, Any]) -> str:
         meta = pod["metadata"]

@@ -3,7 +3,9 @@
 Pods here have no image and no mount namespace, so container paths are *mapped*:
 
 * every volume gets a host directory under the pod's directory (``emptyDir`` empty; ``configMap``,
-  ``secret``, ``downwardAPI`` and ``projected`` filled with their files; ``hostPath`` is itself);
+  ``secret``, ``downwardAPI`` and ``projected`` filled with their files; ``hostPath`` is itself; a
+  ``persistentVolumeClaim`` is the directory of the PersistentVolume the controller-manager bound it
+  to, a ``hostPath`` or ``local`` one, so what one pod writes there the next one reads);
 * the terminationMessagePath (``/dev/termination-log`` by default) becomes a host file;
 * a string in ``command``, ``args``, an env value or ``workingDir`` that *is* one of those container
   paths, starts with one followed by ``/``, or is ``--flag=<such a path>`` is rewritten to the
@@ -54,6 +56,26 @@ class Lookups:
     secret: Callable[[str, str], Obj | None]
     config_map: Callable[[str, str], Obj | None]
     token: Callable[[Obj, Obj], str]  # (pod, serviceAccountToken projection) -> token
+    #: (namespace, claim name) -> the bound PersistentVolume, or None while the claim is missing or unbound
+    volume_of_claim: Callable[[str, str], Obj | None] = lambda ns, name: None
+
+
+def claim_directory(ns: str, claim: Obj, lookups: Lookups) -> Path:
+    """The host directory of a pod's ``persistentVolumeClaim`` volume: its bound PV's hostPath or local path.
+
+    A missing or unbound claim is the kubelet's wait (the pod stays ContainerCreating); a PV of any
+    other kind cannot be a directory here.
+    """
+    name = claim["claimName"]
+    pv = lookups.volume_of_claim(ns, name)
+    if pv is None:
+        raise ConfigError(f'persistentvolumeclaim "{name}" is not bound', f"persistentvolumeclaim/{name}")
+    source = pv["spec"].get("hostPath") or pv["spec"].get("local")
+    if not source:
+        raise ConfigError(f'persistentvolume "{pv["metadata"]["name"]}" is neither hostPath nor local', "")
+    path = Path(source["path"])
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 # --------------------------------------------------------------------------------------------------
@@ -251,6 +273,9 @@ def materialize_volumes(pod: Obj, pod_dir: Path, lookups: Lookups, pod_ip: str, 
         if "hostPath" in vol:
             result[name] = Path(vol["hostPath"]["path"])
             continue
+        if "persistentVolumeClaim" in vol:
+            result[name] = claim_directory(ns, vol["persistentVolumeClaim"], lookups)
+            continue
         target = pod_dir / "volumes" / name
         if target.exists():
             shutil.rmtree(target)
@@ -264,7 +289,7 @@ def materialize_volumes(pod: Obj, pod_dir: Path, lookups: Lookups, pod_ip: str, 
             _downward(pod, target, vol["downwardAPI"].get("items", []), pod_ip, host_ip)
         elif "projected" in vol:
             _projected(pod, target, vol["projected"].get("sources", []), lookups, pod_ip, host_ip)
-        # emptyDir and anything else (PVCs have no provisioner here): an empty directory.
+        # emptyDir and anything else: an empty directory.
     return result
 
 
