@@ -157,6 +157,7 @@ class Cluster:
     def __init__(self, state: ClusterState) -> None:
         self.state = state
         self._api: k8s.ApiClient | None = None
+        self._restarted: list[subprocess.Popen[bytes]] = []  # kept so that they are reaped, not warned about
 
     # ---- attributes tests use
 
@@ -200,6 +201,33 @@ class Cluster:
     @classmethod
     def attach(cls, cluster_dir: Path) -> Cluster:
         return cls(ClusterState.load(cluster_dir))
+
+    def restart(self, *names: str, down_seconds: float = 0.0, timeout: float = 120.0) -> None:
+        """Stop control-plane components and start them again, as a crash or an upgrade of a static pod
+        would: the same command line, environment and log; etcd keeps its data directory.
+
+        ``names`` are components of ``STOP_ORDER`` (``etcd``, ``kube-apiserver``, ...). They stop in
+        that order (the API server before its store), stay down ``down_seconds``, start in the reverse
+        order, and each must answer its health check before the next one starts.
+        """
+        unknown = set(names) - set(_HEALTH)
+        if unknown:
+            raise DevClusterError(f"cannot restart {sorted(unknown)}; restartable: {sorted(_HEALTH)}")
+        launches: dict[str, tuple[list[str], dict[str, str]]] = {}
+        for name in (n for n in STOP_ORDER if n in names):
+            pid = self.state.pids[name]
+            launches[name] = (_proc_strings(pid, "cmdline"), dict(_proc_env(pid)))
+            terminate([pid], grace=5)
+        time.sleep(down_seconds)
+        layout = Layout(self.dir)
+        for name in reversed(list(launches)):
+            argv, env = launches[name]
+            proc = _detached(layout, name, argv, env)
+            self._restarted.append(proc)
+            self.state.pids[name] = proc.pid
+            self.state.save()
+            log.info("restarted", component=name, pid=proc.pid)
+            wait_for(name, lambda n=name: _HEALTH[n](self), timeout, proc, layout.log(name))
 
     def is_running(self) -> bool:
         return all(pid_alive(pid) for name, pid in self.state.pids.items() if name != "watchdog")
@@ -252,6 +280,52 @@ class Cluster:
             raise
 
 
+def _detached(layout: Layout, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A component in its own session (it survives Ctrl-C of `cluster up`; `down` stops it), logging
+    to its file."""
+    with layout.log(name).open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=layout.root,
+            start_new_session=True,
+        )
+
+
+def _proc_strings(pid: int, what: str) -> list[str]:
+    """A process's NUL-separated ``/proc`` entry (``cmdline``, ``environ``) as strings."""
+    return [part.decode() for part in Path(f"/proc/{pid}/{what}").read_bytes().split(b"\0") if part]
+
+
+def _proc_env(pid: int) -> Iterator[tuple[str, str]]:
+    for entry in _proc_strings(pid, "environ"):
+        key, _, value = entry.partition("=")
+        yield key, value
+
+
+def _apiserver_ready(cluster: Cluster) -> bool:
+    pki = ClusterPKI(Path(cluster.state.cluster_dir) / "pki")
+    admin = (pki.dir / "admin.crt", pki.dir / "admin.key")
+    return http_ok(f"{cluster.state.server}/readyz", _https_context(pki, admin))
+
+
+def _component_healthy(name: str) -> Callable[[Cluster], bool]:
+    port_key = name.removeprefix("kube-").replace("-", "_")
+    return lambda c: http_ok(f"https://127.0.0.1:{c.state.ports[port_key]}/healthz", _https_context(None, None))
+
+
+#: how each restartable component says it is back
+_HEALTH: dict[str, Callable[[Cluster], bool]] = {
+    "etcd": lambda c: http_ok(f"http://127.0.0.1:{c.state.ports['etcd_client']}/health", expect='"health":"true"'),
+    "kube-apiserver": _apiserver_ready,
+    "kube-controller-manager": _component_healthy("kube-controller-manager"),
+    "kube-scheduler": _component_healthy("kube-scheduler"),
+}
+
+
 def _clear_stale(cluster_dir: Path) -> None:
     """Refuse a directory whose cluster still runs; clean one whose cluster died."""
     if ClusterState.path_in(cluster_dir).exists():
@@ -291,16 +365,7 @@ class _Starter:
     def spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         env = {**os.environ, MARKER_ENV: self.cluster_id, **(extra_env or {})}
         env.pop("KUBECONFIG", None)  # components get explicit --kubeconfig flags only
-        with self.layout.log(name).open("ab") as out:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=self.layout.root,
-                start_new_session=True,  # survives Ctrl-C of `cluster up`; stopped by `down`
-            )
+        proc = _detached(self.layout, name, argv, env)
         self.procs[name] = proc
         log.info("started", component=name, pid=proc.pid)
         return proc
