@@ -67,7 +67,15 @@ def conditions(st: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_status_counts_progress_and_best_in_the_objective_direction() -> None:
     st = build()
-    assert st["trials"] == {"pending": 0, "running": 1, "succeeded": 2, "failed": 1, "infeasible": 0, "total": 4}
+    assert st["trials"] == {
+        "pending": 0,
+        "running": 1,
+        "succeeded": 2,
+        "failed": 1,
+        "infeasible": 0,
+        "pruned": 0,
+        "total": 4,
+    }
     assert st["progress"] == "3/10"
     assert st["bestTrial"]["name"] == "e-00001"
     assert st["bestReward"] == 0.2  # the loss, not the signed reward
