@@ -581,3 +581,22 @@ def test_a_job_the_api_server_refuses_fails_the_experiment_instead_of_retrying_f
         assert "TrialRefused" in [r for r, _ in world.api.events]
 
     scenario(budget, body)
+
+
+def test_with_an_artifact_store_each_trial_and_the_best_name_where_their_weights_are() -> None:
+    budget = {"maxTrials": 3, "parallelTrials": 3}
+
+    async def body(world: World) -> None:
+        exp = world.api.objects[(API_VERSION, "SearchExperiment", NS, "exp")]
+        exp["spec"]["artifacts"] = {"persistentVolumeClaim": "weights", "path": "runs"}
+        rec = await started(world)
+        await drive(world, rec)
+        for trial in trials(world):
+            location = trial["status"]["artifacts"]
+            assert location["persistentVolumeClaim"] == "weights"
+            assert location["path"].startswith("runs/") and location["path"].endswith(trial["metadata"]["name"])
+        best = exp_status(world)["bestTrial"]
+        owner = next(t for t in trials(world) if t["metadata"]["name"] == best["name"])
+        assert best["artifacts"] == owner["status"]["artifacts"]
+
+    scenario(budget, body)

@@ -579,6 +579,7 @@ class ExperimentReconciler:
         else:
             summary = summarize(self.accepted, self._records())
         current = self.body.get("status") or {}
+        best = summary[1]
         desired = status.experiment_status(
             current=current,
             spec=self.accepted,
@@ -588,6 +589,7 @@ class ExperimentReconciler:
             generation=self.body["metadata"].get("generation"),
             now=_now(),
             summary=summary,
+            best_artifacts=manifests.trial_artifacts(self.accepted, self.name, best.name) if best else None,
         )
         self._metrics(desired, summary[1])
         self.runtime.set_phase((self.namespace, self.name), desired["phase"])

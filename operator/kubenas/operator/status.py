@@ -81,11 +81,13 @@ def experiment_status(
     generation: int | None,
     now: datetime,
     summary: Summary,
+    best_artifacts: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The whole status the experiment should show now (camelCase, ready for a merge patch);
-    ``summary``: the trial counts and the best trial (the driver keeps both current)."""
+    ``summary``: the trial counts and the best trial (the driver keeps both current);
+    ``best_artifacts``: where the best trial's weights are, with an artifact store."""
     counts, best = summary
-    done = counts.succeeded + counts.failed + counts.infeasible
+    done = counts.succeeded + counts.failed + counts.infeasible + counts.pruned
     terminal = verdict.phase in TERMINAL_PHASES
     conditions: list[dict[str, Any]] = list(current.get("conditions") or [])
     ready, ready_reason, ready_message = controller_ready
@@ -121,6 +123,8 @@ def experiment_status(
             "reward": value,
             "metrics": dict(best.metrics),
         }
+        if best_artifacts:
+            status["bestTrial"]["artifacts"] = dict(best_artifacts)
         status["bestReward"] = value
     if terminal:
         status["completionTime"] = current.get("completionTime") or format_time(now)

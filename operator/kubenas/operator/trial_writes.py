@@ -197,11 +197,14 @@ class TrialWriter:
     async def _store(self, command: Store) -> None:
         """Write a told result on its Trial; once stored, the driver releases what was asked after it."""
         rec = command.trial
-        body = {
-            "status": status_wire(
-                rec, start_time=self.started_at.get(rec.name), completion_time=command.finished_at or _now_text()
-            )
-        }
+        status = status_wire(
+            rec, start_time=self.started_at.get(rec.name), completion_time=command.finished_at or _now_text()
+        )
+        spec = self.accepted
+        artifacts = manifests.trial_artifacts(spec, self.ref.name, rec.name) if spec is not None else None
+        if artifacts is not None:
+            status["artifacts"] = artifacts  # where the trainer wrote its weights, architecture and curve
+        body = {"status": status}
         try:
             await self.runtime.api.patch(API_VERSION, "Trial", self.ref.namespace, rec.name, body, subresource="status")
         except asyncio.CancelledError:
