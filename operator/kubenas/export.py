@@ -29,6 +29,7 @@ WEIGHTS_FILE = "model.pt"
 ARCHITECTURE_FILE = "architecture.json"
 METRICS_FILE = "metrics.jsonl"
 LOADER_FILE = "load_model.py"
+PICTURE_FILE = "architecture.png"
 #: where the local runner keeps a trial's outputs, relative to the results folder
 LOCAL_OUTPUT = "trials/{trial}/output"
 
@@ -149,7 +150,16 @@ def export(best: BestTrial, to: Path) -> list[Path]:
             shape=tuple(described.get("input", {}).get("shape", ())),
         )
     )
-    return [*written, loader]
+    written.append(loader)
+    decisions = described.get("architecture")
+    if isinstance(decisions, dict):  # the architecture drawn, where matplotlib is installed
+        from kubenas.insights.pictures import save_architecture
+
+        title = f"{best.trial}: {described.get('genotype') or ''}".rstrip(": ")
+        picture = save_architecture(to / PICTURE_FILE, decisions, title)
+        if picture is not None:
+            written.append(picture)
+    return written
 
 
 def export_command(

@@ -41,7 +41,14 @@ def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_export_writes_weights_that_load_into_the_rebuilt_network(results: Path, tmp_path: Path) -> None:
     to = tmp_path / "exported"
     written = export(from_results(results), to)
-    assert {p.name for p in written} == {"model.pt", "architecture.json", "metrics.jsonl", "load_model.py"}
+    assert {p.name for p in written} == {
+        "model.pt",
+        "architecture.json",
+        "metrics.jsonl",
+        "load_model.py",
+        "architecture.png",
+    }
+    assert (to / "architecture.png").stat().st_size > 2000  # the best architecture, drawn
     model = load_model(to)
     state = torch.load(to / "model.pt", weights_only=True)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
