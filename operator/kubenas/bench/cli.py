@@ -40,11 +40,26 @@ def search(
     settings: list[str] = typer.Option(
         [], "--set", help="A strategy setting, KEY=VALUE (repeatable), e.g. --set population_size=10."
     ),
+    budget_seconds: float | None = typer.Option(
+        None, "--budget-seconds", min=0, help="Simulated training seconds per search (the --cost column summed)."
+    ),
+    cost: str = typer.Option("train_time_s", "--cost", help="Column: seconds of one full training."),
+    fidelity: list[str] = typer.Option(
+        [],
+        "--fidelity",
+        help="A cheap signal, COLUMN:FRACTION of the full cost (repeatable), e.g. val_acc_12ep:0.06.",
+    ),
+    early_stopping: str | None = typer.Option(
+        None, "--early-stopping", help="Stopping rule on the cheap signals: median, asha or hyperband."
+    ),
+    reduction_factor: int = typer.Option(3, "--reduction-factor", min=2, help="asha, hyperband: keep 1/N per rung."),
 ) -> None:
-    """Search a tabular NAS benchmark and report the incumbent after 50, 100, 150, 300 and all trials."""
+    """Search a tabular NAS benchmark and report the incumbent after 50, 100, 150, 300 and all trials,
+    and at the end of the search (``final``; with --budget-seconds, when the simulated time runs out)."""
     from pydantic import ValidationError
 
-    from kubenas.bench.tabular import benchmark, limit_threads, load_table
+    from kubenas.api.early_stopping import EarlyStopping
+    from kubenas.bench.tabular import FULL_STEP, Costs, benchmark, limit_threads, load_table, parse_fidelity
     from kubenas.core.errors import SpecError
 
     if strategy not in STRATEGY_NAMES:
@@ -53,9 +68,21 @@ def search(
         raise typer.BadParameter("must not exceed --trials", param_hint="--parallel")
     limit_threads()
     try:
-        data = load_table(table, signal, report)
+        fidelities = tuple(parse_fidelity(f) for f in fidelity)
+        costs = Costs(budget_seconds, cost, fidelities)
+        extra = [("--fidelity", f.column) for f in fidelities] + ([("--cost", cost)] if budget_seconds else [])
+        rule = None
+        if early_stopping is not None:
+            if not fidelities:
+                raise SpecError("--early-stopping", "a stopping rule needs a cheap signal to judge: give --fidelity")
+            first = min(f.step for f in fidelities)
+            rule = EarlyStopping.model_validate(
+                {"rule": early_stopping, "minResource": first, "maxResource": FULL_STEP}
+                | {"reductionFactor": reduction_factor, "startupTrials": 5}
+            )
+        data = load_table(table, signal, report, extra)
         started = time.perf_counter()
-        summary = benchmark(data, strategy, trials, seeds, parallel, _settings(settings), jobs)
+        summary = benchmark(data, strategy, trials, seeds, parallel, _settings(settings), jobs, costs, rule)
     except SpecError as exc:
         raise typer.BadParameter(exc.message, param_hint=exc.field) from None
     except ValidationError as exc:  # settings given with --set, or a column name the API refuses
@@ -65,6 +92,7 @@ def search(
     typer.echo(f"{'trials':>8}  {'mean ' + report:>16}  {'std':>6}")
     for b, (mean, std) in summary.budgets.items():
         typer.echo(f"{b:>8}  {mean:>16.2f}  {std:>6.2f}")
+    typer.echo(f"{'final':>8}  {summary.final[0]:>16.2f}  {summary.final[1]:>6.2f}")
     if json_out is not None:
         json_out.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
 

@@ -10,6 +10,15 @@ Protocol (NAS-Bench-201 paper): the strategy searches on ``signal``; after every
 incumbent is the best-by-signal architecture so far and the benchmark records its ``report`` value.
 Architectures missing from the table, and rows whose signal is empty or not a number, are failed
 trials: the table says the candidate cannot be trained.
+
+Cost and fidelities (multi-fidelity search). With a cost budget (``budget_seconds``), every trial
+costs its row's ``cost`` column (``train_time_s``: the full training) and the search ends when the
+next evaluation would not fit. A :class:`Fidelity` is a cheaper column (``val_acc_12ep``) reached
+after a ``fraction`` of that training: a trial reports it first, as a point of its learning curve at
+step ``round(100 * fraction)``, so the driver's stopping rule (``spec.earlyStopping``) can end it
+there, having spent only that fraction. A trial that goes on pays the full cost in all (the cheap
+signal is on the way to the full one). Only full-fidelity results become incumbents. ``final`` is
+the incumbent's report value when the search ends.
 """
 
 from __future__ import annotations
@@ -26,10 +35,23 @@ from typing import Any
 
 import numpy as np
 
+from kubenas.api.early_stopping import EarlyStopping
 from kubenas.api.space import Decision, SearchSpaceSpec
 from kubenas.api.strategy import SETTINGS_TYPES, StrategySpec
 from kubenas.api.v1alpha1 import Budget, Objective, SearchExperimentSpec, TrialTemplate
-from kubenas.core.driver import AskFor, AttemptEnded, Command, Create, Driver, ResultStored, Store, Tell, TrialLost
+from kubenas.core.driver import (
+    AskFor,
+    AttemptEnded,
+    Command,
+    Create,
+    Driver,
+    Progress,
+    Prune,
+    ResultStored,
+    Store,
+    Tell,
+    TrialLost,
+)
 from kubenas.core.errors import SpecError
 from kubenas.core.search import Search
 
@@ -38,6 +60,8 @@ DECISION_PREFIX = "x_"
 BUDGETS = (50, 100, 150, 300)
 
 Choice = str | int | float
+#: the step of a full-fidelity result: a fidelity's step is its fraction of it
+FULL_STEP = 100
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,41 @@ class Table:
     report: str
     decisions: tuple[tuple[str, tuple[Choice, ...]], ...]
     rows: dict[tuple[Choice, ...], tuple[float, float]] = field(repr=False)
+    #: other columns read on request (a cost, cheap signals), keyed like ``rows``
+    extras: dict[str, dict[tuple[Choice, ...], float]] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """A cheap signal: ``column`` is known after ``fraction`` of the full training's cost."""
+
+    column: str
+    fraction: float
+
+    @property
+    def step(self) -> int:
+        return max(1, min(FULL_STEP - 1, round(self.fraction * FULL_STEP)))
+
+
+def parse_fidelity(text: str) -> Fidelity:
+    """``COLUMN:FRACTION`` (``val_acc_12ep:0.06``); SpecError names ``--fidelity`` otherwise."""
+    column, sep, fraction = text.rpartition(":")
+    try:
+        value = float(fraction)
+    except ValueError:
+        value = math.nan
+    if not sep or not column or not 0 < value < 1:
+        raise SpecError("--fidelity", f"{text!r} is not COLUMN:FRACTION with 0 < FRACTION < 1")
+    return Fidelity(column, value)
+
+
+@dataclass(frozen=True)
+class Costs:
+    """The cost side of a search: a budget in simulated seconds, the cost column and cheap signals."""
+
+    budget_seconds: float | None = None
+    column: str = "train_time_s"
+    fidelities: tuple[Fidelity, ...] = ()
 
 
 def decision_name(column: str) -> str:
@@ -79,8 +138,11 @@ def _number(text: str) -> float:
         return math.nan
 
 
-def load_table(path: str | Path, signal: str, report: str) -> Table:
-    """Read a benchmark CSV; SpecError names a missing column or a table without decisions."""
+def load_table(path: str | Path, signal: str, report: str, extra: Sequence[tuple[str, str]] = ()) -> Table:
+    """Read a benchmark CSV; SpecError names a missing column or a table without decisions.
+
+    ``extra`` holds ``(option, column)`` pairs of further columns to read (the option names the
+    command-line flag that asked for it, for the error)."""
     with open(path, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
@@ -88,7 +150,7 @@ def load_table(path: str | Path, signal: str, report: str) -> Table:
             raise SpecError(str(path), "the table is empty")
         body = [row for row in reader if row]
     columns = {name: i for i, name in enumerate(header)}
-    for option, column in (("--signal", signal), ("--report", report)):
+    for option, column in (("--signal", signal), ("--report", report), *extra):
         if column not in columns:
             raise SpecError(option, f"{column!r} is not a column of {path} ({', '.join(header)})")
     xcols = [name for name in header if name.startswith(DECISION_PREFIX)]
@@ -104,11 +166,21 @@ def load_table(path: str | Path, signal: str, report: str) -> Table:
     for k, row in enumerate(body):
         key = tuple(vals[k] for vals in typed)
         rows[key] = (_number(row[s]), _number(row[r]))
-    return Table(str(path), signal, report, decisions, rows)
+    extras = {
+        column: {tuple(vals[k] for vals in typed): _number(row[columns[column]]) for k, row in enumerate(body)}
+        for _, column in extra
+    }
+    return Table(str(path), signal, report, decisions, rows, extras)
 
 
 def experiment_spec(
-    table: Table, strategy: str, seed: int, trials: int, parallel: int, settings: dict[str, Any] | None = None
+    table: Table,
+    strategy: str,
+    seed: int,
+    trials: int,
+    parallel: int,
+    settings: dict[str, Any] | None = None,
+    early_stopping: EarlyStopping | None = None,
 ) -> SearchExperimentSpec:
     """The in-memory experiment a benchmark search runs: one categorical decision per ``x_`` column."""
     strategy_doc: dict[str, Any] = {"name": strategy, "seed": seed}
@@ -122,15 +194,26 @@ def experiment_spec(
         objective=Objective(metric=table.signal, direction="maximize"),
         budget=Budget(max_trials=trials, parallel_trials=parallel),
         trial_template=TrialTemplate(command=["table-lookup"]),
+        early_stopping=early_stopping,
     )
 
 
 def run_search(table: Table, spec: SearchExperimentSpec) -> list[float]:
-    """Run one search; element ``i`` is the incumbent's report value after ``i + 1`` finished trials.
+    """Run one search; element ``i`` is the incumbent's report value after ``i + 1`` finished trials."""
+    return run_costed_search(table, spec, Costs())[0]
+
+
+def run_costed_search(table: Table, spec: SearchExperimentSpec, costs: Costs) -> tuple[list[float], float]:
+    """One search under ``costs``: the incumbent's report value after each finished trial, and at the end.
 
     The benchmark is one more executor of the driver: a created trial joins a first-in, first-out
-    queue, and the oldest one is looked up whenever the driver has nothing left to say.
+    queue, and the oldest one is looked up whenever the driver has nothing left to say. Its cheap
+    signals go to the driver as :class:`Progress` first; a :class:`Prune` ends it there.
     """
+    fidelities = sorted(costs.fidelities, key=lambda f: f.fraction)
+    budget = math.inf if costs.budget_seconds is None else costs.budget_seconds
+    cost_of = table.extras.get(costs.column, {})
+    spent = 0.0
     search = Search(spec)
     driver = Driver(spec)
     names = [n for n, _ in table.decisions]
@@ -154,16 +237,36 @@ def run_search(table: Table, spec: SearchExperimentSpec) -> list[float]:
             break
         index = outstanding.popleft()
         arch = driver.trial(index).architecture
-        signal, report = table.rows.get(tuple(arch[n] for n in names), (math.nan, math.nan))
+        key = tuple(arch[n] for n in names)
+        signal, report = table.rows.get(key, (math.nan, math.nan))
         if math.isnan(signal):
-            event: AttemptEnded | TrialLost = TrialLost(index, "NotInTable", "the table has no value for it")
-        else:
-            event = AttemptEnded(index, 1, 0, json.dumps({table.signal: signal}))
+            commands.extend(driver.handle(TrialLost(index, "NotInTable", "the table has no value for it")))
+            curve.append(incumbent)
+            continue
+        full_cost = cost_of.get(key, 0.0) if costs.budget_seconds is not None else 0.0
+        paid, pruned = 0.0, False
+        for fidelity in fidelities:
+            cheap = table.extras[fidelity.column].get(key, math.nan)
+            if math.isnan(cheap):
+                continue
+            step_cost = fidelity.fraction * full_cost - paid
+            if spent + step_cost > budget:
+                return curve, incumbent  # the budget ends before this evaluation
+            spent, paid = spent + step_cost, paid + step_cost
+            answer = driver.handle(Progress(index, fidelity.step, {table.signal: cheap}))
+            commands.extend(answer)
+            if any(isinstance(c, Prune) for c in answer):
+                pruned = True
+                break
+        if not pruned:
+            if spent + full_cost - paid > budget:
+                return curve, incumbent
+            spent += full_cost - paid
+            commands.extend(driver.handle(AttemptEnded(index, 1, 0, json.dumps({table.signal: signal}))))
             if signal > best_signal:
                 best_signal, incumbent = signal, report
-        commands.extend(driver.handle(event))
         curve.append(incumbent)
-    return curve
+    return curve, incumbent
 
 
 @dataclass(frozen=True)
@@ -173,13 +276,20 @@ class Summary:
     strategy: str
     seeds: int
     budgets: dict[int, tuple[float, float]]
+    #: the incumbent's report value when each search ended (at the cost budget, if one was set)
+    final: tuple[float, float] = (math.nan, math.nan)
+    budget_seconds: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "strategy": self.strategy,
             "seeds": self.seeds,
             "budgets": {str(b): {"mean": _clean(m), "std": _clean(s)} for b, (m, s) in self.budgets.items()},
+            "final": {"mean": _clean(self.final[0]), "std": _clean(self.final[1])},
         }
+        if self.budget_seconds is not None:
+            out["budget_seconds"] = self.budget_seconds
+        return out
 
 
 def _clean(x: float) -> float | None:
@@ -190,14 +300,27 @@ def budgets_for(trials: int) -> list[int]:
     return sorted({b for b in BUDGETS if b <= trials} | {trials})
 
 
-def summarize(strategy: str, curves: Sequence[Sequence[float]], trials: int) -> Summary:
-    """Mean and (population) standard deviation over seeds; seeds without an incumbent yet are left out."""
-    out: dict[int, tuple[float, float]] = {}
-    for b in budgets_for(trials):
-        values = np.array([c[min(b, len(c)) - 1] if c else math.nan for c in curves], dtype=np.float64)
-        values = values[~np.isnan(values)]
-        out[b] = (float(values.mean()), float(values.std())) if len(values) else (math.nan, math.nan)
-    return Summary(strategy, len(curves), out)
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and population standard deviation of the values that are not NaN."""
+    arr = np.array(values, dtype=np.float64)
+    arr = arr[~np.isnan(arr)]
+    return (float(arr.mean()), float(arr.std())) if len(arr) else (math.nan, math.nan)
+
+
+def summarize(
+    strategy: str,
+    curves: Sequence[Sequence[float]],
+    trials: int,
+    finals: Sequence[float] | None = None,
+    budget_seconds: float | None = None,
+) -> Summary:
+    """Mean and (population) standard deviation over seeds; seeds without an incumbent yet are left out.
+
+    With a cost budget a search may end before ``trials``: a budget of trials it did not reach is
+    its value at its end (the incumbent does not change once the budget is spent)."""
+    out = {b: _mean_std([c[min(b, len(c)) - 1] if c else math.nan for c in curves]) for b in budgets_for(trials)}
+    final = _mean_std(finals if finals is not None else [c[-1] if c else math.nan for c in curves])
+    return Summary(strategy, len(curves), out, final, budget_seconds)
 
 
 _WORKER_TABLE: Table | None = None
@@ -209,10 +332,14 @@ def _init_worker(table: Table) -> None:
     limit_threads()
 
 
-def _run_seed(args: tuple[str, int, int, int, dict[str, Any] | None]) -> list[float]:
+SeedWork = tuple[str, int, int, int, dict[str, Any] | None, Costs, EarlyStopping | None]
+
+
+def _run_seed(args: SeedWork) -> tuple[list[float], float]:
     assert _WORKER_TABLE is not None
-    strategy, seed, trials, parallel, settings = args
-    return run_search(_WORKER_TABLE, experiment_spec(_WORKER_TABLE, strategy, seed, trials, parallel, settings))
+    strategy, seed, trials, parallel, settings, costs, early = args
+    spec = experiment_spec(_WORKER_TABLE, strategy, seed, trials, parallel, settings, early)
+    return run_costed_search(_WORKER_TABLE, spec, costs)
 
 
 def limit_threads() -> None:
@@ -232,16 +359,21 @@ def benchmark(
     parallel: int = 1,
     settings: dict[str, Any] | None = None,
     jobs: int = 1,
+    costs: Costs | None = None,
+    early_stopping: EarlyStopping | None = None,
 ) -> Summary:
     """Run ``seeds`` searches (strategy seeds 0..seeds-1) and summarise them at the report budgets."""
-    experiment_spec(table, strategy, 0, trials, parallel, settings)  # refuse a bad spec before forking
-    work = [(strategy, seed, trials, parallel, settings) for seed in range(seeds)]
+    costs = costs or Costs()
+    experiment_spec(table, strategy, 0, trials, parallel, settings, early_stopping)  # refuse a bad spec early
+    work: list[SeedWork] = [
+        (strategy, seed, trials, parallel, settings, costs, early_stopping) for seed in range(seeds)
+    ]
     if jobs > 1:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(table,)) as pool:
-            curves = list(pool.map(_run_seed, work))
+            runs = list(pool.map(_run_seed, work))
     else:
         _init_worker(table)
-        curves = [_run_seed(w) for w in work]
-    return summarize(strategy, curves, trials)
+        runs = [_run_seed(w) for w in work]
+    return summarize(strategy, [c for c, _ in runs], trials, [f for _, f in runs], costs.budget_seconds)

@@ -24,6 +24,7 @@ Cost: a judgement scans the study's trials once (what Optuna's pruners do), O(hi
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
@@ -69,6 +70,7 @@ class CurveJudge:
         self.rule = rule
         self.metric = objective.metric
         self.pruner = make_pruner(rule)
+        optuna.logging.set_verbosity(logging.WARNING)  # as the Optuna strategies do: no line per study
         self._storage = InMemoryStorage()
         direction = StudyDirection.MAXIMIZE if objective.direction == "maximize" else StudyDirection.MINIMIZE
         self._study_id = self._storage.create_new_study([direction], STUDY_NAME)
