@@ -155,6 +155,7 @@ def status_view(snap: Snapshot, top: int = 10, cache: ImportanceCache | None = N
     done = sum(r.done for r in snap.trials)
     counts = {p: sum(r.phase == p for r in snap.trials) for p in ("Pending", "Running", "Succeeded", "Failed")}
     counts["Infeasible"] = sum(r.phase == "Infeasible" for r in snap.trials)
+    counts["Pruned"] = sum(r.phase == "Pruned" for r in snap.trials)
     head = Text()
     head.append(f"{exp.metadata.name}", style="bold")
     head.append(f"  {st.get('phase', 'Pending')}", style="cyan")
@@ -173,7 +174,7 @@ def status_view(snap: Snapshot, top: int = 10, cache: ImportanceCache | None = N
         f"running {counts['Running']}/{spec.budget.parallel_trials} parallel, pending {counts['Pending']}",
         f"succeeded {counts['Succeeded']}, failed {counts['Failed']}"
         + (f"/{spec.budget.max_failed_trials} allowed" if spec.budget.max_failed_trials is not None else "")
-        + f", infeasible {counts['Infeasible']}",
+        + f", infeasible {counts['Infeasible']}, pruned {counts['Pruned']}",
     ]
     elapsed = _elapsed(st, snap.taken)
     if elapsed is not None:

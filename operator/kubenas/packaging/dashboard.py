@@ -104,7 +104,7 @@ ROWS: tuple[Row, ...] = (
             _stat(
                 "Finished trials",
                 "Trials that succeeded, failed or were infeasible, in the selected experiments.",
-                f'sum(kubenas_trials{{phase=~"Succeeded|Failed|Infeasible", {SEL}}}) or vector(0)',
+                f'sum(kubenas_trials{{phase=~"Succeeded|Failed|Infeasible|Pruned", {SEL}}}) or vector(0)',
             ),
             _stat(
                 "GPU-hours",
