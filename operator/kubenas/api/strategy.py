@@ -7,14 +7,16 @@ settings take the defaults below, which are meant to be good on any search space
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from kubenas.api.base import ApiModel, Rule
 
-StrategyName = Literal["random", "grid", "evolution", "reinforce", "tpe", "gp", "progressive"]
-STRATEGY_NAMES: tuple[str, ...] = ("random", "grid", "evolution", "reinforce", "tpe", "gp", "progressive")
+StrategyName = Literal["random", "grid", "evolution", "reinforce", "tpe", "gp", "progressive", "retrain"]
+STRATEGY_NAMES: tuple[str, ...] = ("random", "grid", "evolution", "reinforce", "tpe", "gp", "progressive", "retrain")
+#: the most architectures a retrain may hold: each is one entry of the stored spec
+MAX_RETRAIN = 1000
 
 
 class RandomSettings(ApiModel):
@@ -98,17 +100,96 @@ class ProgressiveSettings(ApiModel):
     float_steps: int = Field(5, ge=2, le=100, description="Grid points searched on a float range.")
 
 
+class RetrainSource(ApiModel):
+    """The finished search whose best architectures are retrained: exactly one of the two fields.
+
+    ``experiment`` names a SearchExperiment (on Kubernetes, in the same namespace; locally, the
+    results folder ``<name>`` beside the retrain's own). ``results`` is a local results folder.
+    """
+
+    RULES = (
+        Rule(
+            "has(self.experiment) != has(self.results)",
+            "give exactly one of experiment and results",
+            lambda s: (s.experiment is None) != (s.results is None),
+            ".experiment",
+        ),
+        Rule(
+            "!has(self.results)",
+            "results (a local folder) has no meaning on Kubernetes: name the source experiment",
+            lambda s: s.results is None,
+            ".results",
+            kubernetes_only=True,
+        ),
+    )
+
+    experiment: str | None = Field(
+        None,
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
+        description="The finished SearchExperiment (same namespace; locally results/<name> beside this run's).",
+    )
+    results: str | None = Field(
+        None, min_length=1, max_length=4096, description="A local results folder of a finished run (local mode only)."
+    )
+
+
+class RetrainCandidate(ApiModel):
+    """One architecture to retrain, and where it came from (filled in when the source is resolved)."""
+
+    architecture: dict[str, Any] = Field(..., max_length=1024, description="Decision name to chosen value.")
+    trial: str | None = Field(None, max_length=253, description="The source trial it was taken from.")
+    value: float | None = Field(None, description="The objective metric it reached in the source search.")
+
+
+class RetrainSettings(ApiModel):
+    """Train the best architectures of a finished search again, with this experiment's trial settings.
+
+    The two-phase workflow of NAS: search on a cheap proxy (few cells, few epochs), then retrain the
+    top k in full. The candidates are the ``topK`` best distinct architectures of ``source`` (succeeded
+    trials by reward), resolved once when the run starts and then kept in the accepted spec, so a
+    restarted run replays the same list; or the ``architectures`` given here. They are proposed in
+    order; a maxTrials above their number trains each again, with another trial seed.
+    """
+
+    RULES = (
+        Rule(
+            "has(self.source) || (has(self.architectures) && self.architectures.size() > 0)",
+            "a retrain needs a source search or a list of architectures",
+            lambda r: r.source is not None or bool(r.architectures),
+            ".source",
+        ),
+    )
+
+    source: RetrainSource | None = Field(None, description="The finished search whose best architectures to retrain.")
+    top_k: int = Field(3, ge=1, le=MAX_RETRAIN, description="How many of the source's best distinct architectures.")
+    architectures: list[RetrainCandidate] = Field(
+        default_factory=list,
+        max_length=MAX_RETRAIN,
+        description="The architectures to retrain, best first (filled from source when empty).",
+    )
+
+
 class StrategySpec(ApiModel):
     """Which search strategy runs, its seed, and its settings (only those of the strategy named)."""
 
-    RULES = tuple(
+    RULES = (
+        *(
+            Rule(
+                f"!has(self.{n}) || self.name == '{n}'",
+                f"settings for '{n}' given but name is not '{n}'",
+                lambda s, n=n: getattr(s, n) is None or s.name == n,
+                f".{n}",
+            )
+            for n in STRATEGY_NAMES
+        ),
         Rule(
-            f"!has(self.{n}) || self.name == '{n}'",
-            f"settings for '{n}' given but name is not '{n}'",
-            lambda s, n=n: getattr(s, n) is None or s.name == n,
-            f".{n}",
-        )
-        for n in STRATEGY_NAMES
+            "self.name != 'retrain' || has(self.retrain)",
+            "a retrain needs its settings: retrain.source or retrain.architectures",
+            lambda s: s.name != "retrain" or s.retrain is not None,
+            ".retrain",
+        ),
     )
 
     name: StrategyName = Field(..., description="The search strategy.")
@@ -120,6 +201,9 @@ class StrategySpec(ApiModel):
     tpe: TpeSettings | None = Field(None, description="Settings when name is tpe.")
     gp: GpSettings | None = Field(None, description="Settings when name is gp.")
     progressive: ProgressiveSettings | None = Field(None, description="Settings when name is progressive.")
+    retrain: RetrainSettings | None = Field(
+        None, description="Settings when name is retrain (source or architectures)."
+    )
 
     def settings(self) -> ApiModel:
         """The effective settings of the named strategy (defaults where omitted)."""
@@ -137,4 +221,5 @@ SETTINGS_TYPES: dict[str, type[ApiModel]] = {
     "tpe": TpeSettings,
     "gp": GpSettings,
     "progressive": ProgressiveSettings,
+    "retrain": RetrainSettings,
 }

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
+from kubenas.core.retrain import carry_resolution
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,11 @@ def _differences(old: Any, new: Any, path: tuple[str, ...] = ()) -> Iterator[tup
 def judge_edit(
     accepted: SearchExperimentSpec, edited: SearchExperimentSpec
 ) -> tuple[SearchExperimentSpec, SpecVerdict]:
-    """The spec to run with after an edit, and whether the edit was accepted (with the reason if not)."""
+    """The spec to run with after an edit, and whether the edit was accepted (with the reason if not).
+
+    A retrain's resolved architectures live only in the accepted spec: they are carried into the edit.
+    """
+    edited = carry_resolution(accepted, edited)
     old, new = accepted.to_wire(), edited.to_wire()
     changed = list(_differences(old, new))
     if not changed:

@@ -38,6 +38,7 @@ from kubenas.core.driver import (
     Tell,
     Tick,
 )
+from kubenas.core.errors import SpecError
 from kubenas.core.records import objective_value
 from kubenas.core.search import Search
 from kubenas.core.spec_changes import judge_edit
@@ -45,6 +46,7 @@ from kubenas.load import load_experiment
 from kubenas.local.journal import Journal, read_journal
 from kubenas.local.process import Attempt, TrialLauncher
 from kubenas.local.report import leaderboard, summary, write_results
+from kubenas.local.retrain import resolve as resolve_retrain
 
 SPEC_FILE = "experiment.yaml"
 #: how long a pruned trial may take to exit after SIGTERM before it is killed: its GPU is wanted now
@@ -93,6 +95,10 @@ def prepare(experiment_file: Path | None, results: Path | None, resume: Path | N
     folder = results or Path("results") / exp.metadata.name
     if (folder / "journal.jsonl").exists():
         raise ResumeError(f"{folder} already holds a run: use --resume {folder}, or choose --results")
+    try:  # a retrain's architectures are read once, now, and kept in the folder's experiment.yaml
+        exp = resolve_retrain(exp, folder)
+    except SpecError as exc:
+        raise ResumeError(str(exc)) from None
     folder.mkdir(parents=True, exist_ok=True)
     (folder / SPEC_FILE).write_text(yaml.safe_dump(exp.to_wire(), sort_keys=False))
     return exp, folder

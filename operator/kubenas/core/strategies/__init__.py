@@ -22,6 +22,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "tpe": ("kubenas.core.strategies.tpe", "TPE"),
     "gp": ("kubenas.core.strategies.gp", "GaussianProcess"),
     "progressive": ("kubenas.core.strategies.progressive", "Progressive"),
+    "retrain": ("kubenas.core.strategies.retrain", "Retrain"),
 }
 
 

@@ -1,0 +1,137 @@
+"""Retraining the top k of a finished search: which architectures, fixed once in the accepted spec.
+
+A retrain experiment (``spec.strategy.name: retrain``) names its source, a finished search; the
+adapter reads that search's trials (a results folder locally, the Trials of another experiment on
+Kubernetes) into a :class:`SourceRun` and :func:`resolved` turns the spec into one that lists the
+architectures to retrain. The adapter stores that spec as the accepted one (the results folder's
+``experiment.yaml``, the controller Secret), so a resumed run or a restarted operator replays the
+same list even if the source changes or disappears later. Everything here is pure; reading the
+source is the adapters' business.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from kubenas.api.strategy import RetrainCandidate, RetrainSettings, RetrainSource
+from kubenas.api.v1alpha1 import Objective, SearchExperimentSpec
+from kubenas.core.errors import SpecError
+from kubenas.core.records import TrialRecord, objective_value
+from kubenas.core.space import build_space
+from kubenas.core.strategies import make_strategy
+
+SOURCE_FIELD = "spec.strategy.retrain.source"
+
+
+@dataclass(frozen=True)
+class SourceRun:
+    """What an adapter read of the source search: its name, objective, trials and whether it is over."""
+
+    name: str
+    objective: Objective
+    trials: Sequence[TrialRecord]
+    finished: bool
+    phase: str = ""
+
+
+def source_of(spec: SearchExperimentSpec) -> RetrainSource | None:
+    """The source the adapter must read before the run starts; None when nothing is to resolve."""
+    settings = spec.strategy.retrain
+    if spec.strategy.name != "retrain" or settings is None or settings.architectures:
+        return None
+    return settings.source
+
+
+def describe(source: RetrainSource) -> str:
+    """The source as a user wrote it, for messages."""
+    return f"experiment {source.experiment}" if source.experiment else f"results folder {source.results}"
+
+
+def source_field(source: RetrainSource) -> str:
+    return f"{SOURCE_FIELD}.{'experiment' if source.experiment else 'results'}"
+
+
+def top_architectures(trials: Iterable[TrialRecord], objective: Objective, k: int) -> list[RetrainCandidate]:
+    """The ``k`` best distinct architectures among succeeded trials, best first (ties: earlier trial).
+
+    Rewards are signed (larger is better), so the source's direction is already in them; pruned,
+    failed and infeasible trials are not candidates: a pruned trial's reward is a partial one.
+    """
+    ranked = sorted(
+        (t for t in trials if t.phase == "Succeeded" and t.reward is not None and math.isfinite(t.reward)),
+        key=lambda t: (-(t.reward or 0.0), t.index),
+    )
+    out: list[RetrainCandidate] = []
+    seen: set[str] = set()
+    for t in ranked:
+        key = json.dumps(dict(t.architecture), sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        value = objective_value(objective, t.reward) if t.reward is not None else None
+        out.append(RetrainCandidate(architecture=dict(t.architecture), trial=t.name or None, value=value))
+        if len(out) == k:
+            break
+    return out
+
+
+def resolved(spec: SearchExperimentSpec, run: SourceRun | None = None) -> SearchExperimentSpec:
+    """The spec to accept: a retrain's architectures filled from ``run`` (None: the source is missing).
+
+    Other specs come back unchanged. SpecError, naming the source, when it is missing, unfinished or
+    has no succeeded trial, or when maxTrials would leave some of the architectures untrained.
+    """
+    settings = spec.strategy.retrain
+    if spec.strategy.name != "retrain" or settings is None:
+        return spec
+    source = source_of(spec)
+    if source is not None:
+        field = source_field(source)
+        if run is None:
+            raise SpecError(field, f"the source {describe(source)} does not exist")
+        if not run.finished:
+            phase = f" (phase {run.phase})" if run.phase else ""
+            raise SpecError(field, f"the source {describe(source)} has not finished{phase}: retrain it once it has")
+        candidates = top_architectures(run.trials, run.objective, settings.top_k)
+        if not candidates:
+            raise SpecError(field, f"the source {describe(source)} has no succeeded trial to retrain")
+        settings = settings.model_copy(update={"architectures": candidates})
+        strategy = spec.strategy.model_copy(update={"retrain": settings})
+        spec = spec.model_copy(update={"strategy": strategy})
+    _check_budget(spec, settings)
+    make_strategy(spec.strategy, build_space(spec.search_space))  # the strategy's own checks, now
+    return spec
+
+
+def _check_budget(spec: SearchExperimentSpec, settings: RetrainSettings) -> None:
+    count = len(settings.architectures)
+    if spec.budget.max_trials < count:
+        raise SpecError(
+            "spec.budget.maxTrials",
+            f"{spec.budget.max_trials} trials would leave {count - spec.budget.max_trials} of the {count}"
+            f" architectures to retrain untrained: set maxTrials to {count} (or a multiple, for more seeds)"
+            " or lower topK",
+        )
+
+
+def carry_resolution(accepted: SearchExperimentSpec, edited: SearchExperimentSpec) -> SearchExperimentSpec:
+    """``edited`` with the architectures ``accepted`` resolved, when it names the same source.
+
+    The user's object keeps ``source`` and no list; the accepted spec holds the list. Comparing the two
+    for an edit must not see the list as a change of the strategy.
+    """
+    old, new = accepted.strategy.retrain, edited.strategy.retrain
+    if old is None or new is None or new.architectures or not old.architectures or old.source is None:
+        return edited
+    if (new.source, new.top_k, edited.strategy.seed) != (old.source, old.top_k, accepted.strategy.seed):
+        return edited
+    strategy = edited.strategy.model_copy(
+        update={"retrain": new.model_copy(update={"architectures": old.architectures})}
+    )
+    return edited.model_copy(update={"strategy": strategy})
+
+
+__all__ = ["SourceRun", "carry_resolution", "describe", "resolved", "source_of", "top_architectures"]
