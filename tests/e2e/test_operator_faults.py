@@ -24,6 +24,7 @@ import pytest
 from hypothesis import Phase, given, settings
 from kubernetes.client.exceptions import ApiException
 
+from kubenas.operator import names
 from kubenas_dev.cluster.launcher import Cluster
 from kubenas_dev.operator_fixtures import crds, kube, kubenas_operator
 from kubenas_dev.operator_testing import TOY_TRIAL, Kube, OperatorProcess, condition, experiment_manifest, wait_for
@@ -72,7 +73,7 @@ def test_api_server_and_etcd_restart_mid_run_loses_and_doubles_nothing(
 
 # -- the operator killed again and again ------------------------------------------------------------
 
-#: sized to take a few minutes on two busy cores (docs/operator.md, "Faults"); the issue's run is 200/20
+#: sized to take under three minutes on two busy cores; the issue asks for 200 trials (docs/validation.md)
 CHAOS_TRIALS = 60
 CHAOS_KILLS = 20
 
@@ -149,12 +150,10 @@ class Watched:
 
 
 def busy(kube: Kube, name: str) -> bool:
-    """Whether a trial of ``name`` is really running: a Job that has not finished."""
-    for job in kube.jobs(name):
-        finished = {c.type for c in (job.status.conditions or []) if c.status == "True"}
-        if not finished & {"Complete", "Failed"}:
-            return True
-    return False
+    """Whether a trial of ``name`` is really under way: a trainer pod that has not ended. A Job alone
+    is not enough: a Job whose pods the API server refuses stays unfinished with nothing running."""
+    pods = kube.pods(f"{names.LABEL_EXPERIMENT}={name},{names.LABEL_TRIAL}")
+    return any(p.status.phase in ("Pending", "Running") for p in pods)
 
 
 def watch(kube: Kube, operator: OperatorProcess, accepted: list[str]) -> Iterator[Watched]:
@@ -231,3 +230,21 @@ def test_whatever_the_api_server_accepts_runs_or_fails_with_a_condition(
     assert accepted, "every mutation was refused: nothing ran"
     assert not problems, "\n".join(problems)
     assert all(w.phase in TERMINAL or busy(kube, w.name) for w in ended), [(w.name, w.history) for w in ended]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the operator does not yet notice a trainer Job whose pods the API server refuses "
+    "(FailedCreate events); the experiment stays Running with no pod (docs/validation.md, Known limits)",
+)
+def test_a_trial_template_naming_a_missing_priority_class_fails_the_experiment(
+    kube: Kube, kubenas_operator: OperatorProcess
+) -> None:
+    """Admission cannot know which PriorityClasses exist; the Job controller's pod creations are
+    refused (403) for as long as it is missing. The experiment must end Failed, naming it."""
+    manifest = experiment_manifest("noclass", max_trials=2, parallel=1, template={"priorityClassName": "no-such"})
+    kube.apply_experiment(manifest)
+    wait_for("the trial's Job", lambda: kube.jobs("noclass"), timeout=120)
+    exp = kube.wait_phase("noclass", timeout=90)
+    assert exp["status"]["phase"] == "Failed"
+    assert "no-such" in condition(exp, "Failed")["message"]

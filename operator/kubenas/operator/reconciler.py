@@ -40,6 +40,7 @@ from pydantic import ValidationError
 
 from kubenas.api.v1alpha1 import API_VERSION, SearchExperimentSpec
 from kubenas.controller.protocol import State
+from kubenas.core import retrain
 from kubenas.core.driver import (
     AskFor,
     Cancel,
@@ -72,6 +73,7 @@ from kubenas.operator.failures import PERMANENT_STATUSES, ExperimentLog, Fatal, 
 from kubenas.operator.kube import AlreadyExists, ApiError, NotFound
 from kubenas.operator.recovery import recovery_step
 from kubenas.operator.runtime import Runtime
+from kubenas.operator.sources import read_source
 from kubenas.operator.status_writer import StatusWriter
 from kubenas.operator.trial_writes import TrialWriter
 from kubenas.operator.views import JobView, PodView, parse_time, resource_version
@@ -275,6 +277,7 @@ class ExperimentReconciler:
         try:
             secret = await self.runtime.api.get("v1", "Secret", self.namespace, names.controller_name(self.name))
         except NotFound:
+            spec = await self._resolve(spec)
             token = secrets.token_urlsafe(32)
             try:
                 await self.runtime.api.create(manifests.controller_secret(self.ref, token, spec))
@@ -291,6 +294,14 @@ class ExperimentReconciler:
         self.token = base64.b64decode(data.get(names.TOKEN_KEY, "")).decode()
         stored = data.get(names.SPEC_KEY)
         self.accepted = SearchExperimentSpec.model_validate(json.loads(base64.b64decode(stored))) if stored else spec
+
+    async def _resolve(self, spec: SearchExperimentSpec) -> SearchExperimentSpec:
+        """The spec to accept: a retrain's architectures read from its source, once, before the Secret
+        stores the spec (a restart then replays the same list). An unusable source fails the experiment."""
+        try:
+            return retrain.resolved(spec, await read_source(self.runtime.api, self.namespace, spec))
+        except SpecError as exc:
+            raise Fatal("SourceUnusable", str(exc)) from None
 
     def _judge_edit(self, spec: SearchExperimentSpec) -> None:
         assert self.accepted is not None
