@@ -22,7 +22,8 @@ watches trainer pods from outside, timestamps each pod's first sight and its tra
   core of the machine, whoever ran (the gap to the total is the benchmark and anything else);
 - ``operator_cpu_windows``: the operator's CPU per trial over consecutive windows of trial ends
   (``--window`` trials each), and ``operator_cpu_window_spread``, how far the costliest window lies
-  above the cheapest: a cost that grows with the history shows as windows that rise run after run;
+  above the cheapest (a window made only of the last ``parallel`` trials, which start nothing, is
+  left out): a cost that grows with the history shows as windows that rise with the trials seen;
 - ``operator_rss_mib``: the operator process's peak resident memory over its whole life (the
   kernel's high-water mark, ``VmHWM``), ``operator_rss_final_mib`` the resident memory at the end;
 - ``largest_object_kib``: the largest object the operator writes, read back from the API server at
@@ -113,7 +114,7 @@ class BenchResult:
             "benchmark_cpu_ms_per_trial": self._per_trial_ms(self.benchmark_cpu_s),
             "machine_cpu_ms_per_trial": self._per_trial_ms(self.machine_cpu_s),
             "operator_cpu_windows": windows(self.cpu_marks),
-            "operator_cpu_window_spread": spread(self.cpu_marks),
+            "operator_cpu_window_spread": spread(self.cpu_marks, tail_from=self.trials - self.parallel),
             "operator_rss_mib": _mib(self.rss_peak_bytes),
             "operator_rss_final_mib": _mib(self.rss_final_bytes),
             "largest_object_kib": round(max(self.largest_bytes.values()) / 1024, 2) if self.largest_bytes else None,
@@ -142,13 +143,16 @@ def windows(marks: Sequence[tuple[int, float]]) -> list[dict[str, float]]:
     return out
 
 
-def spread(marks: Sequence[tuple[int, float]]) -> float | None:
+def spread(marks: Sequence[tuple[int, float]], tail_from: int | None = None) -> float | None:
     """(costliest - cheapest) / cheapest over the windows' CPU per trial; None under two windows.
 
     Windows that differ only by noise give a small spread; a pass that reads the whole history
     gives windows that rise with the trials seen, and a spread that grows with the run's length.
+    Windows that start at ``tail_from`` or later are left out: the last ``parallel`` trials to end
+    start no trial after them (the budget is spent), so a window made only of them is cheaper for
+    a reason that has nothing to do with the history.
     """
-    per_trial = [w["ms"] for w in windows(marks)]
+    per_trial = [w["ms"] for w in windows(marks) if tail_from is None or w["from"] < tail_from]
     if len(per_trial) < 2 or min(per_trial) <= 0:
         return None
     return round((max(per_trial) - min(per_trial)) / min(per_trial), 3)
