@@ -232,11 +232,6 @@ def test_whatever_the_api_server_accepts_runs_or_fails_with_a_condition(
     assert all(w.phase in TERMINAL or busy(kube, w.name) for w in ended), [(w.name, w.history) for w in ended]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the operator does not yet notice a trainer Job whose pods the API server refuses "
-    "(FailedCreate events); the experiment stays Running with no pod (docs/validation.md, Known limits)",
-)
 def test_a_trial_template_naming_a_missing_priority_class_fails_the_experiment(
     kube: Kube, kubenas_operator: OperatorProcess
 ) -> None:

@@ -84,12 +84,25 @@ class FakeApi:
         except KeyError:
             raise NotFound(404, "NotFound", name) from None
 
-    async def list(self, api_version: str, kind: str, ns: str, selector: Mapping[str, str] | None = None) -> list:
+    async def list(
+        self,
+        api_version: str,
+        kind: str,
+        ns: str,
+        selector: Mapping[str, str] | None = None,
+        field_selector: Mapping[str, str] | None = None,
+    ) -> list:
+        def field(o: Mapping[str, Any], path: str) -> Any:
+            for part in path.split("."):
+                o = o.get(part) or {}
+            return o
+
         return [
             copy.deepcopy(o)
             for (av, k, n, _), o in self.objects.items()
             if (av, k, n) == (api_version, kind, ns)
             and all(o["metadata"].get("labels", {}).get(a) == b for a, b in (selector or {}).items())
+            and all(field(o, a) == b for a, b in (field_selector or {}).items())
         ]
 
     async def patch(
@@ -467,13 +480,14 @@ def test_a_goal_reached_cancels_the_trials_still_running() -> None:
 
 
 def test_max_duration_stops_new_trials_and_ends_with_deadline_exceeded() -> None:
-    budget = {"maxTrials": 50, "parallelTrials": 2, "maxDuration": "1s"}
+    """The first trials must start before the deadline: 3 s leave room for a slow first pass on a busy machine."""
+    budget = {"maxTrials": 50, "parallelTrials": 2, "maxDuration": "3s"}
 
     async def body(world: World) -> None:
         rec = await started(world)
         await step(rec)
         await settle(rec)  # status.startTime is written
-        await asyncio.sleep(2.1)
+        await asyncio.sleep(3.1)
         await drive(world, rec)
         st = exp_status(world)
         assert {c["type"]: c for c in st["conditions"]}["Succeeded"]["reason"] == "DeadlineExceeded"
@@ -600,3 +614,42 @@ def test_with_an_artifact_store_each_trial_and_the_best_name_where_their_weights
         assert best["artifacts"] == owner["status"]["artifacts"]
 
     scenario(budget, body)
+
+
+def test_a_job_refused_its_pods_for_good_fails_the_experiment_naming_why() -> None:
+    """A missing PriorityClass: admission cannot know, the Job controller only says so in its events."""
+    budget = {"maxTrials": 2, "parallelTrials": 1}
+
+    async def body(world: World) -> None:
+        rec = await started(world)
+        await step(rec)
+        (job,) = world.api.of_kind("Job")
+        name = job["metadata"]["name"]
+        world.api.objects[("batch/v1", "Job", NS, name)]["metadata"]["creationTimestamp"] = "2025-01-01T00:00:00Z"
+        message = 'pods "x" is forbidden: no PriorityClass with name no-such was found'
+        await world.api.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": f"{name}.1", "namespace": NS},
+                "involvedObject": {"kind": "Job", "name": name, "uid": job["metadata"]["uid"]},
+                "reason": "FailedCreate",
+                "message": message,
+            }
+        )
+        await rec._pass()
+        await settle(rec)
+        failed = {c["type"]: c for c in exp_status(world)["conditions"]}["Failed"]
+        assert failed["reason"] == "TrialPodRefused" and "no PriorityClass with name no-such" in failed["message"]
+
+    scenario(budget, body)
+
+
+def test_only_refusals_no_retry_can_fix_end_the_experiment() -> None:
+    from kubenas.operator.reconciler import _refused_for_good
+
+    assert _refused_for_good(
+        'pods "a" is forbidden: error looking up service account ns/robot: serviceaccount "robot" not found'
+    )
+    assert not _refused_for_good('pods "a" is forbidden: exceeded quota: gpus, requested: nvidia.com/gpu=1')
+    assert not _refused_for_good("Internal error occurred: resource quota evaluation timed out")

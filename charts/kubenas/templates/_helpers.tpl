@@ -119,5 +119,5 @@ Services and Deployments are created and read by name only: no list or watch on 
   verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 {{- end }}

@@ -227,11 +227,20 @@ class KubeApi:
         return await self.request("GET", path, resource=RESOURCES[(api_version, kind)])
 
     async def list(
-        self, api_version: str, kind: str, namespace: str, label_selector: Mapping[str, str] | None = None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        label_selector: Mapping[str, str] | None = None,
+        field_selector: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
-        params = {"labelSelector": ",".join(f"{k}={v}" for k, v in label_selector.items())} if label_selector else None
+        params = {}
+        if label_selector:
+            params["labelSelector"] = ",".join(f"{k}={v}" for k, v in label_selector.items())
+        if field_selector:
+            params["fieldSelector"] = ",".join(f"{k}={v}" for k, v in field_selector.items())
         path = resource_path(api_version, kind, namespace)
-        data = await self.request("GET", path, resource=RESOURCES[(api_version, kind)], params=params)
+        data = await self.request("GET", path, resource=RESOURCES[(api_version, kind)], params=params or None)
         return list(data.get("items") or [])
 
     async def patch(

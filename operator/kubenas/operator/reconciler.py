@@ -79,6 +79,8 @@ from kubenas.operator.trial_writes import TrialWriter
 from kubenas.operator.views import JobView, PodView, parse_time, resource_version
 
 log = logging.getLogger("kubenas.operator")
+#: how long a trainer Job may go without a pod before its events are read for a refusal
+POD_CREATION_GRACE_S = 30.0
 
 
 def _now() -> datetime:
@@ -103,6 +105,7 @@ class ExperimentReconciler:
         self.synced: tuple[Endpoint, str] | None = None
         self.driver: Driver | None = None  # rebuilt from the Trials on the first pass that reaches the controller
         self.fatal: Fatal | None = None
+        self._pod_checks: dict[str, float] = {}  # Job uid -> when its FailedCreate events were last read
         self.refusal_reported: int | None = None
         self.controller_ready: tuple[bool, str, str] = (False, "ControllerStarting", "creating the controller")
         self.spec_verdict = status.SpecVerdict(True)
@@ -459,6 +462,8 @@ class ExperimentReconciler:
                     writes.create_job_of(rec)
                 continue
             pods = [p for p in indexes.pods_of(self.namespace, name) if p.owner_uid == jobs[0].uid]
+            if not pods and not jobs[0].failed and not jobs[0].complete:
+                await self._check_pod_creation(jobs[0])
             seen = outcomes.events_of(rec.index, pods, jobs[0])
             if not outcomes.decided(seen) and jobs[0].complete:
                 seen = await self._confirm_lost_result(rec, jobs[0])
@@ -468,6 +473,34 @@ class ExperimentReconciler:
                 writes.slot_freed(deciding.uid if deciding is not None else None)
             events.extend(seen)
         return events
+
+    async def _check_pod_creation(self, job: JobView) -> None:
+        """A Job that has made no pod for a while may be refused its pods for good (a PriorityClass,
+        ServiceAccount or claim that does not exist, a pod the admission plugins forbid): the Job
+        controller only says so in its events. Read them then, and fail the experiment rather than
+        wait for ever; a refusal that can pass (quota used up) keeps the trial waiting."""
+        created = parse_time(job.created)
+        if created is None:
+            return
+        age = (_now() - created).total_seconds()
+        if age < POD_CREATION_GRACE_S:
+            self.wake_later(POD_CREATION_GRACE_S - age + 0.5)
+            return
+        checked = self._pod_checks.get(job.uid, 0.0)
+        if time.monotonic() - checked < POD_CREATION_GRACE_S / 2:
+            return
+        self._pod_checks[job.uid] = time.monotonic()
+        self.wake_later(POD_CREATION_GRACE_S / 2 + 0.5)
+        fields = {"involvedObject.kind": "Job", "involvedObject.name": job.name, "reason": "FailedCreate"}
+        try:
+            found = await self.runtime.api.list("v1", "Event", self.namespace, field_selector=fields)
+        except ApiError as exc:  # without the right to read events the trial just waits, as it did before
+            self.log.warning("cannot read the Job's events", extra={"job": job.name, "error": repr(exc)})
+            return
+        for event in found:
+            message = event.get("message") or ""
+            if ((event.get("involvedObject") or {}).get("uid") in (job.uid, None)) and _refused_for_good(message):
+                raise Fatal("TrialPodRefused", f"the Job {job.name} cannot create its pod: {message}")
 
     async def _confirm_lost_result(self, rec: TrialRecord, job: JobView) -> list[Event]:
         """A Job completed without a pod result in the cache: read the pods from the API server to be sure."""
@@ -671,3 +704,12 @@ def _terminal_reason(body: Mapping[str, Any]) -> str:
         if c.get("type") == st.get("phase") and c.get("status") == "True":
             return c.get("reason") or st.get("phase", "")
     return st.get("phase", "")
+
+
+def _refused_for_good(message: str) -> bool:
+    """Whether a FailedCreate event says no retry will help: the pod is forbidden or refers to a missing
+    object. An exceeded quota is forbidden too, but frees up as other pods end, so it keeps waiting."""
+    text = message.lower()
+    if "exceeded quota" in text:
+        return False
+    return "forbidden" in text or "not found" in text or "is invalid" in text

@@ -177,6 +177,7 @@ class JobView:
     failed: bool = False
     reason: str | None = None
     message: str | None = None
+    created: str | None = None
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> JobView:
@@ -200,6 +201,7 @@ class JobView:
             failed=failed,
             reason=reason,
             message=message,
+            created=meta.get("creationTimestamp"),
         )
 
 
