@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from kubenas.operator.metrics import TRIAL_PHASES
 from kubenas.packaging.paths import METRICS_JOB, Layout
 from kubenas_dev.cluster.launcher import Cluster
 from kubenas_dev.cluster.pytest_plugin import KubeApis, wait_until
@@ -162,7 +163,8 @@ def test_prometheus_finds_the_operator_through_the_metrics_service(observed: Obs
     assert target["scrapeUrl"] == observed.pod.metrics_url
     assert target["labels"]["kubernetes_namespace"] == observed.namespace
     # honor_labels keeps the series' own namespace label (the experiment's) as it is.
-    assert _has_value(observed.prometheus, f'count(kubenas_trials{{namespace="{observed.namespace}"}})', 10)
+    series = 2 * len(TRIAL_PHASES)  # two experiments, a series per trial phase each
+    assert _has_value(observed.prometheus, f'count(kubenas_trials{{namespace="{observed.namespace}"}})', series)
 
 
 def test_every_dashboard_query_returns_data(observed: Observed) -> None:
