@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from kubenas.api.base import KUBERNETES, RULE_ERROR, ApiModel
-from kubenas.api.v1alpha1 import API_VERSION, SearchExperiment, Trial
+from kubenas.api.v1alpha1 import API_VERSION, ObjectMeta, SearchExperiment, Trial
 from kubenas.core.errors import SpecError
 
 #: the deepest nesting a manifest may have; the deepest field of the schema is far shallower.
@@ -152,6 +152,20 @@ def _as_the_server_sees(node: Any) -> Any:
     return node
 
 
+#: metadata fields the API server knows: it decodes metadata strictly, so an unknown key is refused
+#: even when its value is null (only the custom resource's own fields are pruned)
+_KNOWN_METADATA = frozenset(f.alias or name for name, f in ObjectMeta.model_fields.items())
+
+
+def _document_as_the_server_sees(data: Any) -> Any:
+    """:func:`_as_the_server_sees`, except that ``metadata`` keeps a null under a key it does not know."""
+    seen = _as_the_server_sees(data)
+    if isinstance(data, dict) and isinstance(data.get("metadata"), dict) and isinstance(seen, dict):
+        unknown = {k: v for k, v in data["metadata"].items() if v is None and k not in _KNOWN_METADATA}
+        seen["metadata"] = {**(seen.get("metadata") or {}), **unknown}
+    return seen
+
+
 def parse_document(data: Any, source: str = "manifest", kubernetes: bool = True) -> ApiModel:
     """Validate one manifest of a kind Kubenas serves, strictly, as the API server would.
 
@@ -172,7 +186,7 @@ def parse_document(data: Any, source: str = "manifest", kubernetes: bool = True)
     assert model is not None
     context = {KUBERNETES: kubernetes}
     try:
-        wire = json.dumps(_as_the_server_sees(data), default=str)
+        wire = json.dumps(_document_as_the_server_sees(data), default=str)
         obj = model.model_validate_json(wire, strict=True, context=context)
     except ValidationError as exc:
         raise ManifestError(problems_of(exc, model), source) from None
