@@ -653,3 +653,32 @@ def test_only_refusals_no_retry_can_fix_end_the_experiment() -> None:
     )
     assert not _refused_for_good('pods "a" is forbidden: exceeded quota: gpus, requested: nvidia.com/gpu=1')
     assert not _refused_for_good("Internal error occurred: resource quota evaluation timed out")
+
+
+def test_a_pass_that_fails_after_results_were_stored_loses_none_of_them() -> None:
+    """The stored results reach the driver even when the pass that reads them fails (the API server
+    down while a Job's pods are listed): otherwise what was asked after them is held for ever."""
+    budget = {"maxTrials": 3, "parallelTrials": 1}
+
+    async def body(world: World) -> None:
+        rec = await started(world)
+        await step(rec)
+        await world.run_pods()
+        await rec.reconcile()  # told and stored; the next Trial waits for the next pass
+        await rec.writes.done()
+        assert rec.writes.stored and len(trials(world)) == 1
+        observe = rec._observe
+
+        async def down(driver: Any) -> Any:
+            await observe(driver)  # reads the pods and Jobs, then a call fails half-way through the pass
+            raise ApiError(0, "Unreachable", "the API server is restarting")
+
+        rec._observe = down  # type: ignore[method-assign]
+        await rec._pass()  # fails and is retried later
+        rec._observe = observe  # type: ignore[method-assign]
+        await step(rec)
+        assert [t["spec"]["index"] for t in trials(world)] == [0, 1]
+        await drive(world, rec)
+        assert exp_status(world)["phase"] == "Succeeded"
+
+    scenario(budget, body)

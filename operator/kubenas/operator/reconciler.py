@@ -248,7 +248,10 @@ class ExperimentReconciler:
         if driver.spec is not self.accepted:
             driver.respec(self.accepted)
         self.writes.retry_failed()
-        commands = driver.handle(*await self._observe(driver))
+        stored = list(self.writes.stored)  # results stored since the last pass
+        events = [Tick(self._elapsed() or 0.0), *(ResultStored(i) for i in stored), *await self._observe(driver)]
+        commands = driver.handle(*events)
+        del self.writes.stored[: len(stored)]  # consumed only now: a pass that fails before tells them again
         await self._carry_out(client, driver, commands)
         if driver.finished is not None:
             await self._finish(driver.finished)
@@ -447,9 +450,7 @@ class ExperimentReconciler:
         """Events for the active trials, read from their pods and Jobs (O(active trials), not O(history))."""
         indexes = self.runtime.indexes
         assert indexes is not None
-        events: list[Event] = [Tick(self._elapsed() or 0.0)]
-        events.extend(ResultStored(i) for i in self.writes.stored)
-        self.writes.stored.clear()
+        events: list[Event] = []
         writes = self.writes
         for rec in driver.active_trials():
             name = rec.name
