@@ -54,8 +54,8 @@ def assert_same_as_unbroken(exp: dict[str, Any], trials: list[dict[str, Any]], m
 # -- the control plane restarts ---------------------------------------------------------------------
 
 
-# Once in about six runs so far, on a loaded machine, a trial created just as the API server went down
-# never finished and the run waited past the timeout (docs/validation.md): one more try, never more.
+# Before a fix of the operator, some runs on a loaded machine left the trial created as the API server
+# went down held back for ever (docs/validation.md): one more try, never more, until runs confirm it.
 @pytest.mark.flaky(reruns=1)
 def test_api_server_and_etcd_restart_mid_run_loses_and_doubles_nothing(
     kube: Kube, kubenas_operator: OperatorProcess, cluster: Cluster
