@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from kubenas.api.base import KUBERNETES, RULE_ERROR, ApiModel
-from kubenas.api.v1alpha1 import API_VERSION, ObjectMeta, SearchExperiment, Trial
+from kubenas.api.v1alpha1 import API_VERSION, SearchExperiment, Trial
 from kubenas.core.errors import SpecError
 
 #: the deepest nesting a manifest may have; the deepest field of the schema is far shallower.
@@ -135,35 +135,29 @@ def _not_finite(node: Any, path: str = "") -> Iterator[str]:
             yield from _not_finite(v, f"{path}[{i}]")
 
 
-def _as_the_server_sees(node: Any) -> Any:
+def _as_the_server_sees(node: Any, model: type[BaseModel] | None = None) -> Any:
     """The document as the API server validates it: whole floats as integers, null fields dropped.
 
     kubectl sends ``maxTrials: 10.0`` as 10 (Go writes float64 10.0 as ``10``), while ``10.5`` stays a
-    float and is refused where an integer is required. The API server prunes a field set to null
-    before defaulting and validation: ``metric: null`` takes the default, and ``maxTrials: null``
-    is missing.
+    float and is refused where an integer is required. The API server prunes a *known* field set to
+    null before defaulting and validation (``metric: null`` takes the default, ``maxTrials: null`` is
+    missing), but decodes strictly: an unknown field is refused even when it is null. So a null is
+    dropped only under a key the ``model`` of that object knows (or in a free-form object).
     """
     if isinstance(node, float) and math.isfinite(node) and node.is_integer() and abs(node) < 2**53:
         return int(node)
     if isinstance(node, dict):
-        return {k: _as_the_server_sees(v) for k, v in node.items() if v is not None}
+        fields = {f.alias or n: f for n, f in model.model_fields.items()} if model is not None else {}
+        out = {}
+        for k, v in node.items():
+            field = fields.get(k)
+            if v is None and (model is None or field is not None):
+                continue  # pruned by the server; an unknown key stays, for the model to refuse
+            out[k] = _as_the_server_sees(v, _unwrap(field.annotation) if field is not None else None)
+        return out
     if isinstance(node, list):
-        return [_as_the_server_sees(v) for v in node]
+        return [_as_the_server_sees(v, model) for v in node]
     return node
-
-
-#: metadata fields the API server knows: it decodes metadata strictly, so an unknown key is refused
-#: even when its value is null (only the custom resource's own fields are pruned)
-_KNOWN_METADATA = frozenset(f.alias or name for name, f in ObjectMeta.model_fields.items())
-
-
-def _document_as_the_server_sees(data: Any) -> Any:
-    """:func:`_as_the_server_sees`, except that ``metadata`` keeps a null under a key it does not know."""
-    seen = _as_the_server_sees(data)
-    if isinstance(data, dict) and isinstance(data.get("metadata"), dict) and isinstance(seen, dict):
-        unknown = {k: v for k, v in data["metadata"].items() if v is None and k not in _KNOWN_METADATA}
-        seen["metadata"] = {**(seen.get("metadata") or {}), **unknown}
-    return seen
 
 
 def parse_document(data: Any, source: str = "manifest", kubernetes: bool = True) -> ApiModel:
@@ -186,7 +180,7 @@ def parse_document(data: Any, source: str = "manifest", kubernetes: bool = True)
     assert model is not None
     context = {KUBERNETES: kubernetes}
     try:
-        wire = json.dumps(_document_as_the_server_sees(data), default=str)
+        wire = json.dumps(_as_the_server_sees(data, model), default=str)
         obj = model.model_validate_json(wire, strict=True, context=context)
     except ValidationError as exc:
         raise ManifestError(problems_of(exc, model), source) from None

@@ -135,7 +135,7 @@ def test_a_refused_name_would_break_a_child(name: str) -> None:
     assert not experiment_name_ok(name) and not children_valid(name)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated(examples()))
 def test_validate_gives_a_verdict_on_any_mutation_never_a_crash(doc: dict) -> None:
     try:
