@@ -229,8 +229,10 @@ def _middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.St
         started = time.perf_counter()
         status = 500
         try:
-            if request.method == "POST" and request.path not in OWN_CREDENTIAL and not hmac.compare_digest(
-                request.headers.get("Authorization", "").encode(), expected
+            if (
+                request.method == "POST"
+                and request.path not in OWN_CREDENTIAL
+                and not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected)
             ):
                 response: web.StreamResponse = _error(protocol.UNAUTHORIZED, "missing or wrong bearer token")
             else:
