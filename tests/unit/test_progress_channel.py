@@ -189,3 +189,19 @@ def test_a_refused_report_is_not_retried() -> None:
         assert channel.dropped == 1 and time.monotonic() - started < 1.0
 
     run(scenario)
+
+
+def test_a_waiting_read_does_not_hold_the_controllers_shutdown_up() -> None:
+    async def main() -> None:
+        server = TestServer(make_app(TOKEN, "exp"), host="127.0.0.1")
+        await server.start_server()
+        async with aiohttp.ClientSession() as session:
+            client = ControllerClient(session, Endpoint("127.0.0.1", server.port or 0, TOKEN), timeout=10)
+            waiting = asyncio.create_task(client.points(None, 0, wait=25))
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            await server.close()
+            found, _, _ = await asyncio.wait_for(waiting, 5)
+            assert found == [] and time.monotonic() - started < 5
+
+    asyncio.run(main())

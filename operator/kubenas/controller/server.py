@@ -81,10 +81,17 @@ class PointsArrived:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.closing = False
 
     def notify(self) -> None:
         self._event.set()
-        self._event = asyncio.Event()  # waiters hold the one just set; later ones wait for the next point
+        if not self.closing:
+            self._event = asyncio.Event()  # waiters hold the one just set; later ones wait for the next point
+
+    def close(self) -> None:
+        """The server stops: every reader answers now, so that no long-poll holds the shutdown up."""
+        self.closing = True
+        self.notify()
 
     async def wait(self, seconds: float) -> None:
         event = self._event
@@ -276,5 +283,9 @@ def make_app(token: str, experiment: str = "") -> web.Application:
     async def _close(app: web.Application) -> None:
         app[RUNNER_KEY].close()
 
+    async def _shutdown(app: web.Application) -> None:
+        app[ARRIVED_KEY].close()
+
+    app.on_shutdown.append(_shutdown)
     app.on_cleanup.append(_close)
     return app

@@ -218,12 +218,11 @@ class ProgressChannel:
     secret: str
 
     @classmethod
-    def of(cls, exp: ExperimentRef, pod_ip: str | None, secret: str) -> ProgressChannel:
-        """The controller pod's IP as the operator reaches it, then its Service's DNS name, which
-        follows a restarted controller to its new IP where the cluster has DNS."""
-        port = names.CONTROLLER_PORT
-        urls = [f"http://{pod_ip}:{port}"] if pod_ip else []
-        urls.append(f"http://{names.controller_name(exp.name)}.{exp.namespace}.svc:{port}")
+    def of(cls, exp: ExperimentRef, pod: tuple[str, int] | None, secret: str) -> ProgressChannel:
+        """The controller pod's address as the operator reaches it (IP, port), then its Service's DNS
+        name, which follows a restarted controller to its new IP where the cluster has DNS."""
+        urls = [f"http://{pod[0]}:{pod[1]}"] if pod else []
+        urls.append(f"http://{names.controller_name(exp.name)}.{exp.namespace}.svc:{names.CONTROLLER_PORT}")
         return cls(tuple(urls), secret)
 
     def env(self, trial: str) -> dict[str, str]:

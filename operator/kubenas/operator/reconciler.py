@@ -513,7 +513,7 @@ class ExperimentReconciler:
         """The push channel new trainers get: the controller last reached, the token it checks."""
         if self.controller_at is None or self.token is None:
             return None
-        return manifests.ProgressChannel.of(self.ref, self.controller_at.host, self.token)
+        return manifests.ProgressChannel.of(self.ref, (self.controller_at.host, self.controller_at.port), self.token)
 
     async def _check_pod_creation(self, job: JobView) -> None:
         """A Job that has made no pod for a while may be refused its pods for good (a PriorityClass,
