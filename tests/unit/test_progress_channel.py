@@ -5,6 +5,8 @@ holds a trial up when the controller is down."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +19,7 @@ from kubenas.controller.progress import BadPoint, ProgressStore, parse_point, tr
 from kubenas.controller.server import make_app
 from kubenas.operator.controller_client import ControllerClient, ControllerUnavailable, Endpoint
 from kubenas_trainer.progress import ProgressChannel
+from kubenas_trainer.report import Reporter
 
 TOKEN = "controller-s3cret"
 
@@ -157,6 +160,27 @@ def test_the_trainer_posts_through_the_first_address_that_answers() -> None:
         found, _, _ = await client.points(None, 0)
         assert [(p.step, dict(p.metrics)) for p in found] == [
             (e, {"val_accuracy": e / 10, "lr": 0.1}) for e in (1, 2, 3)
+        ]
+
+    run(scenario)
+
+
+def test_the_trainers_epoch_events_go_to_stdout_and_to_the_channel() -> None:
+    async def scenario(url: str, client: ControllerClient, session: aiohttp.ClientSession) -> None:
+        env = {
+            "KUBENAS_PROGRESS_URL": url,
+            "KUBENAS_PROGRESS_TOKEN": trial_token(TOKEN, "exp-00002"),
+            "KUBENAS_TRIAL": "exp-00002",
+        }
+        stream = io.StringIO()
+        reporter = Reporter(stream=stream, channel=ProgressChannel.from_env(env))
+        reporter.event("start", trial="exp-00002")
+        reporter.event("epoch", epoch=1, metrics={"val_accuracy": 0.25, "train_loss": 2.0})
+        await asyncio.get_running_loop().run_in_executor(None, reporter.close, 10.0)
+        assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["start", "epoch"]
+        found, _, _ = await client.points(None, 0)
+        assert [(p.trial, p.step, dict(p.metrics)) for p in found] == [
+            ("exp-00002", 1, {"val_accuracy": 0.25, "train_loss": 2.0})
         ]
 
     run(scenario)
