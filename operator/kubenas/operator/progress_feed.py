@@ -31,8 +31,11 @@ from kubenas.operator.controller_client import (
 
 #: how long one read waits at the controller for a first new point
 WAIT_SECONDS = 25.0
-#: pause after a failed read (controller restarting, moved, or gone with the experiment)
+#: pause after a failed read (controller restarting, moved, or gone with the experiment), doubled
+#: after each further failure up to MAX_RETRY_SECONDS (a controller image without the channel
+#: answers 404 for good; a controller that moved is followed at once through ``follow``)
 RETRY_SECONDS = 1.0
+MAX_RETRY_SECONDS = 30.0
 #: reports kept between two passes (a reconciler that cannot run for a while drops the oldest)
 MAX_PENDING = 4096
 
@@ -79,13 +82,16 @@ class ProgressFeed:
 
     async def _run(self, endpoint: Endpoint) -> None:
         client = ControllerClient(self._session(), endpoint, timeout=10.0)
+        failures = 0
         while True:
             try:
                 found, dropped, state = await client.points(self.instance, self.after, WAIT_SECONDS)
             except (ControllerUnavailable, ControllerOutOfSync, ControllerRefused) as exc:
-                self.log.debug("progress read failed", extra={"error": repr(exc)})
-                await asyncio.sleep(RETRY_SECONDS)
+                failures += 1
+                self.log.debug("progress read failed", extra={"error": repr(exc), "failures": failures})
+                await asyncio.sleep(min(MAX_RETRY_SECONDS, RETRY_SECONDS * 2 ** (failures - 1)))
                 continue
+            failures = 0
             if state.instance != self.instance:
                 self.instance, self.after = state.instance, 0
             if dropped:
