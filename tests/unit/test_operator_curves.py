@@ -23,8 +23,7 @@ from kubenas.operator import names
 from kubenas.operator.reconciler import ExperimentReconciler
 from kubenas.operator.views import TrialView
 
-from .test_controller_reconciler import NS, FakeApi, World, experiment, settle, step
-from .test_controller_service import reward
+from .test_controller_reconciler import NS, FakeApi, World, experiment, settle, started, step
 
 BUDGET = {"maxTrials": 4, "parallelTrials": 2}
 MEDIAN = {"rule": "median", "startupTrials": 1}
@@ -101,38 +100,16 @@ def trial(world: World, name: str) -> dict[str, Any]:
     return world.api.objects[(API_VERSION, "Trial", NS, name)]
 
 
-async def finish_pod(world: World, name: str) -> None:
-    """The trainer of ``name`` ends with its result (only that one; others keep running)."""
-    arch = json.loads(job_env(world, name)["KUBENAS_ARCHITECTURE"])
-    job = world.api.objects[("batch/v1", "Job", NS, name)]
-    await world.api.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": f"{name}-pod",
-                "namespace": NS,
-                "labels": job["spec"]["template"]["metadata"]["labels"],
-                "ownerReferences": [{"uid": job["metadata"]["uid"], "controller": True}],
-            },
-            "status": {
-                "containerStatuses": [
-                    {
-                        "name": "trainer",
-                        "state": {"terminated": {"exitCode": 0, "message": json.dumps({"val_accuracy": reward(arch)})}},
-                    }
-                ]
-            },
-        }
-    )
+async def trials_running(world: World) -> ExperimentReconciler:
+    """The controller up and the first two trials' Jobs created."""
+    rec = await started(world)
+    await step(rec)
+    return rec
 
 
 def test_trainer_jobs_name_the_controller_and_carry_only_their_own_credential() -> None:
     async def body(world: CurveWorld) -> None:
-        rec = world.reconciler()
-        await step(rec)
-        await world.controller_up()
-        await step(rec)
+        rec = await trials_running(world)
         token = rec.token
         assert token is not None
         for name in ("exp-00000", "exp-00001"):
@@ -150,10 +127,7 @@ def test_trainer_jobs_name_the_controller_and_carry_only_their_own_credential() 
 
 def test_reported_epochs_become_the_running_trials_curve_in_its_status() -> None:
     async def body(world: CurveWorld) -> None:
-        rec = world.reconciler()
-        await step(rec)
-        await world.controller_up()
-        await step(rec)
+        rec = await trials_running(world)
         await report(world, "exp-00000", [(1, 0.3), (2, 0.5)])
         await report(world, "exp-00001", [(1, 0.4)])
         await arrived(rec, 3)
@@ -173,7 +147,7 @@ def test_reported_epochs_become_the_running_trials_curve_in_its_status() -> None
         await curves_written(rec)
         assert [p["step"] for p in trial(world, "exp-00000")["status"]["curve"]] == [1, 2, 3]
         # the result carries the whole curve
-        await finish_pod(world, "exp-00000")
+        assert await world.run_pods(most=1) == 1  # exp-00000 ends with its result
         await step(rec)
         status = trial(world, "exp-00000")["status"]
         assert status["phase"] == "Succeeded" and [p["step"] for p in status["curve"]] == [1, 2, 3]
@@ -183,14 +157,11 @@ def test_reported_epochs_become_the_running_trials_curve_in_its_status() -> None
 
 def test_a_pruned_trial_keeps_its_partial_result_and_its_job_goes() -> None:
     async def body(world: CurveWorld) -> None:
-        rec = world.reconciler()
-        await step(rec)
-        await world.controller_up()
-        await step(rec)
+        rec = await trials_running(world)
         await report(world, "exp-00000", [(1, 0.6), (2, 0.7)])
         await arrived(rec, 2)
         await step(rec)
-        await finish_pod(world, "exp-00000")  # one finished trial: the median rule may now judge
+        assert await world.run_pods(most=1) == 1  # exp-00000 ends: the median rule may now judge
         await step(rec)
         assert trial(world, "exp-00000")["status"]["phase"] == "Succeeded"
         assert ("batch/v1", "Job", NS, "exp-00001") in world.api.objects
@@ -228,14 +199,11 @@ def test_a_pruned_trial_keeps_its_partial_result_and_its_job_goes() -> None:
 
 def test_a_restarted_operator_ends_the_job_of_a_trial_stored_as_pruned() -> None:
     async def body(world: CurveWorld) -> None:
-        first = world.reconciler()
-        await step(first)
-        await world.controller_up()
-        await step(first)
+        first = await trials_running(world)
         await report(world, "exp-00000", [(1, 0.6)])
         await arrived(first, 1)
         await step(first)
-        await finish_pod(world, "exp-00000")
+        assert await world.run_pods(most=1) == 1  # exp-00000 ends with its result
         await step(first)
         job = dict(world.api.objects[("batch/v1", "Job", NS, "exp-00001")])
 
@@ -265,10 +233,7 @@ def test_a_restarted_operator_ends_the_job_of_a_trial_stored_as_pruned() -> None
 
 def test_after_a_controller_restart_the_feed_reads_the_new_one_from_its_start() -> None:
     async def body(world: CurveWorld) -> None:
-        rec = world.reconciler()
-        await step(rec)
-        await world.controller_up()
-        await step(rec)
+        rec = await trials_running(world)
         await report(world, "exp-00000", [(1, 0.3), (2, 0.4)])
         await arrived(rec, 2)
         await step(rec)

@@ -21,23 +21,17 @@ from kubenas.operator.controller_client import ControllerClient, ControllerUnava
 from kubenas_trainer.progress import ProgressChannel
 from kubenas_trainer.report import Reporter
 
-TOKEN = "controller-s3cret"
+from .test_controller_server import TOKEN
+from .test_controller_server import run as run_server
 
-Scenario = Callable[[str, ControllerClient, aiohttp.ClientSession], Awaitable[None]]
 
+def run(scenario: Callable[[str, ControllerClient, aiohttp.ClientSession], Awaitable[None]]) -> None:
+    """The controller app behind a real HTTP server (the harness of test_controller_server.py)."""
 
-def run(scenario: Scenario) -> None:
-    async def main() -> None:
-        server = TestServer(make_app(TOKEN, "exp"), host="127.0.0.1")
-        await server.start_server()
-        try:
-            async with aiohttp.ClientSession() as session:
-                client = ControllerClient(session, Endpoint("127.0.0.1", server.port or 0, TOKEN), timeout=10)
-                await scenario(f"http://127.0.0.1:{server.port}", client, session)
-        finally:
-            await server.close()
+    async def adapted(client: ControllerClient, server: TestServer, session: aiohttp.ClientSession) -> None:
+        await scenario(f"http://127.0.0.1:{server.port}", client, session)
 
-    asyncio.run(main())
+    run_server(adapted)
 
 
 async def post(session: aiohttp.ClientSession, url: str, body: dict, token: str) -> tuple[int, dict]:
