@@ -13,7 +13,7 @@ import pytest
 from kubenas_trainer.distributed import World
 from kubenas_trainer.errors import ContractError
 
-from .conftest import contract_env
+from .conftest import TINY, contract_env
 
 #: enough epochs on digits for both runs to be well past chance; the tolerance covers the different
 #: shuffles and per-process batch norm statistics of two processes against one
@@ -59,3 +59,35 @@ def test_world_comes_from_torchrun_variables() -> None:
         World.from_env({"WORLD_SIZE": "two"})
     with pytest.raises(ContractError, match="rank 2 of world size 2"):
         World.from_env({"RANK": "2", "WORLD_SIZE": "2"})
+
+
+def test_local_mode_runs_a_two_gpu_trial_under_torchrun(tmp_path: Path, monkeypatch) -> None:
+    """``kubenas run`` with ``nvidia.com/gpu: 2`` per trial on a machine faked to hold two: one trial,
+    two torchrun processes (gloo, since no GPU is really there), one result."""
+    import yaml
+    from rich.console import Console
+
+    from kubenas.local.gpus import ENV_GPU_COUNT
+    from kubenas.local.journal import read_journal
+    from kubenas.local.runner import prepare, run
+    from tests.conftest import experiment_dict
+
+    doc = experiment_dict(
+        budget={"maxTrials": 1, "parallelTrials": 1},
+        trialTemplate={
+            "command": [sys.executable, "-m", "kubenas_trainer.main"],
+            "settings": {**TINY, "epochs": 2},
+            "resources": {"limits": {"nvidia.com/gpu": 2}},
+        },
+    )
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv(ENV_GPU_COUNT, "2")
+    exp, folder = prepare(path, tmp_path / "out", None)
+    with open(os.devnull, "w") as sink:
+        result = run(exp, folder, Console(file=sink))
+    (trial,) = read_journal(folder)[0]
+    log = next(folder.glob("trials/*/attempt-1.log")).read_text()
+    assert result.phase == "Succeeded", log[-3000:]
+    assert trial.phase == "Succeeded" and "on 2 x cpu" in (trial.message or "")
+    assert log.count('"event": "final"') == 1  # two processes, one report
