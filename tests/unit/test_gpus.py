@@ -163,3 +163,22 @@ def test_a_run_asking_for_too_many_gpus_refuses_to_start(tmp_path: Path, monkeyp
     with pytest.raises(ResumeError, match=r"spec\.trialTemplate\.resources\.limits\[nvidia\.com/gpu\]"):
         prepare(path, tmp_path / "out", None)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_candidate_under_torchrun_is_final_though_torchrun_exits_1() -> None:
+    """torchrun exits 1 when its process exits 3; the result rank 0 wrote still says bad_candidate."""
+    from kubenas.operator import outcomes
+    from kubenas.operator.views import JobView, PodView
+
+    def pod(code: int, message: str) -> PodView:
+        terminated = {"exitCode": code, "message": message}
+        body = {"metadata": {"name": "p"}, "status": {"containerStatuses": [{"name": "trainer", "state": {}}]}}
+        body["status"]["containerStatuses"][0]["state"] = {"terminated": terminated}
+        return PodView.parse(body)
+
+    job = JobView.parse({"metadata": {"name": "exp-00000"}, "spec": {}})
+    bad = pod(1, json.dumps({"status": "bad_candidate", "message": "no path from input to output"}))
+    (ended,) = outcomes.events_of(0, [bad], job)
+    assert ended.exit_code == 1 and outcomes.decided([ended])
+    crashed = pod(1, json.dumps({"message": "settings.epochs: must be positive"}))
+    assert outcomes.events_of(0, [crashed], job) == []  # other exits: the Job retries, its verdict decides

@@ -22,6 +22,8 @@ from kubenas.core.records import trial_seed
 from kubenas.core.space import Architecture
 from kubenas.operator import names
 
+#: the label that puts a Job in a Kueue LocalQueue
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 #: shared memory for the processes of a multi-GPU trial (NCCL's buffers; a container's own is 64 MiB)
 SHM_VOLUME = "kubenas-shm"
 
@@ -380,6 +382,9 @@ def trainer_job(exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[s
     }
     if template.deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = template.deadline_seconds
+    if spec.queue_name:  # Kueue admits the Job (unsuspends it) when its ClusterQueue has the quota
+        labels = {**labels, KUEUE_QUEUE_LABEL: spec.queue_name}
+        job_spec["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
