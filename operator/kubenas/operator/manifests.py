@@ -17,11 +17,16 @@ from kubenas.api.template import OUTPUT_MOUNT, OUTPUT_VOLUME, trainer_container
 from kubenas.api.v1alpha1 import API_VERSION, Resources, SearchExperimentSpec, TrialTemplate
 from kubenas.controller.progress import trial_token
 from kubenas.core.errors import SpecError
+from kubenas.core.gpus import gpus_of as gpus_of  # re-exported: the GPU-seconds metric counts with it
+from kubenas.core.gpus import launcher_command, trial_gpus
 from kubenas.core.records import trial_seed
 from kubenas.core.space import Architecture
 from kubenas.operator import names
 
-GPU_RESOURCE = "nvidia.com/gpu"
+#: the label that puts a Job in a Kueue LocalQueue
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+#: shared memory for the processes of a multi-GPU trial (NCCL's buffers; a container's own is 64 MiB)
+SHM_VOLUME = "kubenas-shm"
 
 
 @dataclass(frozen=True)
@@ -88,15 +93,6 @@ def _resources(resources: Resources) -> dict[str, Any]:
     if resources.limits:
         out["limits"] = {k: str(v) for k, v in resources.limits.items()}
     return out
-
-
-def gpus_of(resources: Resources) -> float:
-    """GPUs one container holds (limits win, as the scheduler counts extended resources there)."""
-    value = resources.limits.get(GPU_RESOURCE, resources.requests.get(GPU_RESOURCE, 0))
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
 
 
 def trainer_image(spec: SearchExperimentSpec) -> str:
@@ -321,6 +317,16 @@ def _output_volume(spec: SearchExperimentSpec) -> dict[str, Any]:
     return {"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": spec.artifacts.persistent_volume_claim}}
 
 
+def _add_shared_memory(pod_spec: dict[str, Any], container: dict[str, Any]) -> None:
+    """A memory-backed /dev/shm for the trial's processes, unless the template mounts one itself."""
+    if any(m.get("mountPath") == "/dev/shm" for m in container["volumeMounts"]):
+        return
+    if any(v.get("name") == SHM_VOLUME for v in pod_spec["volumes"]):
+        return
+    pod_spec["volumes"].append({"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}})
+    container["volumeMounts"].append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
+
+
 def trainer_pod(
     exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[str, Any], channel: ProgressChannel | None = None
 ) -> dict[str, Any]:
@@ -343,7 +349,8 @@ def trainer_pod(
         containers.append(container)
     container["name"] = names.TRAINER_CONTAINER
     container["image"] = trainer_image(spec)
-    container["command"] = list(template.command)
+    gpus = trial_gpus(template).count
+    container["command"] = launcher_command(template.command, gpus)  # torchrun, one process per GPU, when N > 1
     if template.args:
         container["args"] = list(template.args)
     if template.working_dir:
@@ -369,6 +376,8 @@ def trainer_pod(
         security["fsGroup"] = security["runAsGroup"]  # the claim's files belong to the trainer's group
     pod_spec.setdefault("securityContext", security)
     pod_spec["volumes"] = [*(pod_spec.get("volumes") or []), _output_volume(spec)]
+    if gpus > 1:
+        _add_shared_memory(pod_spec, container)
     if template.node_selector:
         pod_spec["nodeSelector"] = dict(template.node_selector)
     if template.tolerations:
@@ -403,6 +412,9 @@ def trainer_job(
     }
     if template.deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = template.deadline_seconds
+    if spec.queue_name:  # Kueue admits the Job (unsuspends it) when its ClusterQueue has the quota
+        labels = {**labels, KUEUE_QUEUE_LABEL: spec.queue_name}
+        job_spec["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

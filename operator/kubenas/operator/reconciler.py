@@ -116,6 +116,7 @@ class ExperimentReconciler:
         self.spec_verdict = status.SpecVerdict(True)
         self.final: status.Verdict | None = None  # set once the search is over, before the status says so
         self.scaled_down = False
+        self.waiting_trials = 0  # active trials whose Job Kueue holds suspended (spec.queueName)
         self.best_name: str | None = ((self.body.get("status") or {}).get("bestTrial") or {}).get("name")
         self.status_writer = StatusWriter(self._write_status, runtime.config.status_interval_s, self.log)
         self.writes = TrialWriter(
@@ -471,6 +472,7 @@ class ExperimentReconciler:
         assert indexes is not None
         events: list[Event] = []
         writes = self.writes
+        self.waiting_trials = 0
         for rec in driver.active_trials():
             name = rec.name
             if name in writes.creating or name not in writes.trial_uids:
@@ -482,7 +484,8 @@ class ExperimentReconciler:
                     writes.create_job_of(rec)
                 continue
             pods = [p for p in indexes.pods_of(self.namespace, name) if p.owner_uid == jobs[0].uid]
-            if not pods and not jobs[0].failed and not jobs[0].complete:
+            self.waiting_trials += jobs[0].suspended
+            if not pods and not jobs[0].failed and not jobs[0].complete and not jobs[0].suspended:
                 await self._check_pod_creation(jobs[0])
             seen = outcomes.events_of(rec.index, pods, jobs[0])
             if not outcomes.decided(seen) and jobs[0].complete:
@@ -678,6 +681,7 @@ class ExperimentReconciler:
             now=_now(),
             summary=summary,
             best_artifacts=manifests.trial_artifacts(self.accepted, self.name, best.name) if best else None,
+            waiting=self.waiting_trials,
         )
         self._metrics(desired, summary[1])
         self.runtime.set_phase((self.namespace, self.name), desired["phase"])
