@@ -96,7 +96,9 @@ class Nsga2Settings(ApiModel):
     distance pick the parents of each generation; built for several objectives, it also runs on one."""
 
     population_size: int = Field(20, ge=2, le=100000, description="Trials per generation; the first are random.")
-    crossover_prob: float = Field(0.9, ge=0, le=1, description="Probability that a child is a crossover of two parents.")
+    crossover_prob: float = Field(
+        0.9, ge=0, le=1, description="Probability that a child is a crossover of two parents."
+    )
 
 
 class GpSettings(ApiModel):
