@@ -35,7 +35,10 @@ Rules it owns, in one place:
   once), then ``Tell`` and ``Store`` like any result: phase ``Pruned``, the metrics of that point, the
   reward rule applied to them. The strategy sees it as a usable, low-fidelity result (its reward is
   what the trial reached when it stopped, a pessimistic estimate), and it counts as finished.
-- **Cost.** Counts and the best trial are kept up to date event by event: handling an event costs the
+- **Several objectives.** With ``objective.metrics``, the reward (and so the best trial and the
+  target) is the first objective's; :attr:`Driver.front` keeps the Pareto front of all of them
+  (:mod:`kubenas.core.pareto`), updated as each result settles.
+- **Cost.** Counts, the best trial and the front are kept up to date event by event: handling an event costs the
   same after ten trials as after ten thousand.
 """
 
@@ -49,6 +52,7 @@ from typing import TYPE_CHECKING
 from kubenas.api.v1alpha1 import SearchExperimentSpec, TrialCounts
 from kubenas.core.engine import Ask, Finish, Wait, decide_on
 from kubenas.core.outcome import judge
+from kubenas.core.pareto import Front
 from kubenas.core.records import (
     ACTIVE_PHASES,
     MissingMetric,
@@ -272,6 +276,8 @@ class Driver:
         self._held: list[Create] = []  # creations waiting for earlier results to be stored
         self.finished: Finish | None = None
         self.waiting: str | None = None  # why nothing starts now (the engine's Wait), for status messages
+        #: the Pareto front of a multi-objective search (None with one objective)
+        self.front: Front | None = Front(spec.objective.objectives()) if spec.objective.multi else None
         for rec in sorted(history, key=lambda t: t.index):
             self._put(rec)
             if rec.told:
@@ -513,4 +519,6 @@ class Driver:
             self._active.pop(rec.index, None)
         if better(rec, self.best):
             self.best = rec
+        if self.front is not None:
+            self.front.add(rec)
         return rec
