@@ -36,6 +36,8 @@ Quantity = (
 )
 #: a bounded string for free text that reaches a container (command entries, environment values).
 Text = Annotated[str, StringConstraints(max_length=4096)]
+#: the resource whose count makes a trial's GPU time
+GPU_RESOURCE = "nvidia.com/gpu"
 #: the most bytes KUBENAS_SETTINGS may hold: one environment variable, which Linux caps at 128 KiB.
 MAX_SETTINGS_KEYS = 64
 
@@ -348,6 +350,15 @@ class Resources(ApiModel):
         description="Maximum resources; GPUs go here, e.g. nvidia.com/gpu: 1.",
     )
 
+    def gpus(self) -> float:
+        """GPUs the container holds (limits win, as the scheduler counts extended resources there):
+        what a trial's GPU time (``budget.maxGpuHours``, the GPU-seconds metric) is multiplied by."""
+        value = self.limits.get(GPU_RESOURCE, self.requests.get(GPU_RESOURCE, 0))
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return 0.0
+
 
 def _key_ok(t: Toleration) -> bool:
     return t.key is None or t.key == "" or kube.qualified_name_ok(t.key)
@@ -490,8 +501,6 @@ class ControllerSpec(ApiModel):
 
 
 _SEVERAL_OBJECTIVES = "has(self.objective) && has(self.objective.metrics) && self.objective.metrics.size() > 1"
-#: the resource whose count makes a trial's GPU time (the operator's scheduler counts limits)
-GPU_RESOURCE = "nvidia.com/gpu"
 
 
 class SearchExperimentSpec(ApiModel):

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from kubenas.api.v1alpha1 import MAX_FRONT, ObjectiveMetric
 from kubenas.core.records import TrialRecord
 
 Values = tuple[float, ...]
 
-__all__ = ["Front", "Values", "dominates", "objective_values", "signed_values"]
+__all__ = ["Front", "Values", "dominates", "front_wire", "objective_values", "signed_values"]
 
 
 def signed_values(objectives: Sequence[ObjectiveMetric], metrics: Mapping[str, float]) -> Values | None:
@@ -99,3 +100,8 @@ def _crowding(points: Mapping[int, Values]) -> dict[int, float]:
         for left, mid, right in zip(order, order[1:], order[2:], strict=False):
             distance[mid] += (points[right][d] - points[left][d]) / (high - low)
     return distance
+
+
+def front_wire(objectives: Sequence[ObjectiveMetric], members: Iterable[TrialRecord]) -> list[dict[str, Any]]:
+    """``[{"name", "values"}]``: trials of the front as the experiment status lists them."""
+    return [{"name": t.name, "values": objective_values(objectives, t.metrics)} for t in members]

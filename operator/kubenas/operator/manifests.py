@@ -20,8 +20,6 @@ from kubenas.core.records import trial_seed
 from kubenas.core.space import Architecture
 from kubenas.operator import names
 
-GPU_RESOURCE = "nvidia.com/gpu"
-
 
 @dataclass(frozen=True)
 class Owner:
@@ -90,12 +88,8 @@ def _resources(resources: Resources) -> dict[str, Any]:
 
 
 def gpus_of(resources: Resources) -> float:
-    """GPUs one container holds (limits win, as the scheduler counts extended resources there)."""
-    value = resources.limits.get(GPU_RESOURCE, resources.requests.get(GPU_RESOURCE, 0))
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
+    """GPUs one container holds (see :meth:`Resources.gpus`)."""
+    return resources.gpus()
 
 
 def trainer_image(spec: SearchExperimentSpec) -> str:

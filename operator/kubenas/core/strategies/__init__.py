@@ -7,7 +7,6 @@ costs nothing: the operator process must never load torch (REINFORCE, GP) or Opt
 from __future__ import annotations
 
 import importlib
-
 from collections.abc import Sequence
 
 from kubenas.api.strategy import StrategySpec

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-
-from collections.abc import Sequence
 
 from kubenas.api.v1alpha1 import ObjectiveMetric
 from kubenas.core.pareto import signed_values
