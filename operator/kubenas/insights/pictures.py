@@ -19,6 +19,7 @@ _CHAIN_ROW = 6  # chain layers per row before the drawing wraps
 
 
 def pyplot() -> Any | None:
+    """matplotlib.pyplot on the Agg backend, or None where matplotlib is not installed."""
     try:
         import matplotlib
 
