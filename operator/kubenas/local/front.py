@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kubenas.api.v1alpha1 import MAX_FRONT, Objective
-from kubenas.core.pareto import Front, front_wire
+from kubenas.core.pareto import Front, objective_values
 from kubenas.core.records import TrialRecord
 from kubenas.insights import pictures
 
@@ -21,9 +21,15 @@ def front_json(objective: Objective, trials: list[TrialRecord]) -> dict[str, Any
     objectives = objective.objectives()
     front = Front(objectives, trials)
     shown = front.bounded(MAX_FRONT)
-    entries = front_wire(objectives, shown)
-    for entry, t in zip(entries, shown, strict=True):
-        entry.update(index=t.index, architecture=dict(t.architecture))
+    entries = [
+        {
+            "trial": t.name,
+            "index": t.index,
+            "values": objective_values(objectives, t.metrics),
+            "architecture": t.architecture,
+        }
+        for t in shown
+    ]
     return {
         "objectives": [o.to_wire() for o in objectives],
         "size": len(front),
