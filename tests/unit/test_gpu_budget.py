@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,7 @@ from kubenas.core.driver import (
 from kubenas.core.engine import decide
 from kubenas.core.records import TrialRecord
 from kubenas.local.runner import prepare, run
-from kubenas.operator import status
-from tests.conftest import experiment_dict
+from tests.conftest import experiment_dict, running_status
 
 GPU = {"limits": {"nvidia.com/gpu": 2}}
 
@@ -126,17 +124,7 @@ def test_trials_without_gpus_record_no_gpu_time_and_the_budget_needs_a_gpu_limit
 def test_status_shows_used_and_limit() -> None:
     s = spec(hours=0.5)
     driver = Driver(s)
-    st = status.experiment_status(
-        current={},
-        spec=s,
-        verdict=status.Verdict("Running", "Running", ""),
-        controller_ready=(True, "Ready", ""),
-        spec_verdict=status.SpecVerdict(True),
-        generation=1,
-        now=datetime.now(UTC),
-        summary=(driver.counts, driver.best),
-        gpu_hours=0.125,
-    )
+    st = running_status(s, driver, gpu_hours=0.125)
     assert st["gpuHours"] == {"used": 0.125, "limit": 0.5}
 
 

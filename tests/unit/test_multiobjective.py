@@ -7,7 +7,6 @@ import itertools
 import json
 import math
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,7 @@ from kubenas.core.strategies import make_strategy
 from kubenas.core.strategies.base import Observation
 from kubenas.local.runner import prepare, run
 from kubenas.local.toy_trial import score
-from kubenas.operator import status
-from tests.conftest import experiment_dict
+from tests.conftest import experiment_dict, running_status
 
 TWO = [{"name": "val_accuracy", "direction": "maximize"}, {"name": "latency_ms", "direction": "minimize"}]
 OBJECTIVES = [ObjectiveMetric(name="acc"), ObjectiveMetric(name="lat", direction="minimize")]
@@ -122,17 +120,7 @@ def test_the_driver_keeps_the_front_and_a_rebuilt_driver_has_the_same() -> None:
     assert driver.best is not None and driver.best.index == 3  # the best on the first objective
     rebuilt = Driver(s, driver.trials, name_prefix="mo")
     assert rebuilt.front is not None and [t.index for t in rebuilt.front.members()] == [0, 1, 3, 4, 5, 7]
-    st = status.experiment_status(
-        current={},
-        spec=s,
-        verdict=status.Verdict("Running", "Running", ""),
-        controller_ready=(True, "Ready", ""),
-        spec_verdict=status.SpecVerdict(True),
-        generation=1,
-        now=datetime.now(UTC),
-        summary=(driver.counts, driver.best),
-        front=driver.front,
-    )
+    st = running_status(s, driver, front=driver.front)
     assert st["paretoSize"] == 6
     assert st["paretoFront"][0] == {"name": "mo-00000", "values": {"val_accuracy": 0.5, "latency_ms": 5.0}}
     assert Driver(spec(objective={"metric": "val_accuracy"})).front is None
