@@ -44,8 +44,8 @@ Rules it owns, in one place:
   With ``budget.maxGpuHours`` the engine finishes the experiment once the finished trials and the
   running ones together reach it, and the running ones are cancelled (their time recorded too).
   A driver rebuilt from history counts a trial that was running from the rebuild on.
-- **Cost.** Counts, the best trial and the front are kept up to date event by event: handling an event costs the
-  same after ten trials as after ten thousand.
+- **Cost.** Counts, the best trial and the front are kept up to date event by event: handling an
+  event costs the same after ten trials as after ten thousand.
 """
 
 from __future__ import annotations
@@ -285,14 +285,14 @@ class Driver:
         #: the Pareto front of a multi-objective search (None with one objective)
         self.front: Front | None = Front(spec.objective.objectives()) if spec.objective.multi else None
         self.gpus = spec.trial_template.resources.gpus()  # GPUs per trial
-        self._started: dict[int, float] = {}  # running trial -> elapsed seconds at its first start
         self.gpu_seconds_done = sum(t.gpu_seconds or 0.0 for t in history)  # GPU time of finished trials
         for rec in sorted(history, key=lambda t: t.index):
             self._put(rec)
             if rec.told:
                 self.told += 1
         self.asked = len(self._trials)
-        self._started = {i: elapsed_seconds for i, t in self._trials.items() if t.phase == "Running"}
+        #: running trial -> elapsed seconds at its first start (a rebuilt driver: the rebuild's)
+        self._started: dict[int, float] = {i: elapsed_seconds for i, t in self._trials.items() if t.phase == "Running"}
         self._judge: CurveJudge | None = None
         if spec.early_stopping is not None:
             from kubenas.core.pruning import CurveJudge  # Optuna loads only for experiments that prune
