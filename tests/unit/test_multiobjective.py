@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,27 @@ def test_the_benchmark_reports_hypervolume_by_budget(tmp_path: Path) -> None:
         [x for x in (norm.loss({"acc": a, "size": s}) for a, s in zip(*columns.values(), strict=True)) if x]
     )
     assert out["hypervolume"]["30"]["mean"] <= whole + 1e-9
+
+
+def test_kubenas_status_shows_the_objectives_the_front_and_the_gpu_hours() -> None:
+    from kubenas.api.v1alpha1 import SearchExperiment
+    from kubenas.insights.cluster import Snapshot, status_view
+
+    doc = experiment_dict(objective={"metrics": TWO}, strategy={"name": "nsga2", "seed": 1})
+    exp = SearchExperiment.model_validate(doc)
+    status = {
+        "phase": "Running",
+        "paretoFront": [
+            {"name": "t-00001", "values": {"val_accuracy": 0.7, "latency_ms": 6.0}},
+            {"name": "t-00000", "values": {"val_accuracy": 0.9, "latency_ms": 9.0}},
+        ],
+        "paretoSize": 3,
+        "gpuHours": {"used": 1.25, "limit": 4.0},
+    }
+    console = Console(record=True, width=200)
+    console.print(status_view(Snapshot(exp, status, (), datetime.now(UTC))))
+    text = console.export_text()
+    assert "maximize val_accuracy, minimize latency_ms" in text
+    assert "Pareto front (2 of 3 trials)" in text
+    assert text.index("t-00000") < text.index("t-00001")  # best first on the first objective
+    assert "GPU-hours 1.25 of 4" in text
