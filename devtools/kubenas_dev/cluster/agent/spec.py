@@ -431,6 +431,9 @@ def base_env(pod: Obj, pod_ip: str, server: str, cluster_id: str, pod_dir: Path)
         "KUBERNETES_SERVICE_PORT_HTTPS": port,
         "NO_PROXY": "127.0.0.0/8,localhost",
         MARKER_ENV: cluster_id,
+        # the image is the host's python and the code it imports: a checkout that runs its tests with
+        # PYTHONPATH (a worktree next to an editable install elsewhere) gets its own code in pods too
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
     }
 
 
