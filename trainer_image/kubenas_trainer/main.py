@@ -29,6 +29,7 @@ from kubenas_trainer.errors import EXIT_OK, BadCandidate, TrainerError
 from kubenas_trainer.model import MacroConfig, build_network
 from kubenas_trainer.outputs import save_outputs
 from kubenas_trainer.policy import parse_policy, write_export
+from kubenas_trainer.progress import ProgressChannel
 from kubenas_trainer.report import Reporter, result_object
 from kubenas_trainer.runtime import configure, pick_device
 from kubenas_trainer.settings import resolve_settings
@@ -37,7 +38,8 @@ from kubenas_trainer.train import EpochStats, FitResult, StopControl, Trainer
 EPILOG = """\
 Reads the trial contract's environment: KUBENAS_ARCHITECTURE (required), KUBENAS_ARCHITECTURE_ID,
 KUBENAS_SEARCH_SPACE, KUBENAS_SETTINGS, KUBENAS_SEED, KUBENAS_TRIAL, KUBENAS_EXPERIMENT,
-KUBENAS_RESULT_FILE and KUBENAS_OUTPUT_DIR. Progress goes to stdout as JSON lines.
+KUBENAS_RESULT_FILE and KUBENAS_OUTPUT_DIR. Progress goes to stdout as JSON lines, and each epoch
+also to KUBENAS_PROGRESS_URL (with KUBENAS_PROGRESS_TOKEN) when it is set.
 Exit codes: 0 metrics written (completed or partial), 2 invalid settings or dataset,
 3 bad candidate (never retried).
 """
@@ -186,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reporter = Reporter()
     try:
         context = TrialContext.from_env(os.environ)
-        reporter = Reporter(context.result_file)
+        reporter = Reporter(context.result_file, channel=ProgressChannel.from_env(os.environ))
         return run_trial(context, reporter, stop, started)
     except BadCandidate as exc:
         reporter.event("error", field=exc.field, message=exc.message, exit_code=exc.exit_code)
@@ -197,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kubenas-trainer: {exc}", file=sys.stderr)
         reporter.failure(str(exc))
         return exc.exit_code
+    finally:
+        reporter.close()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ reported as ``val_accuracy``, with ``latency_ms``, which grows with the score (a
 is a slower one), so a search of both objectives has a front to find. Settings: ``sleep_s`` (pretend
 to train), ``fail_on`` (a value that makes the trial exit with the bad-candidate code), ``noise``
 (seeded per trial), ``epochs`` (report a learning curve of that many epochs rising to the final
-value, sleeping ``epoch_s`` before each, so that stopping rules have something to judge).
+value, sleeping ``epoch_s`` before each, so that stopping rules have something to judge). Epochs go
+to stdout, and on Kubernetes also to the controller's push channel, through the trainer's own client.
 """
 
 from __future__ import annotations
@@ -58,10 +59,19 @@ def main() -> int:
     noise = float(settings.get("noise", 0.0)) * random.Random(seed).gauss(0, 1)
     acc = min(0.999, max(0.001, 0.5 + 0.49 * score(arch) + noise))
     epochs = max(1, int(settings.get("epochs", 1)))
-    for epoch in range(1, epochs + 1):
-        time.sleep(float(settings.get("epoch_s", 0)))
-        value = acc * (1 - 0.5**epoch) / (1 - 0.5**epochs)  # rises to acc at the last epoch
-        print(json.dumps({"event": "epoch", "epoch": epoch, "metrics": {"val_accuracy": value}}), flush=True)
+    from kubenas_trainer.progress import ProgressChannel  # the same client as the real trainer's
+
+    channel = ProgressChannel.from_env(os.environ)
+    try:
+        for epoch in range(1, epochs + 1):
+            time.sleep(float(settings.get("epoch_s", 0)))
+            value = acc * (1 - 0.5**epoch) / (1 - 0.5**epochs)  # rises to acc at the last epoch
+            print(json.dumps({"event": "epoch", "epoch": epoch, "metrics": {"val_accuracy": value}}), flush=True)
+            if channel is not None:
+                channel.send(epoch, {"val_accuracy": value})
+    finally:
+        if channel is not None:
+            channel.close()
     with open(result_file, "w") as fh:
         latency = round(2.0 + 8.0 * score(arch) + 2.0 * _unit(sorted(arch.items()), "latency"), 4)
         json.dump({"val_accuracy": acc, "params": 1000 * len(arch), "latency_ms": latency, "status": "completed"}, fh)

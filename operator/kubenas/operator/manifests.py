@@ -15,6 +15,7 @@ from typing import Any
 
 from kubenas.api.template import OUTPUT_MOUNT, OUTPUT_VOLUME, trainer_container
 from kubenas.api.v1alpha1 import API_VERSION, Resources, SearchExperimentSpec, TrialTemplate
+from kubenas.controller.progress import trial_token
 from kubenas.core.errors import SpecError
 from kubenas.core.records import trial_seed
 from kubenas.core.space import Architecture
@@ -202,6 +203,26 @@ def controller_deployment(exp: ExperimentRef, spec: SearchExperimentSpec, replic
 
 
 # -- trials ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProgressChannel:
+    """Where trainers post their epochs (the controller's addresses, tried in order) and the secret
+    each trial's credential is derived from (the controller token; a trial gets only its HMAC)."""
+
+    urls: tuple[str, ...]
+    secret: str
+
+    @classmethod
+    def of(cls, exp: ExperimentRef, pod: tuple[str, int] | None, secret: str) -> ProgressChannel:
+        """The controller pod's address as the operator reaches it (IP, port), then its Service's DNS
+        name, which follows a restarted controller to its new IP where the cluster has DNS."""
+        urls = [f"http://{pod[0]}:{pod[1]}"] if pod else []
+        urls.append(f"http://{names.controller_name(exp.name)}.{exp.namespace}.svc:{names.CONTROLLER_PORT}")
+        return cls(tuple(urls), secret)
+
+    def env(self, trial: str) -> dict[str, str]:
+        return {names.PROGRESS_URL_ENV: " ".join(self.urls), names.PROGRESS_TOKEN_ENV: trial_token(self.secret, trial)}
+
+
 def trial_object(
     exp: ExperimentRef, spec: SearchExperimentSpec, index: int, architecture: Architecture, architecture_id: str
 ) -> dict[str, Any]:
@@ -260,8 +281,11 @@ def trial_artifacts(spec: SearchExperimentSpec, experiment: str, trial: str) -> 
     }
 
 
-def trial_env(experiment: str, spec: SearchExperimentSpec, trial: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The trial contract's environment (docs/trial-contract.md), then the template's own variables."""
+def trial_env(
+    experiment: str, spec: SearchExperimentSpec, trial: Mapping[str, Any], channel: ProgressChannel | None = None
+) -> list[dict[str, str]]:
+    """The trial contract's environment (docs/trial-contract.md), with the push channel when given,
+    then the template's own variables."""
     t_spec = trial["spec"]
     contract = {
         "KUBENAS_ARCHITECTURE": json.dumps(t_spec["architecture"]),
@@ -274,6 +298,8 @@ def trial_env(experiment: str, spec: SearchExperimentSpec, trial: Mapping[str, A
         "KUBENAS_RESULT_FILE": names.TERMINATION_MESSAGE_PATH,
         "KUBENAS_OUTPUT_DIR": output_dir(spec, experiment, trial["metadata"]["name"]),
     }
+    if channel is not None:
+        contract |= channel.env(trial["metadata"]["name"])
     env = [{"name": k, "value": v} for k, v in contract.items()]
     env += [{"name": e.name, "value": e.value} for e in spec.trial_template.env if e.name not in contract]
     return env
@@ -289,7 +315,9 @@ def _output_volume(spec: SearchExperimentSpec) -> dict[str, Any]:
     return {"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": spec.artifacts.persistent_volume_claim}}
 
 
-def trainer_pod(exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[str, Any]) -> dict[str, Any]:
+def trainer_pod(
+    exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[str, Any], channel: ProgressChannel | None = None
+) -> dict[str, Any]:
     """The trainer pod template: the user's pod template, the short form merged in, the trial contract added.
 
     Admission refused every field set in both places, so the merge has no winner to pick. The
@@ -317,7 +345,7 @@ def trainer_pod(exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[s
     resources = _resources(template.resources)
     if resources:
         container["resources"] = resources
-    contract = trial_env(exp.name, spec, trial)
+    contract = trial_env(exp.name, spec, trial, channel)
     reserved = {e["name"] for e in contract}
     short = {e.name for e in template.env}
     own = [e for e in container.get("env") or [] if e["name"] not in reserved and e["name"] not in short]
@@ -348,7 +376,9 @@ def trainer_pod(exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[s
     return {"metadata": metadata, "spec": pod_spec}
 
 
-def trainer_job(exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[str, Any]) -> dict[str, Any]:
+def trainer_job(
+    exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[str, Any], channel: ProgressChannel | None = None
+) -> dict[str, Any]:
     """The Job that trains one Trial, named after it and labelled with it.
 
     Its owner is the experiment, not the Trial: it needs no Trial uid, so the operator creates the
@@ -363,7 +393,7 @@ def trainer_job(exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[s
         "completions": 1,
         "parallelism": 1,
         "podFailurePolicy": pod_failure_policy(),
-        "template": trainer_pod(exp, spec, trial),
+        "template": trainer_pod(exp, spec, trial, channel),
     }
     if template.deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = template.deadline_seconds
