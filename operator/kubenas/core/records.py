@@ -29,6 +29,8 @@ class TrialRecord:
     :data:`kubenas.api.v1alpha1.MAX_CURVE_POINTS`): what a stopping rule judges, kept so that a
     driver rebuilt from history judges the same. A ``Pruned`` trial was stopped by that rule; its
     reward comes from its last reported metrics and it is told as a usable, low-fidelity result.
+    ``gpu_seconds`` is the GPU time a finished trial used (wall time times GPUs asked): what
+    ``budget.maxGpuHours`` counts.
     """
 
     index: int
@@ -43,6 +45,7 @@ class TrialRecord:
     tell_sequence: int | None = None
     asks_before_tell: int | None = None
     curve: Curve = ()
+    gpu_seconds: float | None = None
 
     @property
     def done(self) -> bool:
