@@ -374,6 +374,10 @@ def benchmark(config: Config, workdir: Path, log: Callable[[str], None] = lambda
             "space": operation_mix(everything, config.operations),
         },
         "supernet_val_accuracy_random_paths": round(lab.supernet_accuracy, 4),
+        "rows": [
+            {"architecture": arch, "standalone": [a.accuracy, b.accuracy], "oneshot": score, "params": a.params}
+            for arch, (a, b), score in zip(sample, truth_runs, scores, strict=True)
+        ],
         "architectures": len(sample),
         "space_size": len(everything),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},
