@@ -229,7 +229,7 @@ def evaluate(exp: SearchExperiment, folder: Path, spec: SearchExperimentSpec, co
                 pending.extend(driver.handle(AttemptStarted(command.trial.index, attempt), ended))
             elif isinstance(command, Store):
                 journal.told(command.trial, 0.0)
-                if command.trial.told and command.trial.tell_sequence is not None and command.trial.index % 25 == 24:
+                if (command.trial.index + 1) % 25 == 0:
                     console.print(f"  {command.trial.index + 1} candidates evaluated", markup=False)
                 pending.extend(driver.handle(ResultStored(command.trial.index)))
     finally:
