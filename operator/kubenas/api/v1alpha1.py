@@ -17,6 +17,7 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 from kubenas.api import kube
 from kubenas.api.base import ApiModel, Rule, cel, immutable, keyed_list, with_rules
 from kubenas.api.early_stopping import EarlyStopping
+from kubenas.api.oneshot import OneShot
 from kubenas.api.space import SearchSpaceSpec
 from kubenas.api.strategy import MULTI_OBJECTIVE_STRATEGIES, StrategySpec
 from kubenas.api.template import TEMPLATE_RULES, ArtifactLocation, Artifacts, PodTemplate
@@ -526,6 +527,39 @@ class SearchExperimentSpec(ApiModel):
             lambda s: s.budget.max_gpu_hours is None or GPU_RESOURCE in s.trial_template.resources.limits,
             ".budget.maxGpuHours",
         ),
+        Rule(
+            "!has(self.oneShot) || self.strategy.name != 'retrain'",
+            "a one-shot search retrains its own top k: use another strategy for its search phase",
+            lambda s: s.one_shot is None or s.strategy.name != "retrain",
+            ".oneShot",
+        ),
+        Rule(
+            "!has(self.oneShot) || ((has(self.searchSpace.cell) || has(self.searchSpace.layers))"
+            " && (!has(self.searchSpace.hyperparameters) || self.searchSpace.hyperparameters.size() == 0)"
+            " && !has(self.searchSpace.augmentation))",
+            "a one-shot search shares weights across a cell and a layer chain only: no hyperparameters or augmentation",
+            lambda s: (
+                s.one_shot is None
+                or (
+                    (s.search_space.cell is not None or s.search_space.layers is not None)
+                    and not s.search_space.hyperparameters
+                    and s.search_space.augmentation is None
+                )
+            ),
+            ".searchSpace",
+        ),
+        Rule(
+            "!has(self.oneShot) || self.budget.maxTrials >= (has(self.oneShot.topK) ? self.oneShot.topK : 3)",
+            "a one-shot search retrains its top k as Trials: maxTrials must be at least oneShot.topK",
+            lambda s: s.one_shot is None or s.budget.max_trials >= s.one_shot.top_k,
+            ".budget.maxTrials",
+        ),
+        Rule(
+            "!has(self.oneShot) || !has(self.earlyStopping)",
+            "a one-shot search does not prune its retraining: leave earlyStopping out",
+            lambda s: s.one_shot is None or s.early_stopping is None,
+            ".earlyStopping",
+        ),
     )
 
     search_space: SearchSpaceSpec = Field(
@@ -562,6 +596,11 @@ class SearchExperimentSpec(ApiModel):
         json_schema_extra=immutable("queueName"),
         description="Kueue LocalQueue of the trainer Jobs (label kueue.x-k8s.io/queue-name; created suspended,"
         " Kueue admits them within its quota). Ignored in local mode.",
+    )
+    one_shot: OneShot | None = Field(
+        None,
+        json_schema_extra=immutable("oneShot"),
+        description="Weight-sharing search: train a supernet, search over it, retrain the top k (maxTrials) as Trials.",
     )
 
 

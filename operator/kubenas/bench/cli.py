@@ -12,6 +12,7 @@ import yaml
 
 from kubenas.api.strategy import STRATEGY_NAMES
 from kubenas.bench.augment import command as augment_command
+from kubenas.bench.oneshot import command as oneshot_command
 
 
 def _settings(pairs: list[str]) -> dict[str, Any] | None:
@@ -187,9 +188,10 @@ def ask_cost(
 
 
 def register(bench_app: typer.Typer) -> None:
-    """Add the tabular and augmentation benchmark commands to ``kubenas bench``."""
+    """Add the tabular, augmentation and one-shot benchmark commands to ``kubenas bench``."""
     bench_app.command("search")(search)
     bench_app.command("nk-table")(nk_table)
     bench_app.command("nk-suite")(nk_suite)
     bench_app.command("ask-cost")(ask_cost)
     bench_app.command("augment")(augment_command)
+    bench_app.command("oneshot")(oneshot_command)

@@ -297,6 +297,11 @@ class ExperimentReconciler:
             raise Fatal("InvalidSpec", f"spec.{path}: {first['msg']}") from None
         except SpecError as exc:
             raise Fatal("InvalidSpec", str(exc)) from None
+        if spec.one_shot is not None:  # not run as an ordinary search: its phases are local mode's for now
+            raise Fatal(
+                "OneShotUnsupported",
+                "spec.oneShot: one-shot search runs in local mode (kubenas run) only; the operator does not run it yet",
+            )
         return spec
 
     async def _load_accepted(self, spec: SearchExperimentSpec) -> None:
