@@ -98,6 +98,13 @@ class ProgressiveSettings(ApiModel):
         3, ge=1, le=1000, description="Decisions in which a restart must differ from every local optimum found."
     )
     float_steps: int = Field(5, ge=2, le=100, description="Grid points searched on a float range.")
+    max_points: int = Field(
+        600,
+        ge=10,
+        le=100000,
+        description="Results the surrogate is fitted on at most (the best half and the most recent half): "
+        "bounds the cost of an ask.",
+    )
 
 
 class RetrainSource(ApiModel):
