@@ -255,14 +255,14 @@ def test_progressive_finds_the_optimum_of_a_separable_space_quickly() -> None:
     assert max(reward(CELL, a) for a in archs) == pytest.approx(6.0)
 
 
-def test_progressive_fits_the_best_half_and_the_most_recent_half_beyond_its_cap() -> None:
+def test_progressive_fits_the_best_half_and_the_most_recent_others_beyond_its_cap() -> None:
     s = make_strategy(StrategySpec(name="progressive", seed=1, progressive={"maxPoints": 10}), CELL)
     scores = [float((7 * i) % 30) for i in range(30)]  # distinct, the best not the most recent
     for i, score in enumerate(scores):
         s.tell(i, s.ask(), Observation(reward=score))
     x, y = s._training_set()  # type: ignore[attr-defined,misc]
     best = sorted(range(30), key=lambda i: -scores[i])[:5]
-    kept = sorted(set(best) | set(range(25, 30)))
+    kept = sorted(set(best) | {29, 28, 27, 26, 24})  # result 25 is among the best five
     assert sorted(y.tolist()) == sorted(scores[i] for i in kept)
     assert x.tolist() == [list(s.indices[i]) for i in kept]  # type: ignore[attr-defined]
 

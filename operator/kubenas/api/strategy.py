@@ -85,6 +85,13 @@ class GpSettings(ApiModel):
     deterministic_objective: bool = Field(
         False, description="Fit the GP without observation noise (only for noise-free objectives)."
     )
+    max_points: int = Field(
+        200,
+        ge=10,
+        le=100000,
+        description="Completed trials the GP is fitted on at most (the best half, then the most recent): "
+        "bounds the cost of an ask.",
+    )
 
 
 class ProgressiveSettings(ApiModel):
@@ -102,7 +109,7 @@ class ProgressiveSettings(ApiModel):
         600,
         ge=10,
         le=100000,
-        description="Results the surrogate is fitted on at most (the best half and the most recent half): "
+        description="Results the surrogate is fitted on at most (the best half, then the most recent): "
         "bounds the cost of an ask.",
     )
 

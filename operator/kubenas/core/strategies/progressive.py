@@ -8,7 +8,7 @@ from kubenas.api.strategy import ProgressiveSettings
 from kubenas.core.space import Architecture, SearchSpace
 from kubenas.core.strategies.base import Observation, Strategy
 from kubenas.core.strategies.discrete import discretize
-from kubenas.core.strategies.ledger import Ledger, fingerprint, rng_state
+from kubenas.core.strategies.ledger import Ledger, best_and_recent, fingerprint, rng_state
 from kubenas.core.strategies.surrogate import HammingGP
 
 #: decisions with more grid values than this (wide int ranges) are thinned to this many
@@ -37,7 +37,7 @@ class Progressive(Strategy):
 
     The surrogate is an exponential-Hamming-kernel GP (``surrogate.py``) refitted on every ask, its
     hyperparameters chosen again whenever the history grew by a fifth. It is fitted on at most
-    ``max_points`` results, the best half and the most recent half, which bounds the cost of an ask
+    ``max_points`` results, the best half and then the most recent, which bounds the cost of an ask
     (the GP is cubic in its data) and is still a function of the history, so a replay rebuilds it.
     Failed and infeasible results enter it at the worst usable reward so far and are never centres.
     Float ranges are searched on ``float_steps`` grid points.
@@ -74,11 +74,7 @@ class Progressive(Strategy):
         if penalty is None:
             return None
         rows = [(self.indices[r.index], r.reward if r.usable else penalty) for r in self.ledger.results]
-        cap = self.settings.max_points
-        if len(rows) > cap:
-            order = sorted(range(len(rows)), key=lambda i: -float(rows[i][1]))
-            keep = set(order[: cap // 2]) | set(range(len(rows) - (cap - cap // 2), len(rows)))
-            rows = [rows[i] for i in sorted(keep)]
+        rows = [rows[i] for i in best_and_recent([float(r[1]) for r in rows], self.settings.max_points)]
         x = np.array([r[0] for r in rows], dtype=np.int64)
         y = np.array([r[1] for r in rows], dtype=np.float64)
         return x, y
