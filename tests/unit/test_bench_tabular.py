@@ -144,6 +144,7 @@ def test_summary_is_mean_and_std_over_seeds() -> None:
     out = summary.to_json()
     assert out["strategy"] == "random" and out["seeds"] == 3
     assert set(out["budgets"]) == {"50", "60"}
+    assert out["per_seed"]["50"] == [1.0, 3.0, 5.0] and out["per_seed"]["60"] == [1.0, 3.0, 5.0]
 
 
 @pytest.mark.parametrize("strategy", ["random", "evolution", "progressive"])

@@ -96,3 +96,14 @@ def test_building_the_registry_and_the_spec_loads_neither_torch_nor_optuna() -> 
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_the_gp_is_fitted_on_at_most_max_points_trials() -> None:
+    s = make_strategy(StrategySpec(name="gp", seed=1, gp={"startupTrials": 3, "maxPoints": 10}), CELL)
+    for i in range(14):
+        arch = s.ask()
+        s.tell(i, arch, Observation(reward=reward(CELL, arch)))
+    completed = sum(1 for t in s.study.trials if t.state.name == "COMPLETE")  # type: ignore[attr-defined]
+    s.ask()
+    fitted = s.study.sampler._gprs_cache_list[0]._X_train  # type: ignore[attr-defined]
+    assert completed >= 14 and fitted.shape[0] == 10

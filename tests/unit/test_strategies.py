@@ -255,6 +255,37 @@ def test_progressive_finds_the_optimum_of_a_separable_space_quickly() -> None:
     assert max(reward(CELL, a) for a in archs) == pytest.approx(6.0)
 
 
+def test_progressive_fits_the_best_half_and_the_most_recent_others_beyond_its_cap() -> None:
+    s = make_strategy(StrategySpec(name="progressive", seed=1, progressive={"maxPoints": 10}), CELL)
+    scores = [float((7 * i) % 30) for i in range(30)]  # distinct, the best not the most recent
+    for i, score in enumerate(scores):
+        s.tell(i, s.ask(), Observation(reward=score))
+    x, y = s._training_set()  # type: ignore[attr-defined,misc]
+    best = sorted(range(30), key=lambda i: -scores[i])[:5]
+    kept = sorted(set(best) | {29, 28, 27, 26, 24})  # result 25 is among the best five
+    assert sorted(y.tolist()) == sorted(scores[i] for i in kept)
+    assert x.tolist() == [list(s.indices[i]) for i in kept]  # type: ignore[attr-defined]
+
+
+def test_progressive_parallel_asks_enter_the_surrogate_at_its_prediction() -> None:
+    # Kriging believer: a pending candidate leaves the posterior mean where it was and makes the
+    # model sure of it, so the next parallel ask prefers other spots.
+    s = make("progressive", CELL, seed=2)
+    archs = sequential(s, 25, lambda a: reward(CELL, a))
+    pending = s.ask()
+    s.ask()
+    key = np.array([cell_indices(pending)])
+    _, std = s.model.mean_std(key)  # type: ignore[attr-defined]
+    assert s.model._x.shape[0] == len(archs) + 1  # type: ignore[attr-defined]
+    assert std[0] < 0.2
+    s.tell(25, pending, Observation(reward=reward(CELL, pending)))
+    assert list(s.pending) == [26]  # type: ignore[attr-defined]
+
+
+def cell_indices(arch: dict) -> tuple[int, ...]:
+    return tuple(d.index(arch[d.name]) for d in CELL.decisions)
+
+
 def test_reinforce_concentrates_its_policy_on_good_choices() -> None:
     s = make("reinforce", CELL, seed=0)
     archs = sequential(s, 120, lambda a: reward(CELL, a))

@@ -108,6 +108,13 @@ class GpSettings(ApiModel):
     deterministic_objective: bool = Field(
         False, description="Fit the GP without observation noise (only for noise-free objectives)."
     )
+    max_points: int = Field(
+        200,
+        ge=10,
+        le=100000,
+        description="Completed trials the GP is fitted on at most (the best half, then the most recent): "
+        "bounds the cost of an ask.",
+    )
 
 
 class ProgressiveSettings(ApiModel):
@@ -121,6 +128,13 @@ class ProgressiveSettings(ApiModel):
         3, ge=1, le=1000, description="Decisions in which a restart must differ from every local optimum found."
     )
     float_steps: int = Field(5, ge=2, le=100, description="Grid points searched on a float range.")
+    max_points: int = Field(
+        600,
+        ge=10,
+        le=100000,
+        description="Results the surrogate is fitted on at most (the best half, then the most recent): "
+        "bounds the cost of an ask.",
+    )
 
 
 class RetrainSource(ApiModel):

@@ -276,6 +276,8 @@ class Summary:
     budget_seconds: float | None = None
     #: with several objectives: the hypervolume's mean and deviation at each budget
     hypervolume: dict[int, tuple[float, float]] | None = None
+    #: each seed's value at each budget (seed order), so two runs on the same seeds compare pairwise
+    per_seed: dict[int, tuple[float, ...]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -283,6 +285,7 @@ class Summary:
             "seeds": self.seeds,
             "budgets": {str(b): {"mean": _clean(m), "std": _clean(s)} for b, (m, s) in self.budgets.items()},
             "final": {"mean": _clean(self.final[0]), "std": _clean(self.final[1])},
+            "per_seed": {str(b): [_clean(v) for v in values] for b, values in self.per_seed.items()},
         }
         if self.budget_seconds is not None:
             out["budget_seconds"] = self.budget_seconds
@@ -318,9 +321,10 @@ def summarize(
 
     With a cost budget a search may end before ``trials``: a budget of trials it did not reach is
     its value at its end (the incumbent does not change once the budget is spent)."""
-    out = {b: _mean_std([c[min(b, len(c)) - 1] if c else math.nan for c in curves]) for b in budgets_for(trials)}
+    values = {b: tuple(c[min(b, len(c)) - 1] if c else math.nan for c in curves) for b in budgets_for(trials)}
+    out = {b: _mean_std(v) for b, v in values.items()}
     final = _mean_std(finals if finals is not None else [c[-1] if c else math.nan for c in curves])
-    return Summary(strategy, len(curves), out, final, budget_seconds)
+    return Summary(strategy, len(curves), out, final, budget_seconds, per_seed=values)
 
 
 _WORKER_TABLE: Table | None = None

@@ -10,6 +10,11 @@ parallel asks are handled by the sampler itself (q-batch log EI over the running
 sampler repeats architectures on a finite space (a maximum of expected improvement at an observed
 point); the shared ledger turns those into a fresh ask, and after ``duplicate_tries`` repeats into a
 random unseen architecture. Each repeat costs a model fit, so fewer tries are allowed than for TPE.
+
+Cost of an ask: the GP is fitted on at most ``max_points`` completed trials (the best half and then the
+most recent, the progressive search's rule), since fitting and the acquisition search grow
+with the history. Optuna has no such option; the sampler's per-ask fit takes the trials as an
+argument (``_sample_relative_impl``), so a subclass passes the capped list and changes nothing else.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubenas.api.strategy import GpSettings
+from kubenas.core.strategies.ledger import best_and_recent
 from kubenas.core.strategies.optuna_study import OptunaStrategy
 
 
@@ -28,7 +34,15 @@ class GaussianProcess(OptunaStrategy):
     multi_objective = False  # admission offers several objectives to tpe and nsga2 only
 
     def _sampler(self, settings: GpSettings, seed: int) -> Any:
-        return self._optuna.samplers.GPSampler(
+        cap = settings.max_points
+
+        class CappedGPSampler(self._optuna.samplers.GPSampler):  # type: ignore[name-defined,misc]
+            def _sample_relative_impl(self, study: Any, completed: list[Any], *args: Any) -> Any:
+                if len(completed) > cap and all(len(t.values) == 1 for t in completed):
+                    completed = [completed[i] for i in best_and_recent([t.values[0] for t in completed], cap)]
+                return super()._sample_relative_impl(study, completed, *args)
+
+        return CappedGPSampler(
             seed=seed,
             n_startup_trials=settings.startup_trials,
             deterministic_objective=settings.deterministic_objective,

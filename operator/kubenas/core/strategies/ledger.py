@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,6 +129,21 @@ class Ledger:
     # -- replay checks ------------------------------------------------------------------------
     def digest_parts(self) -> tuple[object, ...]:
         return (tuple(self.keys), tuple((r.index, r.reward, r.usable) for r in self.results))
+
+
+def best_and_recent(rewards: Sequence[float], cap: int) -> list[int]:
+    """Positions (in order) of ``cap`` results: the ``cap // 2`` best, then the most recent others.
+
+    Why this rule for a surrogate's training set: the best results say where the optimum is, the
+    recent ones describe where the search is now; both are functions of the history, so a replay
+    keeps the same points. Ties go to the earlier result.
+    """
+    n = len(rewards)
+    if n <= cap:
+        return list(range(n))
+    best = set(sorted(range(n), key=lambda i: (-rewards[i], i))[: cap // 2])
+    recent = [i for i in range(n - 1, -1, -1) if i not in best][: cap - len(best)]
+    return sorted(best | set(recent))
 
 
 def fingerprint(*parts: object) -> str:

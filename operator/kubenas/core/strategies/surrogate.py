@@ -76,6 +76,10 @@ class HammingGP:
     def standardised(self, reward: float) -> float:
         return (reward - self._mean) / self._scale
 
+    def rewards(self, standardised: np.ndarray) -> np.ndarray:
+        """Standardised values (a posterior mean) back in reward units."""
+        return standardised * self._scale + self._mean
+
     def mean(self, indices: np.ndarray) -> np.ndarray:
         """Posterior mean (standardised units) at each candidate."""
         return self._kernel(self.encode(indices), self._x) @ self._alpha
