@@ -557,6 +557,12 @@ class TrialSpec(ApiModel):
     architecture: dict[str, Any] = Field(..., max_length=1024, description="Decision name to chosen value.")
     architecture_id: str = Field(..., max_length=65536, description="Canonical string of the architecture.")
     seed: int = Field(0, ge=0, description="Seed handed to the trainer.")
+    parents: list[Annotated[int, Field(ge=0, le=99999)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Indexes of the trials of this experiment the candidate was derived from (evolution's parent,"
+        " the progressive search's centre); empty when it was drawn anew.",
+    )
 
 
 #: points of a learning curve kept in a Trial's status (an epoch each): bounds the object's size.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,7 +209,12 @@ def controller_deployment(exp: ExperimentRef, spec: SearchExperimentSpec, replic
 
 # -- trials ------------------------------------------------------------------------------------
 def trial_object(
-    exp: ExperimentRef, spec: SearchExperimentSpec, index: int, architecture: Architecture, architecture_id: str
+    exp: ExperimentRef,
+    spec: SearchExperimentSpec,
+    index: int,
+    architecture: Architecture,
+    architecture_id: str,
+    parents: Sequence[int] = (),
 ) -> dict[str, Any]:
     """The Trial for the ``index``-th candidate. Its status is written later, by the status subresource."""
     name = names.trial_name(exp.name, index)
@@ -223,6 +228,7 @@ def trial_object(
             "architecture": dict(architecture),
             "architectureId": architecture_id,
             "seed": trial_seed(spec.strategy.seed, index),
+            **({"parents": list(parents)} if parents else {}),
         },
     }
 

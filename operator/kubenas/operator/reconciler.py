@@ -431,6 +431,7 @@ class ExperimentReconciler:
             index=candidate.index,
             architecture=dict(candidate.architecture),
             name=trial_name(self.name, candidate.index),
+            parents=candidate.parents,
         )
         create = Create(record, candidate.architecture_id, trial_seed(self.accepted.strategy.seed, candidate.index))
         await self.writes.create_now(create)

@@ -144,7 +144,9 @@ class TrialWriter:
     async def _create_trial(self, command: Create) -> None:
         assert self.accepted is not None
         rec = command.trial
-        obj = manifests.trial_object(self.ref, self.accepted, rec.index, rec.architecture, command.architecture_id)
+        obj = manifests.trial_object(
+            self.ref, self.accepted, rec.index, rec.architecture, command.architecture_id, rec.parents
+        )
         try:
             await self.runtime.api.create(obj)
         except AlreadyExists:

@@ -55,6 +55,7 @@ class Progressive(Strategy):
         self.model = HammingGP(self.sizes)
         self.indices: list[tuple[int, ...]] = []  # by ask index
         self.seen: set[tuple[int, ...]] = set()
+        self.asked_at: dict[tuple[int, ...], int] = {}  # grid indices -> first ask index (lineage)
         self.run_start = 0
         self.run_told = 0
         self.restart_bar = np.inf
@@ -135,6 +136,7 @@ class Progressive(Strategy):
         centre = self._centre()
         options = self._neighbours(centre)
         if len(options):
+            self.proposed_from = (self.asked_at[centre],)  # lineage: the neighbour's parent is the centre
             return tuple(int(v) for v in options[int(np.argmax(self.model.mean(options)))])
         self.optima.append(centre)
         self.restart_bar = max(
@@ -149,6 +151,7 @@ class Progressive(Strategy):
         key = self.grid.indices(arch)
         self.indices.append(key)
         self.seen.add(key)
+        self.asked_at.setdefault(key, self.asked)
         self.ledger.record_ask(arch)
         return arch
 
