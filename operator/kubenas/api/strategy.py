@@ -17,6 +17,8 @@ StrategyName = Literal["random", "grid", "evolution", "reinforce", "tpe", "gp", 
 STRATEGY_NAMES: tuple[str, ...] = ("random", "grid", "evolution", "reinforce", "tpe", "gp", "progressive", "retrain")
 #: the most architectures a retrain may hold: each is one entry of the stored spec
 MAX_RETRAIN = 1000
+#: strategies whose candidates derive from earlier ones (a mutated parent, a local search's centre)
+LINEAGE_STRATEGIES: tuple[str, ...] = ("evolution", "progressive")
 
 
 class RandomSettings(ApiModel):

@@ -18,7 +18,7 @@ from kubenas.api import kube
 from kubenas.api.base import ApiModel, Rule, cel, immutable, keyed_list, with_rules
 from kubenas.api.early_stopping import EarlyStopping
 from kubenas.api.space import SearchSpaceSpec
-from kubenas.api.strategy import StrategySpec
+from kubenas.api.strategy import LINEAGE_STRATEGIES, StrategySpec
 from kubenas.api.template import TEMPLATE_RULES, ArtifactLocation, Artifacts, PodTemplate
 
 GROUP = "kubenas.io"
@@ -354,6 +354,12 @@ class TrialTemplate(ApiModel):
         None,
         description="Kubernetes' pod template (labels, annotations, a core/v1 PodSpec) the short form is merged into.",
     )
+    inherit_weights: bool = Field(
+        False,
+        description="Start each trial that has a parent (evolution's child, the progressive search's neighbour) from"
+        " its parent's weights: tensors matching by name and shape, new edges starting at zero. On Kubernetes the"
+        " parent's weights are read from spec.artifacts.",
+    )
 
     @field_validator("env")
     @classmethod
@@ -377,8 +383,27 @@ class ControllerSpec(ApiModel):
     resources: Resources = Field(default_factory=Resources, description="Controller container resources.")
 
 
+_INHERITS = "has(self.trialTemplate.inheritWeights) && self.trialTemplate.inheritWeights"
+
+
 class SearchExperimentSpec(ApiModel):
     """A neural architecture search: what to search, how, for what, within which budget."""
+
+    RULES = (
+        Rule(
+            f"!({_INHERITS}) || self.strategy.name in {list(LINEAGE_STRATEGIES)}",
+            f"inheritWeights needs a strategy whose candidates have parents: {' or '.join(LINEAGE_STRATEGIES)}",
+            lambda s: not s.trial_template.inherit_weights or s.strategy.name in LINEAGE_STRATEGIES,
+            ".trialTemplate.inheritWeights",
+        ),
+        Rule(
+            f"!({_INHERITS}) || has(self.artifacts)",
+            "inheritWeights reads each parent's weights from the artifact store: set spec.artifacts",
+            lambda s: not s.trial_template.inherit_weights or s.artifacts is not None,
+            ".trialTemplate.inheritWeights",
+            kubernetes_only=True,
+        ),
+    )
 
     search_space: SearchSpaceSpec = Field(
         ..., json_schema_extra=immutable("searchSpace"), description="The decisions that define an architecture."

@@ -166,6 +166,7 @@ class TrialWriter:
                 "architecture": dict(rec.architecture),
                 "architectureId": command.architecture_id,
                 "seed": command.seed,
+                "parents": list(rec.parents),
             },
         }
         self.jobs_created.add(rec.name)  # before the write: a pass meanwhile must not create it too
