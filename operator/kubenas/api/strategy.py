@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from kubenas.api import kube
 from kubenas.api.base import ApiModel, Rule
 
 StrategyName = Literal["random", "grid", "evolution", "reinforce", "tpe", "gp", "progressive", "retrain"]
@@ -102,6 +103,11 @@ class ProgressiveSettings(ApiModel):
     float_steps: int = Field(5, ge=2, le=100, description="Grid points searched on a float range.")
 
 
+def experiment_field(description: str) -> Any:
+    """An optional field naming another SearchExperiment (a DNS-1035 label, as experiment names are)."""
+    return Field(None, min_length=1, max_length=kube.LABEL_MAX, pattern=kube.DNS1035_LABEL, description=description)
+
+
 class RetrainSource(ApiModel):
     """The finished search whose best architectures are retrained: exactly one of the two fields.
 
@@ -125,12 +131,8 @@ class RetrainSource(ApiModel):
         ),
     )
 
-    experiment: str | None = Field(
-        None,
-        min_length=1,
-        max_length=63,
-        pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
-        description="The finished SearchExperiment (same namespace; locally results/<name> beside this run's).",
+    experiment: str | None = experiment_field(
+        "The finished SearchExperiment (same namespace; locally results/<name> beside this run's)."
     )
     results: str | None = Field(
         None, min_length=1, max_length=4096, description="A local results folder of a finished run (local mode only)."

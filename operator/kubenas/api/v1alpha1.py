@@ -20,6 +20,7 @@ from kubenas.api.early_stopping import EarlyStopping
 from kubenas.api.space import SearchSpaceSpec
 from kubenas.api.strategy import LINEAGE_STRATEGIES, StrategySpec
 from kubenas.api.template import TEMPLATE_RULES, ArtifactLocation, Artifacts, PodTemplate
+from kubenas.api.weights import InitFrom
 
 GROUP = "kubenas.io"
 VERSION = "v1alpha1"
@@ -360,6 +361,12 @@ class TrialTemplate(ApiModel):
         " its parent's weights: tensors matching by name and shape, new edges starting at zero. On Kubernetes the"
         " parent's weights are read from spec.artifacts.",
     )
+    init_from: InitFrom | None = Field(
+        None,
+        description="A checkpoint every trial starts from (fine-tuning): another experiment's trial, or a file;"
+        " tensors matching by name and shape are copied. With inheritWeights, trials that have a parent start from"
+        " the parent instead.",
+    )
 
     @field_validator("env")
     @classmethod
@@ -401,6 +408,18 @@ class SearchExperimentSpec(ApiModel):
             "inheritWeights reads each parent's weights from the artifact store: set spec.artifacts",
             lambda s: not s.trial_template.inherit_weights or s.artifacts is not None,
             ".trialTemplate.inheritWeights",
+            kubernetes_only=True,
+        ),
+        Rule(
+            "!has(self.trialTemplate.initFrom) || !has(self.trialTemplate.initFrom.experiment) || has(self.artifacts)",
+            "initFrom.experiment reads that experiment's trial from the artifact store: set spec.artifacts (the"
+            " same claim and path the source experiment wrote to)",
+            lambda s: (
+                s.trial_template.init_from is None
+                or s.trial_template.init_from.experiment is None
+                or s.artifacts is not None
+            ),
+            ".trialTemplate.initFrom.experiment",
             kubernetes_only=True,
         ),
     )

@@ -1,4 +1,5 @@
-"""Where a trial's starting weights come from: its parent's output (``inheritWeights``).
+"""Where a trial's starting weights come from: its parent's output (``inheritWeights``) or a
+checkpoint (``initFrom``: another experiment's trial, or a file).
 
 Decided here, once, from the spec and the trial's record; the adapters only turn the answer into a
 path (the results folder locally, the artifact store's mount in a pod), so local mode and the
@@ -22,17 +23,33 @@ class TrialOutput:
     trial: str
 
 
-def start_weights(spec: SearchExperimentSpec, experiment: str, parents: Sequence[int]) -> TrialOutput | None:
+@dataclass(frozen=True)
+class CheckpointFile:
+    """A ``model.pt`` or an output folder, named by path (local, or in the trainer container)."""
+
+    path: str
+
+
+def start_weights(
+    spec: SearchExperimentSpec, experiment: str, parents: Sequence[int]
+) -> TrialOutput | CheckpointFile | None:
     """The weights a trial of ``experiment`` with these ``parents`` (ask indexes) starts from; None: from scratch.
 
     With ``inheritWeights`` a child starts from its first parent's output. The parent is a told
     result (evolution breeds from the population, the progressive search from its centre), so its
     weights are written; when they are not (a pruned or failed parent), the trainer logs why and
-    trains from scratch.
+    trains from scratch. Trials without a parent start from ``initFrom`` when it is given.
     """
-    if spec.trial_template.inherit_weights and parents:
+    template = spec.trial_template
+    if template.inherit_weights and parents:
         return TrialOutput(experiment, trial_name(experiment, parents[0]))
-    return None
+    init = template.init_from
+    if init is None:
+        return None
+    if init.file is not None:
+        return CheckpointFile(init.file)
+    assert init.experiment is not None and init.trial is not None  # the API's rule
+    return TrialOutput(init.experiment, init.trial)
 
 
-__all__ = ["TrialOutput", "start_weights"]
+__all__ = ["CheckpointFile", "TrialOutput", "start_weights"]

@@ -34,8 +34,10 @@ def trial_env(
     spec = exp.spec
     env = {e.name: e.value for e in spec.trial_template.env}
     start = start_weights(spec, exp.metadata.name, rec.parents)
-    if start is not None:  # output_dir is <results>/trials/<trial>/output
+    if isinstance(start, TrialOutput):  # output_dir is <results>/trials/<trial>/output
         env["KUBENAS_INIT_WEIGHTS"] = str(output_folder(output_dir.parents[2], exp.metadata.name, start))
+    elif start is not None:
+        env["KUBENAS_INIT_WEIGHTS"] = start.path
     env.update(
         {
             "KUBENAS_ARCHITECTURE": json.dumps(rec.architecture),

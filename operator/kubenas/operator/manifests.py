@@ -16,7 +16,7 @@ from typing import Any
 from kubenas.api.template import OUTPUT_MOUNT, OUTPUT_VOLUME, trainer_container
 from kubenas.api.v1alpha1 import API_VERSION, Resources, SearchExperimentSpec, TrialTemplate
 from kubenas.core.errors import SpecError
-from kubenas.core.lineage import start_weights
+from kubenas.core.lineage import CheckpointFile, start_weights
 from kubenas.core.records import trial_seed
 from kubenas.core.space import Architecture
 from kubenas.operator import names
@@ -288,7 +288,9 @@ def trial_env(experiment: str, spec: SearchExperimentSpec, trial: Mapping[str, A
         "KUBENAS_OUTPUT_DIR": output_dir(spec, experiment, trial["metadata"]["name"]),
     }
     start = start_weights(spec, experiment, t_spec.get("parents") or ())
-    if start is not None and spec.artifacts is not None:  # admission demands artifacts with inheritWeights
+    if isinstance(start, CheckpointFile):
+        contract["KUBENAS_INIT_WEIGHTS"] = start.path
+    elif start is not None and spec.artifacts is not None:  # admission demands the store for a trial's weights
         contract["KUBENAS_INIT_WEIGHTS"] = output_dir(spec, start.experiment, start.trial)
     env = [{"name": k, "value": v} for k, v in contract.items()]
     env += [{"name": e.name, "value": e.value} for e in spec.trial_template.env if e.name not in contract]

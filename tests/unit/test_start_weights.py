@@ -1,4 +1,4 @@
-"""``inheritWeights``: admission, and the parent's output folder handed to the child in both modes."""
+"""``inheritWeights`` and ``initFrom``: admission, and the checkpoint handed to each trial in both modes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from kubenas.api.template import OUTPUT_MOUNT
 from kubenas.api.v1alpha1 import SearchExperimentSpec
-from kubenas.core.lineage import TrialOutput, start_weights
+from kubenas.core.lineage import CheckpointFile, TrialOutput, start_weights
 from kubenas.core.records import TrialRecord
 from kubenas.core.space import build_space
 from kubenas.load import ManifestError, parse_document, parse_experiment
@@ -83,3 +83,58 @@ def test_in_a_pod_the_child_reads_its_parents_folder_of_the_artifact_store() -> 
     orphan = manifests.trial_object(ref, spec, 1, arch, "id")
     assert "parents" not in orphan["spec"]
     assert "KUBENAS_INIT_WEIGHTS" not in {e["name"] for e in manifests.trial_env("cells", spec, orphan)}
+
+
+INIT_TRIAL = {"experiment": "digits", "trial": "digits-00004"}
+
+
+def init_document(init: dict[str, Any], inherit: bool = False, **spec: Any) -> dict[str, Any]:
+    doc = document(**spec)
+    doc["spec"]["trialTemplate"].update(initFrom=init, inheritWeights=inherit)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("init", "path"),
+    [
+        ({"experiment": "digits", "trial": "digits-00004", "file": "/w/model.pt"}, "spec.trialTemplate.initFrom.file"),
+        ({"experiment": "digits"}, "spec.trialTemplate.initFrom.file"),
+        ({"trial": "digits-00004"}, "spec.trialTemplate.initFrom.trial"),
+        ({"file": "/w/model.pt", "experiment": "digits"}, "spec.trialTemplate.initFrom.trial"),
+        ({"experiment": "Digits", "trial": "digits-00004"}, "spec.trialTemplate.initFrom.experiment"),
+    ],
+)
+def test_admission_refuses_an_ambiguous_init_from(init: dict[str, Any], path: str) -> None:
+    found = problems(init_document(init, artifacts=ARTIFACTS))
+    assert any(p == path for p, _ in found), found
+
+
+def test_on_kubernetes_another_experiments_trial_is_read_from_the_artifact_store() -> None:
+    found = problems(init_document(INIT_TRIAL))
+    assert any(p == "spec.trialTemplate.initFrom.experiment" and "spec.artifacts" in m for p, m in found), found
+    parse_document(init_document(INIT_TRIAL), kubernetes=False)
+    parse_document(init_document({"file": "/data/model.pt"}))  # a file of a volume needs no store
+
+
+def test_a_trial_without_parent_starts_from_init_from() -> None:
+    spec = SearchExperimentSpec.model_validate(init_document(INIT_TRIAL, inherit=True)["spec"])
+    assert start_weights(spec, "cells", ()) == TrialOutput("digits", "digits-00004")
+    assert start_weights(spec, "cells", (1,)) == TrialOutput("cells", "cells-00001")  # the parent wins
+    spec = SearchExperimentSpec.model_validate(init_document({"file": "/w/m.pt"})["spec"])
+    assert start_weights(spec, "cells", (1,)) == CheckpointFile("/w/m.pt")  # no inheritance asked for
+
+
+def test_init_from_locally_and_in_a_pod(tmp_path: Path) -> None:
+    exp = parse_experiment(init_document(INIT_TRIAL))
+    space = build_space(exp.spec.search_space)
+    rec = TrialRecord(index=0, architecture=space.sample(np.random.default_rng(0)), name="cells-00000")
+    out = tmp_path / "results" / "cells" / "trials" / rec.name / "output"
+    env = trial_env(exp, space, rec, out.parent / "result.json", out)
+    assert env["KUBENAS_INIT_WEIGHTS"] == str(tmp_path / "results" / "digits" / "trials" / "digits-00004" / "output")
+    spec = SearchExperimentSpec.model_validate(init_document(INIT_TRIAL, artifacts=ARTIFACTS)["spec"])
+    trial = manifests.trial_object(ExperimentRef("research", "cells", "u"), spec, 0, rec.architecture, "id")
+    env = {e["name"]: e["value"] for e in manifests.trial_env("cells", spec, trial)}
+    assert env["KUBENAS_INIT_WEIGHTS"] == f"{OUTPUT_MOUNT}/runs/digits/digits-00004"
+    spec = SearchExperimentSpec.model_validate(init_document({"file": "/data/m.pt"})["spec"])
+    env = {e["name"]: e["value"] for e in manifests.trial_env("cells", spec, trial)}
+    assert env["KUBENAS_INIT_WEIGHTS"] == "/data/m.pt"
