@@ -20,6 +20,8 @@ STRATEGY_NAMES: tuple[str, ...] = ("random", "grid", "evolution", "reinforce", "
 MAX_RETRAIN = 1000
 #: strategies whose candidates derive from earlier ones (a mutated parent, a local search's centre)
 LINEAGE_STRATEGIES: tuple[str, ...] = ("evolution", "progressive")
+#: strategies that can start from another experiment's best architectures (seedFrom)
+SEEDED_STRATEGIES: tuple[str, ...] = ("evolution", "tpe", "progressive", "reinforce")
 
 
 class RandomSettings(ApiModel):
@@ -175,6 +177,23 @@ class RetrainSettings(ApiModel):
     )
 
 
+class SeedFrom(RetrainSource):
+    """Start the search from the best architectures of another, finished search (architecture transfer).
+
+    The ``topK`` best distinct architectures of the source (succeeded trials by reward) are proposed
+    first: evolution's first population, TPE's enqueued trials, the progressive search's first samples
+    (its first centres), REINFORCE's first samples. They are read once when the run starts and kept in
+    the accepted spec (``architectures``), like a retrain's, so a restarted run replays the same list.
+    """
+
+    top_k: int = Field(5, ge=1, le=MAX_RETRAIN, description="How many of the source's best distinct architectures.")
+    architectures: list[RetrainCandidate] = Field(
+        default_factory=list,
+        max_length=MAX_RETRAIN,
+        description="The architectures to start from, best first (filled from the source when the run starts).",
+    )
+
+
 class StrategySpec(ApiModel):
     """Which search strategy runs, its seed, and its settings (only those of the strategy named)."""
 
@@ -194,6 +213,12 @@ class StrategySpec(ApiModel):
             lambda s: s.name != "retrain" or s.retrain is not None,
             ".retrain",
         ),
+        Rule(
+            f"!has(self.seedFrom) || self.name in {list(SEEDED_STRATEGIES)}",
+            f"seedFrom needs a strategy that can start from given architectures: {', '.join(SEEDED_STRATEGIES)}",
+            lambda s: s.seed_from is None or s.name in SEEDED_STRATEGIES,
+            ".seedFrom",
+        ),
     )
 
     name: StrategyName = Field(..., description="The search strategy.")
@@ -207,6 +232,9 @@ class StrategySpec(ApiModel):
     progressive: ProgressiveSettings | None = Field(None, description="Settings when name is progressive.")
     retrain: RetrainSettings | None = Field(
         None, description="Settings when name is retrain (source or architectures)."
+    )
+    seed_from: SeedFrom | None = Field(
+        None, description="Start from the best architectures of another, finished search (architecture transfer)."
     )
 
     def settings(self) -> ApiModel:

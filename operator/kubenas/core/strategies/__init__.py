@@ -34,8 +34,18 @@ def strategy_class(name: str) -> type[Strategy]:
 
 
 def make_strategy(spec: StrategySpec, space: SearchSpace) -> Strategy:
-    """A fresh strategy for ``spec`` over ``space``, seeded with ``spec.seed``."""
-    return strategy_class(spec.name)(space, spec.settings(), spec.seed)
+    """A fresh strategy for ``spec`` over ``space``, seeded with ``spec.seed``, starting from the
+    resolved ``seedFrom`` architectures when there are some."""
+    strategy = strategy_class(spec.name)(space, spec.settings(), spec.seed)
+    if spec.seed_from is not None and spec.seed_from.architectures:
+        field = "spec.strategy.seedFrom.architectures"
+        strategy.start_from(
+            [
+                space.validate(c.architecture, f"{field}[{i}].architecture")
+                for i, c in enumerate(spec.seed_from.architectures)
+            ]
+        )
+    return strategy
 
 
 __all__ = ["REGISTRY", "Observation", "Strategy", "make_strategy", "strategy_class"]

@@ -27,11 +27,13 @@ before telling.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
+from kubenas.core.errors import SpecError
 from kubenas.core.space import Architecture, SearchSpace
 
 
@@ -81,6 +83,10 @@ class Strategy(ABC):
             raise ValueError(f"tell for candidate #{index} but only {self.asked} were asked")
         self._tell(index, architecture, observation)
         self.told += 1
+
+    def start_from(self, architectures: Sequence[Architecture]) -> None:
+        """Propose these first, before any ask (``seedFrom``: another search's best architectures)."""
+        raise SpecError("spec.strategy.seedFrom", f"the {self.name} strategy cannot start from given architectures")
 
     @abstractmethod
     def _ask(self) -> Architecture: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -55,6 +56,10 @@ class RegularizedEvolution(Strategy):
                 self.proposed_from = (parent.index,)
         self.ledger.record_ask(arch)
         return arch
+
+    def start_from(self, architectures: Sequence[Architecture]) -> None:
+        """The first population starts with these (the rest of it is random)."""
+        self.ledger.first.extend(architectures)
 
     def _tournament(self, k: int) -> Result:
         picks = [int(i) for i in self.rng.choice(len(self.population), size=k, replace=False)]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -54,6 +55,11 @@ class OptunaStrategy(Strategy):
         self.rng = np.random.default_rng(seed)
         self._trial_of: dict[int, Any] = {}  # ask index -> optuna trial
         self._reward_of: dict[str, float | None] = {}  # canonical id -> told reward (None: failed)
+
+    def start_from(self, architectures: Sequence[Architecture]) -> None:
+        """Enqueued in the study: its first trials (random startup ones included) are these."""
+        for arch in architectures:
+            self.study.enqueue_trial(dict(arch))
 
     @abstractmethod
     def _sampler(self, settings: Any, seed: int) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from kubenas.api.strategy import ProgressiveSettings
@@ -128,6 +130,10 @@ class Progressive(Strategy):
         _, first = np.unique(pool, axis=0, return_index=True)
         pool = pool[np.sort(first)]
         return tuple(int(v) for v in pool[int(np.argmax(self.model.expected_improvement(pool)))])
+
+    def start_from(self, architectures: Sequence[Architecture]) -> None:
+        """The initial samples start with these, so the first run's centre is the best of them."""
+        self.ledger.first.extend(self.grid.from_indices(self.grid.indices(a)) for a in architectures)
 
     # -- ask/tell -----------------------------------------------------------------------------
     def _propose(self) -> tuple[int, ...] | None:
