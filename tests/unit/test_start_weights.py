@@ -98,9 +98,10 @@ def init_document(init: dict[str, Any], inherit: bool = False, **spec: Any) -> d
     ("init", "path"),
     [
         ({"experiment": "digits", "trial": "digits-00004", "file": "/w/model.pt"}, "spec.trialTemplate.initFrom.file"),
-        ({"experiment": "digits"}, "spec.trialTemplate.initFrom.file"),
+        ({}, "spec.trialTemplate.initFrom.file"),
         ({"trial": "digits-00004"}, "spec.trialTemplate.initFrom.trial"),
-        ({"file": "/w/model.pt", "experiment": "digits"}, "spec.trialTemplate.initFrom.trial"),
+        ({"file": "/w/model.pt", "trial": "digits-00004"}, "spec.trialTemplate.initFrom.trial"),
+        ({"file": "/w/model.pt", "experiment": "digits"}, "spec.trialTemplate.initFrom.file"),
         ({"experiment": "Digits", "trial": "digits-00004"}, "spec.trialTemplate.initFrom.experiment"),
     ],
 )
@@ -138,3 +139,27 @@ def test_init_from_locally_and_in_a_pod(tmp_path: Path) -> None:
     spec = SearchExperimentSpec.model_validate(init_document({"file": "/data/m.pt"})["spec"])
     env = {e["name"]: e["value"] for e in manifests.trial_env("cells", spec, trial)}
     assert env["KUBENAS_INIT_WEIGHTS"] == "/data/m.pt"
+
+
+def test_init_from_an_experiment_alone_is_its_best_trial_read_once(tmp_path: Path) -> None:
+    from kubenas.core.errors import SpecError
+    from kubenas.core.retrain import SourceRun, resolved_init
+    from kubenas.core.spec_changes import judge_edit
+
+    given = SearchExperimentSpec.model_validate(init_document({"experiment": "digits"})["spec"])
+    with pytest.raises(SpecError, match="must be resolved"):
+        start_weights(given, "cells", ())
+    arch = {"edge_1_0": "none", "edge_2_0": "skip_connect", "edge_2_1": "nor_conv_3x3"}
+    trials = [
+        TrialRecord(index=i, architecture=arch, name=f"digits-{i:05d}", phase="Succeeded", reward=r)
+        for i, r in enumerate((0.5, 0.9, 0.7))
+    ]
+    objective = given.objective
+    accepted = resolved_init(given, SourceRun("digits", objective, trials, True, "Succeeded"))
+    assert start_weights(accepted, "cells", ()) == TrialOutput("digits", "digits-00001")
+    kept, verdict = judge_edit(accepted, given)  # the user's object names no trial: not an edit
+    assert verdict.accepted and kept is accepted
+    for run, words in ((None, "does not exist"), (SourceRun("digits", objective, trials, False, "Running"), "not")):
+        with pytest.raises(SpecError) as err:
+            resolved_init(given, run)
+        assert err.value.field == "spec.trialTemplate.initFrom.experiment" and words in str(err.value)

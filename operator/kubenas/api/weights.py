@@ -16,7 +16,8 @@ from kubenas.api.strategy import experiment_field
 
 
 class InitFrom(ApiModel):
-    """A checkpoint every trial starts from: ``experiment`` and ``trial``, or ``file``.
+    """A checkpoint every trial starts from: a trial of ``experiment`` (its best when ``trial`` is not
+    given, read once when the run starts and kept in the accepted spec), or ``file``.
 
     ``experiment``/``trial`` is a trial's output folder: locally ``trials/<trial>/output`` of the run
     ``results/<experiment>`` beside this one; on Kubernetes ``<path>/<experiment>/<trial>`` of this
@@ -27,16 +28,16 @@ class InitFrom(ApiModel):
 
     RULES = (
         Rule(
-            "has(self.file) != has(self.trial)",
-            "give either experiment and trial, or file",
-            lambda i: (i.file is None) != (i.trial is None),
-            ".file",
+            "!has(self.trial) || has(self.experiment)",
+            "trial names a trial of experiment: give experiment too",
+            lambda i: i.trial is None or i.experiment is not None,
+            ".trial",
         ),
         Rule(
-            "has(self.experiment) == has(self.trial)",
-            "experiment and trial go together: the trial of that experiment whose weights to start from",
-            lambda i: (i.experiment is None) == (i.trial is None),
-            ".trial",
+            "has(self.file) != has(self.experiment)",
+            "give either experiment (and optionally trial) or file",
+            lambda i: (i.file is None) != (i.experiment is None),
+            ".file",
         ),
     )
 
@@ -46,7 +47,7 @@ class InitFrom(ApiModel):
         min_length=1,
         max_length=kube.LABEL_MAX,
         pattern=kube.DNS1123_LABEL,
-        description="That experiment's trial (e.g. its best, as kubenas status names it).",
+        description="That experiment's trial (default: its best, read once when this run starts).",
     )
     file: str | None = Field(
         None,

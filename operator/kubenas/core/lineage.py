@@ -12,7 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
+from kubenas.core.errors import SpecError
 from kubenas.core.records import trial_name
+
+INIT_FIELD = "spec.trialTemplate.initFrom"
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,9 @@ def start_weights(
         return None
     if init.file is not None:
         return CheckpointFile(init.file)
-    assert init.experiment is not None and init.trial is not None  # the API's rule
+    assert init.experiment is not None  # the API's rule: experiment or file
+    if init.trial is None:
+        raise SpecError(INIT_FIELD + ".trial", "the source's best trial must be resolved before the run starts")
     return TrialOutput(init.experiment, init.trial)
 
 

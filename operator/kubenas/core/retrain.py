@@ -26,6 +26,7 @@ from kubenas.core.strategies import make_strategy
 
 SOURCE_FIELD = "spec.strategy.retrain.source"
 SEED_FIELD = "spec.strategy.seedFrom"
+INIT_FIELD = "spec.trialTemplate.initFrom"
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,27 @@ def source_of(spec: SearchExperimentSpec) -> RetrainSource | None:
 def describe(source: RetrainSource) -> str:
     """The source as a user wrote it, for messages."""
     return f"experiment {source.experiment}" if source.experiment else f"results folder {source.results}"
+
+
+def init_source(spec: SearchExperimentSpec) -> RetrainSource | None:
+    """The experiment whose best trial ``initFrom`` names, when the trial is still to be found; else None."""
+    init = spec.trial_template.init_from
+    if init is None or init.experiment is None or init.trial is not None:
+        return None
+    return RetrainSource(experiment=init.experiment)
+
+
+def resolved_init(spec: SearchExperimentSpec, run: SourceRun | None) -> SearchExperimentSpec:
+    """The spec with ``initFrom.trial`` set to the best trial of ``run`` when it was not given
+    (SpecError naming ``initFrom.experiment`` when the source is missing, unfinished or has no result)."""
+    source = init_source(spec)
+    if source is None:
+        return spec
+    (best,) = _read(source, run, 1, "start from", f"{INIT_FIELD}.experiment")
+    init = spec.trial_template.init_from
+    assert init is not None
+    template = spec.trial_template.model_copy(update={"init_from": init.model_copy(update={"trial": best.trial})})
+    return spec.model_copy(update={"trial_template": template})
 
 
 def source_field(source: RetrainSource) -> str:
@@ -121,10 +143,12 @@ def seeds(spec: SearchExperimentSpec, space: SearchSpace | None = None) -> list[
     ]
 
 
-def _read(source: RetrainSource, run: SourceRun | None, k: int, use: str) -> list[RetrainCandidate]:
-    """The ``k`` best architectures of the source run; SpecError naming the source when it is missing,
-    unfinished or has no succeeded trial."""
-    field = source_field(source)
+def _read(
+    source: RetrainSource, run: SourceRun | None, k: int, use: str, field: str | None = None
+) -> list[RetrainCandidate]:
+    """The ``k`` best architectures of the source run; SpecError naming the source (``field``, by
+    default where the source is given) when it is missing, unfinished or has no succeeded trial."""
+    field = field or source_field(source)
     if run is None:
         raise SpecError(field, f"the source {describe(source)} does not exist")
     if not run.finished:
@@ -164,6 +188,17 @@ def carry_resolution(accepted: SearchExperimentSpec, edited: SearchExperimentSpe
     ):
         seeded = seed_new.model_copy(update={"architectures": seed_old.architectures})
         edited = edited.model_copy(update={"strategy": edited.strategy.model_copy(update={"seed_from": seeded})})
+    init_old, init_new = accepted.trial_template.init_from, edited.trial_template.init_from
+    if (
+        init_old is not None
+        and init_new is not None
+        and init_new.trial is None
+        and init_old.trial is not None
+        and init_new.experiment == init_old.experiment
+        and init_new.file is None
+    ):
+        template = edited.trial_template.model_copy(update={"init_from": init_old})
+        edited = edited.model_copy(update={"trial_template": template})
     old, new = accepted.strategy.retrain, edited.strategy.retrain
     if old is None or new is None or new.architectures or not old.architectures or old.source is None:
         return edited
@@ -175,4 +210,14 @@ def carry_resolution(accepted: SearchExperimentSpec, edited: SearchExperimentSpe
     return edited.model_copy(update={"strategy": strategy})
 
 
-__all__ = ["SourceRun", "carry_resolution", "describe", "resolved", "seeds", "source_of", "top_architectures"]
+__all__ = [
+    "SourceRun",
+    "carry_resolution",
+    "describe",
+    "init_source",
+    "resolved",
+    "resolved_init",
+    "seeds",
+    "source_of",
+    "top_architectures",
+]

@@ -73,7 +73,7 @@ from kubenas.operator.failures import PERMANENT_STATUSES, ExperimentLog, Fatal, 
 from kubenas.operator.kube import AlreadyExists, ApiError, NotFound
 from kubenas.operator.recovery import recovery_step
 from kubenas.operator.runtime import Runtime
-from kubenas.operator.sources import read_source
+from kubenas.operator.sources import read_init_source, read_source
 from kubenas.operator.status_writer import StatusWriter
 from kubenas.operator.trial_writes import TrialWriter
 from kubenas.operator.views import JobView, PodView, parse_time, resource_version
@@ -302,10 +302,12 @@ class ExperimentReconciler:
         self.accepted = SearchExperimentSpec.model_validate(json.loads(base64.b64decode(stored))) if stored else spec
 
     async def _resolve(self, spec: SearchExperimentSpec) -> SearchExperimentSpec:
-        """The spec to accept: a retrain's architectures read from its source, once, before the Secret
-        stores the spec (a restart then replays the same list). An unusable source fails the experiment."""
+        """The spec to accept: a retrain's or seedFrom's architectures and initFrom's best trial read from
+        their sources, once, before the Secret stores the spec (a restart then replays the same list).
+        An unusable source fails the experiment."""
         try:
-            return retrain.resolved(spec, await read_source(self.runtime.api, self.namespace, spec))
+            spec = retrain.resolved(spec, await read_source(self.runtime.api, self.namespace, spec))
+            return retrain.resolved_init(spec, await read_init_source(self.runtime.api, self.namespace, spec))
         except SpecError as exc:
             raise Fatal("SourceUnusable", str(exc)) from None
 
