@@ -8,8 +8,9 @@ same strategy seed, so the same random first population with the same trial seed
 * per child: the epochs it needed to reach a target validation accuracy (the lower of the two runs'
   best, so both runs reached it at least once), the share of children that reached it at all, and
   the mean training seconds per child;
-* per search: the child epochs (and training seconds) spent until the best result so far reached
-  the target, counting each child's epochs in ask order;
+* per search: the child epochs (and training seconds) spent until a child reached the target,
+  counting each child's epochs in ask order (the random first population, the same in both runs,
+  is left out);
 * the best validation accuracy of each run.
 
 Each ratio is inheritance / scratch (below 1: inheritance needs less). A run is a few minutes of CPU.
@@ -83,19 +84,15 @@ def figures(trials: list[dict[str, Any]], population: int, target: float) -> dic
     finals = [c["val"][-1] for c in children if c["val"]]
     spent_epochs = spent_seconds = 0.0
     search_epochs = search_seconds = None
-    best_before = max((max(t["val"], default=0.0) for t in trials[:population]), default=0.0)
-    if best_before >= target:
-        search_epochs = search_seconds = 0.0
-    else:
-        for c in children:
-            for i, v in enumerate(c["val"]):
-                spent_epochs += 1
-                spent_seconds += c["seconds"][i]
-                if v >= target:
-                    search_epochs, search_seconds = spent_epochs, spent_seconds
-                    break
-            if search_epochs is not None:
+    for c in children:
+        for i, v in enumerate(c["val"]):
+            spent_epochs += 1
+            spent_seconds += c["seconds"][i]
+            if v >= target:
+                search_epochs, search_seconds = spent_epochs, spent_seconds
                 break
+        if search_epochs is not None:
+            break
     return {
         "children": len(children),
         "with_parent": sum(bool(c["parents"]) for c in children),
@@ -113,6 +110,24 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 or math.isnan(b) else a / b
 
 
+RATIOS = (
+    "mean_epochs_to_target",
+    "mean_child_seconds",
+    "search_child_epochs_to_target",
+    "search_child_seconds_to_target",
+)
+
+
+def compare(runs: dict[str, list[dict[str, Any]]], population: int, target: float | None) -> dict[str, Any]:
+    """Both runs of one seed: figures at the same target, and inheritance / scratch ratios."""
+    best = {k: max(max(t["val"], default=0.0) for t in v) for k, v in runs.items()}
+    target = target if target is not None else min(best.values())
+    got: dict[str, Any] = {k: figures(v, population, target) for k, v in runs.items()}
+    got["target"] = target
+    got["ratios"] = {key: ratio(got["inherit"][key], got["scratch"][key]) for key in RATIOS}
+    return got
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
@@ -122,36 +137,31 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=None, help="default: the lower of the two runs' best")
     parser.add_argument("--results", type=Path, default=None, help="keep the results folders here")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--reuse", type=Path, default=None, help="recompute the figures of a report's trials")
     args = parser.parse_args()
-    root = args.results or Path(tempfile.mkdtemp(prefix="inheritance-"))
-    report: dict[str, Any] = {"command": " ".join(sys.argv), "seeds": {}}
-    with open(os.devnull, "w") as devnull:
-        for seed in args.seeds:
-            runs = {}
-            for inherit in (False, True):
-                doc = experiment(seed, args.trials, args.epochs, args.population, inherit)
-                path = root / f"{doc['metadata']['name']}.yaml"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(yaml.safe_dump(doc))
-                exp, folder = prepare(path, root / doc["metadata"]["name"], None)
-                run(exp, folder, Console(file=devnull))
-                runs["inherit" if inherit else "scratch"] = curves(folder)
-            best = {k: max(max(t["val"], default=0.0) for t in v) for k, v in runs.items()}
-            target = args.target if args.target is not None else min(best.values())
-            got = {k: figures(v, args.population, target) for k, v in runs.items()}
-            got["target"] = target
-            got["ratios"] = {
-                key: ratio(got["inherit"][key], got["scratch"][key])
-                for key in (
-                    "mean_epochs_to_target",
-                    "mean_child_seconds",
-                    "search_child_epochs_to_target",
-                    "search_child_seconds_to_target",
-                )
-            }
-            got["trials"] = runs
-            report["seeds"][str(seed)] = got
-            print(json.dumps({k: v for k, v in got.items() if k != "trials"}, indent=2), flush=True)
+    if args.reuse is not None:
+        report = json.loads(args.reuse.read_text())
+        report["seeds"] = {
+            seed: {**compare(got["trials"], args.population, args.target), "trials": got["trials"]}
+            for seed, got in report["seeds"].items()
+        }
+    else:
+        report = {"command": " ".join(sys.argv), "seeds": {}}
+        root = args.results or Path(tempfile.mkdtemp(prefix="inheritance-"))
+        with open(os.devnull, "w") as devnull:
+            for seed in args.seeds:
+                runs = {}
+                for inherit in (False, True):
+                    doc = experiment(seed, args.trials, args.epochs, args.population, inherit)
+                    path = root / f"{doc['metadata']['name']}.yaml"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(yaml.safe_dump(doc))
+                    exp, folder = prepare(path, root / doc["metadata"]["name"], None)
+                    run(exp, folder, Console(file=devnull))
+                    runs["inherit" if inherit else "scratch"] = curves(folder)
+                report["seeds"][str(seed)] = {**compare(runs, args.population, args.target), "trials": runs}
+    for seed, got in report["seeds"].items():
+        print(seed, json.dumps({k: v for k, v in got.items() if k != "trials"}, indent=2), flush=True)
     if args.out is not None:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
 
