@@ -36,3 +36,8 @@ def test_the_trainer_on_digits_finishes_succeeded(kube: Kube, kubenas_operator: 
     assert 0.3 < status["bestReward"] <= 1.0  # val_accuracy of a real network on 10 classes
     best = next(t for t in kube.trials("digits") if t["metadata"]["name"] == status["bestTrial"]["name"])
     assert {"val_accuracy", "params"} <= set(best["status"]["metrics"])
+    # the real trainer's epochs reached the controller through the push channel while it ran
+    for t in kube.trials("digits"):
+        if t["status"]["phase"] == "Succeeded":
+            steps = [p["step"] for p in t["status"]["curve"]]
+            assert steps == list(range(1, len(steps) + 1)) and steps, t["status"]

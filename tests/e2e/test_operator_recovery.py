@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections import deque
 from typing import Any
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
-from kubenas.core.driver import AskFor, AttemptEnded, Create, Driver, ResultStored, Store, Tell
+from kubenas.core.driver import AttemptEnded, Driver
+from kubenas.core.inprocess import InProcess
 from kubenas.core.records import TrialRecord
 from kubenas.core.search import Search
 from kubenas.operator import names
@@ -28,18 +28,13 @@ def unbroken_sequential(manifest: dict[str, Any]) -> list[TrialRecord]:
     """The trials of an uninterrupted one-at-a-time run, in-process: ask, train (toy), tell, repeat."""
     spec = SearchExperimentSpec.model_validate(manifest["spec"])
     spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"parallel_trials": 1})})
-    search, driver = Search(spec), Driver(spec, name_prefix=manifest["metadata"]["name"])
-    commands = deque(driver.start())
-    while commands:
-        command = commands.popleft()
-        if isinstance(command, (AskFor, Tell)):
-            answer = search.serve(command)
-            commands.extend(driver.handle(answer) if answer is not None else [])
-        elif isinstance(command, Create):
-            result = json.dumps({"val_accuracy": toy_accuracy(dict(command.trial.architecture))})
-            commands.extend(driver.handle(AttemptEnded(command.trial.index, 1, 0, result)))
-        elif isinstance(command, Store):
-            commands.extend(driver.handle(ResultStored(command.trial.index)))
+    driver = Driver(spec, name_prefix=manifest["metadata"]["name"])
+    loop = InProcess(driver, Search(spec))
+    loop.start()
+    while loop.created:
+        index = loop.created.popleft()
+        result = json.dumps({"val_accuracy": toy_accuracy(dict(driver.trial(index).architecture))})
+        loop.handle(AttemptEnded(index, 1, 0, result))
     return driver.trials
 
 

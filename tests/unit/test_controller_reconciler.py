@@ -216,6 +216,8 @@ class World:
         for job in self.api.of_kind("Job"):
             if most is not None and ran >= most:
                 break
+            if job["spec"].get("suspend"):
+                continue  # as the real job controller: no pod while Kueue holds the Job
             trial = job["metadata"]["labels"][names.LABEL_TRIAL]
             if any(p["metadata"]["labels"][names.LABEL_TRIAL] == trial for p in self.api.of_kind("Pod")):
                 continue

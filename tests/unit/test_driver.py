@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections import deque
 from typing import Any
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
@@ -28,6 +27,7 @@ from kubenas.core.driver import (
     Tick,
     TrialLost,
 )
+from kubenas.core.inprocess import InProcess
 from kubenas.core.search import Search
 from kubenas.local.toy_trial import score
 from tests.conftest import experiment_dict
@@ -169,30 +169,17 @@ def run_to_the_end(
     first: list[Command] | None = None,
 ) -> int:
     """An in-process executor finishing trials in random order; returns the results stored."""
-    queue: deque[Command] = deque(driver.start() if first is None else first)
-    running = list(running or [])
-    stored = 0
-    while driver.finished is None:
-        while queue:
-            command = queue.popleft()
-            if isinstance(command, (AskFor, Tell)):
-                answer = search.serve(command)
-                if answer is not None:
-                    queue.extend(driver.handle(answer))
-            elif isinstance(command, Create):
-                running.append(command.trial.index)
-            elif isinstance(command, Store):
-                stored += 1
-                queue.extend(driver.handle(ResultStored(command.trial.index)))
-                if stop_after is not None and stored >= stop_after:
-                    return stored
-        if driver.finished is not None:
-            break
-        index = running.pop(rng.randrange(len(running)))
+    loop = InProcess(driver, search)
+    loop.created.extend(running or [])
+    loop.run(driver.start() if first is None else first, stop_after)
+    while driver.finished is None and (stop_after is None or loop.stored < stop_after):
+        at = rng.randrange(len(loop.created))
+        index = loop.created[at]
+        del loop.created[at]
         arch = driver.trial(index).architecture
         exit_code = 3 if rng.random() < 0.1 else 0
-        queue.extend(driver.handle(AttemptEnded(index, 1, exit_code, result(score(dict(arch))))))
-    return stored
+        loop.run(driver.handle(AttemptEnded(index, 1, exit_code, result(score(dict(arch))))), stop_after)
+    return loop.stored
 
 
 def test_a_driver_rebuilt_from_the_stored_history_finishes_like_an_unbroken_one() -> None:

@@ -25,10 +25,12 @@ from kubenas_trainer.candidate import parse_candidate
 from kubenas_trainer.contract import TrialContext
 from kubenas_trainer.costs import count_flops, count_params, measure_latency_ms
 from kubenas_trainer.data import load_dataset
+from kubenas_trainer.distributed import World, finish, place, start
 from kubenas_trainer.errors import EXIT_OK, BadCandidate, TrainerError
 from kubenas_trainer.model import MacroConfig, build_network
 from kubenas_trainer.outputs import save_outputs
 from kubenas_trainer.policy import parse_policy, write_export
+from kubenas_trainer.progress import ProgressChannel
 from kubenas_trainer.report import Reporter, result_object
 from kubenas_trainer.runtime import configure, pick_device
 from kubenas_trainer.settings import resolve_settings
@@ -38,7 +40,8 @@ from kubenas_trainer.warm_start import warm_start
 EPILOG = """\
 Reads the trial contract's environment: KUBENAS_ARCHITECTURE (required), KUBENAS_ARCHITECTURE_ID,
 KUBENAS_SEARCH_SPACE, KUBENAS_SETTINGS, KUBENAS_SEED, KUBENAS_TRIAL, KUBENAS_EXPERIMENT,
-KUBENAS_RESULT_FILE, KUBENAS_OUTPUT_DIR and KUBENAS_INIT_WEIGHTS. Progress goes to stdout as JSON lines.
+KUBENAS_RESULT_FILE, KUBENAS_OUTPUT_DIR and KUBENAS_INIT_WEIGHTS. Progress goes to stdout as JSON lines, and
+each epoch also to KUBENAS_PROGRESS_URL (with KUBENAS_PROGRESS_TOKEN) when it is set.
 Exit codes: 0 metrics written (completed or partial), 2 invalid settings or dataset,
 3 bad candidate (never retried).
 """
@@ -105,8 +108,11 @@ def final_metrics(fit: FitResult, params: int, flops: int, latency_ms: float, st
     return metrics
 
 
-def run_trial(context: TrialContext, reporter: Reporter, stop: StopControl, started: float) -> int:
-    """Check, build, train, measure and report one candidate."""
+def run_trial(
+    context: TrialContext, reporter: Reporter, stop: StopControl, started: float, world: World | None = None
+) -> int:
+    """Check, build, train, measure and report one candidate (under torchrun: this rank's part of it)."""
+    world = world or World()
     settings, ignored = resolve_settings(context.settings, context.architecture)
     if ignored:
         reporter.event("log", message=f"hyperparameters not used by this trainer: {', '.join(ignored)}")
@@ -114,8 +120,9 @@ def run_trial(context: TrialContext, reporter: Reporter, stop: StopControl, star
         stop.deadline = started + settings.time_budget_s
     candidate = parse_candidate(context.architecture, context.search_space)
     policy = parse_policy(context.architecture, context.search_space)
-    device = pick_device(settings)
+    device = place(world, pick_device(settings))
     configure(settings, context.seed, device)
+    start(world, device)
     data = load_dataset(settings)
     augment = choose_augment(settings, policy, settings.dataset, data.unit_range)
     try:
@@ -147,8 +154,11 @@ def run_trial(context: TrialContext, reporter: Reporter, stop: StopControl, star
             stop,
             lambda s: epochs.append(epoch_event(reporter, s)),
             augment=augment,
+            world=world,
         )
         fit = trainer.fit()
+        if not world.main:  # rank 0 measures and reports; the others are done
+            return EXIT_OK
         runs = 3 if stop.requested else settings.latency_runs
         sample = trainer.network_input(trainer.data.x_val[:1], train=False)
         latency = measure_latency_ms(trainer.network, sample, runs=runs, autocast=trainer.autocast)
@@ -159,7 +169,8 @@ def run_trial(context: TrialContext, reporter: Reporter, stop: StopControl, star
     metrics = final_metrics(fit, params, flops, latency, started) | inherited
     status = "partial" if fit.stopped in ("signal", "deadline") else "completed"
     detail = STOP_MESSAGES.get(fit.stopped or "", "finished")
-    message = f"{detail} after {fit.epochs:.2f} of {settings.epochs} epochs on {device}"
+    where = f"{world.size} x {device.type}" if world.distributed else str(device)
+    message = f"{detail} after {fit.epochs:.2f} of {settings.epochs} epochs on {where}"
     if context.output_dir is not None:
         save_outputs(
             context.output_dir,
@@ -190,10 +201,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = StopControl()
     install_stop_handlers(stop)
     reporter = Reporter()
+    world = World()
     try:
+        world = World.from_env(os.environ)
         context = TrialContext.from_env(os.environ)
-        reporter = Reporter(context.result_file)
-        return run_trial(context, reporter, stop, started)
+        # under torchrun only rank 0 reports; the other ranks' progress and result would repeat it
+        if world.main:
+            reporter = Reporter(context.result_file, channel=ProgressChannel.from_env(os.environ))
+        else:
+            reporter = Reporter(None, open(os.devnull, "w"))  # noqa: SIM115
+        return run_trial(context, reporter, stop, started, world)
     except BadCandidate as exc:
         reporter.event("error", field=exc.field, message=exc.message, exit_code=exc.exit_code)
         reporter.final({}, "bad_candidate", str(exc))
@@ -203,6 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kubenas-trainer: {exc}", file=sys.stderr)
         reporter.failure(str(exc))
         return exc.exit_code
+    finally:
+        reporter.close()
+        finish(world)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@ import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from kubenas_trainer.progress import ProgressChannel
 
 MAX_RESULT_BYTES = 4000
 STATUSES = ("completed", "partial", "bad_candidate")
@@ -55,11 +58,15 @@ def result_object(metrics: Mapping[str, Any], status: str, message: str | None) 
 
 
 class Reporter:
-    """Writes progress events to ``stream`` and the final metrics to ``result_file`` (once)."""
+    """Writes progress events to ``stream`` and the final metrics to ``result_file`` (once); epoch
+    events also go to the push channel when the trial has one (on Kubernetes)."""
 
-    def __init__(self, result_file: Path | None = None, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, result_file: Path | None = None, stream: TextIO | None = None, channel: ProgressChannel | None = None
+    ) -> None:
         self.result_file = result_file
         self.stream = stream or sys.stdout
+        self.channel = channel
         self._final_lock = threading.Lock()
         self.final_written: dict[str, Any] | None = None
 
@@ -67,6 +74,13 @@ class Reporter:
         line = json.dumps({"event": name, **_plain(fields)}, allow_nan=False)
         self.stream.write(line + "\n")
         self.stream.flush()
+        if name == "epoch" and self.channel is not None:
+            self.channel.send(fields["epoch"], fields.get("metrics") or {})
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Give the push channel a moment to deliver its last points (it never holds the trial longer)."""
+        if self.channel is not None:
+            self.channel.close(timeout)
 
     def final(self, metrics: Mapping[str, Any], status: str = "completed", message: str | None = None) -> bool:
         """Write the final object; False when one was already written."""

@@ -22,6 +22,7 @@ from torch import nn
 from kubenas_trainer.augment import random_crop_flip
 from kubenas_trainer.autoaugment import Augment
 from kubenas_trainer.data import Dataset
+from kubenas_trainer.distributed import STOP_SYNC_STEPS, World, agreed_stop, sum_over_ranks
 from kubenas_trainer.settings import Settings
 
 
@@ -136,8 +137,10 @@ class Trainer:
         stop: StopControl | None = None,
         on_epoch: Callable[[EpochStats], None] | None = None,
         augment: Augment | None = None,
+        world: World | None = None,
     ) -> None:
         self.settings = settings
+        self.world = world or World()
         self.augment = augment
         self.device = device
         self.data = data
@@ -153,6 +156,13 @@ class Trainer:
             # a candidate the compiler cannot handle still trains, eagerly, rather than failing the trial
             dynamo.config.suppress_errors = True
             self.network = torch.compile(self.model)  # type: ignore[assignment]
+        #: what training steps call: the network itself, or wrapped in DDP under torchrun (evaluation never syncs)
+        self.train_network: nn.Module = self.network
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if cuda and device.index is not None else None
+            self.train_network = DistributedDataParallel(self.network, device_ids=ids)
         self.use_amp = cuda and settings.amp
         groups = param_groups(self.model, settings.weight_decay)
         self.optimizer = torch.optim.SGD(
@@ -160,7 +170,8 @@ class Trainer:
         )
         self.criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
         self.shuffle_generator = torch.Generator().manual_seed(seed)
-        self.augment_generator = torch.Generator(device=device).manual_seed(seed + 1)
+        self.augment_generator = torch.Generator(device=device).manual_seed(seed + 1 + self.world.rank)
+        self.seed = seed
         augment = settings.augment if settings.augment is not None else data.natural
         side = data.sample_shape[1]
         self.crop_pad = max(1, side // 8) if augment and side >= 8 else 0
@@ -181,10 +192,42 @@ class Trainer:
             x = random_crop_flip(x, self.crop_pad, self.flip, self.augment_generator)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def _batches(self) -> list[torch.Tensor]:
+    def _batches(self, epoch: int = 0) -> list[torch.Tensor]:
         n, size = len(self.data.y_train), self.settings.batch_size
+        if self.world.distributed:
+            return self._shard_batches(epoch)
         order = torch.randperm(n, generator=self.shuffle_generator).to(self.device)
         return list(order.split(size))[: batch_count(n, size)]
+
+    def _rank_batch_size(self) -> int:
+        """Per-process batch under torchrun: the global batch (``batch_size``) split over the ranks."""
+        return max(1, self.settings.batch_size // self.world.size)
+
+    def _steps_per_epoch(self) -> int:
+        n = len(self.data.y_train)
+        if not self.world.distributed:
+            return batch_count(n, self.settings.batch_size)
+        return batch_count(math.ceil(n / self.world.size), self._rank_batch_size())
+
+    def _shard_batches(self, epoch: int) -> list[torch.Tensor]:
+        """This rank's batches of ``epoch``: its DistributedSampler shard (equal lengths on every rank)."""
+        from torch.utils.data import DistributedSampler
+
+        n = len(self.data.y_train)
+        sampler = DistributedSampler(
+            range(n), num_replicas=self.world.size, rank=self.world.rank, shuffle=True, seed=self.seed
+        )
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(sampler), dtype=torch.long).to(self.device)
+        return list(order.split(self._rank_batch_size()))[: self._steps_per_epoch()]
+
+    def _stop_reason(self) -> str | None:
+        """Why to stop before the next step; under torchrun agreed by all ranks every few steps."""
+        if not self.world.distributed:
+            return self.stop.reason()
+        if self.step % STOP_SYNC_STEPS:
+            return None
+        return agreed_stop(self.stop.reason(), self.device)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -217,7 +260,7 @@ class Trainer:
         """
         settings = self.settings
         x_train, y_train = self.data.x_train, self.data.y_train
-        steps_per_epoch = batch_count(len(y_train), settings.batch_size)
+        steps_per_epoch = self._steps_per_epoch()
         total = settings.epochs * steps_per_epoch
         history: list[EpochStats] = []
         last_eval: Evaluation | None = None
@@ -232,8 +275,8 @@ class Trainer:
             correct = torch.zeros((), device=self.device, dtype=torch.long)
             seen = 0
             lr = settings.lr
-            for idx in self._batches():
-                stopped = self.stop.reason()
+            for idx in self._batches(epoch):
+                stopped = self._stop_reason()
                 if stopped:
                     break
                 lr = lr_at(self.step, total, settings, steps_per_epoch)
@@ -241,7 +284,7 @@ class Trainer:
                     group["lr"] = lr
                 target = y_train[idx]
                 with self.autocast():
-                    out = self.network(self.network_input(x_train[idx], train=True))
+                    out = self.train_network(self.network_input(x_train[idx], train=True))
                     loss = self.criterion(out, target)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -250,6 +293,10 @@ class Trainer:
                 correct += (out.detach().argmax(1) == target).sum()
                 seen += len(idx)
                 self.step += 1
+            if self.world.distributed:  # the epoch's figures over all ranks: every rank judges the same loss
+                counts = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=self.device)])
+                totals = sum_over_ranks(counts)
+                loss_sum, correct, seen = totals[0], totals[1].round().long(), int(totals[2].round())
             self._sync()
             step_seconds += time.perf_counter() - epoch_start
             samples += seen

@@ -450,6 +450,15 @@ class SearchExperimentSpec(ApiModel):
         json_schema_extra=immutable("earlyStopping"),
         description="Stop unpromising trials early from their learning curves (median, asha or hyperband).",
     )
+    queue_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=kube.LABEL_MAX,
+        pattern=kube.LABEL_VALUE,
+        json_schema_extra=immutable("queueName"),
+        description="Kueue LocalQueue of the trainer Jobs (label kueue.x-k8s.io/queue-name; created suspended,"
+        " Kueue admits them within its quota). Ignored in local mode.",
+    )
 
 
 class ObjectMeta(ApiModel):
@@ -532,6 +541,9 @@ class TrialCounts(ApiModel):
     """Trials by phase."""
 
     pending: int = Field(0, ge=0, description="Created, not yet running.")
+    waiting: int | None = Field(
+        None, ge=0, description="Of the pending, with spec.queueName: queued in Kueue, not admitted (Job suspended)."
+    )
     running: int = Field(0, ge=0, description="Training now.")
     succeeded: int = Field(0, ge=0, description="Finished with a reward.")
     failed: int = Field(0, ge=0, description="Failed (after retries) or bad candidates.")

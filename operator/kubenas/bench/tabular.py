@@ -27,7 +27,6 @@ import csv
 import json
 import math
 import re
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,20 +38,9 @@ from kubenas.api.early_stopping import EarlyStopping
 from kubenas.api.space import Decision, SearchSpaceSpec
 from kubenas.api.strategy import SETTINGS_TYPES, StrategySpec
 from kubenas.api.v1alpha1 import Budget, Objective, SearchExperimentSpec, TrialTemplate
-from kubenas.core.driver import (
-    AskFor,
-    AttemptEnded,
-    Command,
-    Create,
-    Driver,
-    Progress,
-    Prune,
-    ResultStored,
-    Store,
-    Tell,
-    TrialLost,
-)
+from kubenas.core.driver import AttemptEnded, Driver, Progress, Prune, TrialLost
 from kubenas.core.errors import SpecError
+from kubenas.core.inprocess import InProcess
 from kubenas.core.search import Search
 
 DECISION_PREFIX = "x_"
@@ -214,33 +202,20 @@ def run_costed_search(table: Table, spec: SearchExperimentSpec, costs: Costs) ->
     budget = math.inf if costs.budget_seconds is None else costs.budget_seconds
     cost_of = table.extras.get(costs.column, {})
     spent = 0.0
-    search = Search(spec)
     driver = Driver(spec)
+    loop = InProcess(driver, Search(spec))
     names = [n for n, _ in table.decisions]
-    outstanding: deque[int] = deque()
     best_signal = -math.inf
     incumbent = math.nan
     curve: list[float] = []
-    commands: deque[Command] = deque(driver.start())
-    while True:
-        while commands:
-            command = commands.popleft()
-            if isinstance(command, (AskFor, Tell)):
-                answer = search.serve(command)
-                if answer is not None:
-                    commands.extend(driver.handle(answer))
-            elif isinstance(command, Create):
-                outstanding.append(command.trial.index)
-            elif isinstance(command, Store):
-                commands.extend(driver.handle(ResultStored(command.trial.index)))
-        if driver.finished is not None or not outstanding:
-            break
-        index = outstanding.popleft()
+    loop.start()
+    while driver.finished is None and loop.created:
+        index = loop.created.popleft()
         arch = driver.trial(index).architecture
         key = tuple(arch[n] for n in names)
         signal, report = table.rows.get(key, (math.nan, math.nan))
         if math.isnan(signal):
-            commands.extend(driver.handle(TrialLost(index, "NotInTable", "the table has no value for it")))
+            loop.handle(TrialLost(index, "NotInTable", "the table has no value for it"))
             curve.append(incumbent)
             continue
         full_cost = cost_of.get(key, 0.0) if costs.budget_seconds is not None else 0.0
@@ -253,8 +228,7 @@ def run_costed_search(table: Table, spec: SearchExperimentSpec, costs: Costs) ->
             if spent + step_cost > budget:
                 return curve, incumbent  # the budget ends before this evaluation
             spent, paid = spent + step_cost, paid + step_cost
-            answer = driver.handle(Progress(index, fidelity.step, {table.signal: cheap}))
-            commands.extend(answer)
+            answer = loop.handle(Progress(index, fidelity.step, {table.signal: cheap}))
             if any(isinstance(c, Prune) for c in answer):
                 pruned = True
                 break
@@ -262,7 +236,7 @@ def run_costed_search(table: Table, spec: SearchExperimentSpec, costs: Costs) ->
             if spent + full_cost - paid > budget:
                 return curve, incumbent
             spent += full_cost - paid
-            commands.extend(driver.handle(AttemptEnded(index, 1, 0, json.dumps({table.signal: signal}))))
+            loop.handle(AttemptEnded(index, 1, 0, json.dumps({table.signal: signal})))
             if signal > best_signal:
                 best_signal, incumbent = signal, report
         curve.append(incumbent)

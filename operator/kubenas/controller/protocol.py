@@ -15,6 +15,11 @@ Endpoints (all JSON; POST ones need ``Authorization: Bearer <token>``):
   Trial status holds (phase, reward, metrics). Idempotent by index: a repeated tell changes nothing
   and answers ``"told": false``. What a result means and where it stands in tell order is decided by
   the operator's driver, not here: the controller only asks and tells.
+- ``POST /progress`` ``{"trial", "step", "metrics"}`` → ``{"kept"}``: a trainer pod's epoch (the push
+  channel). Authorized by the *trial's* credential, ``HMAC(token, trial)``, not by the token itself.
+- ``POST /points`` ``{"instance", "after", "wait"}`` → ``{"points": [Point], "dropped", "state"}``: the
+  operator reads the epochs posted after ``after`` (all of them when ``instance`` is not this
+  process), waiting up to ``wait`` seconds for the first. See :mod:`kubenas.controller.progress`.
 - ``GET /metrics``: Prometheus text format.
 
 Every answer carries ``state`` (``instance``, ``configured``, ``asked``, ``told``): a new ``instance``

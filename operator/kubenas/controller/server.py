@@ -3,11 +3,15 @@
 Search calls run one at a time on a single worker thread. That serializes them, as the Search
 requires, and keeps the event loop free to answer ``/health`` while a long replay (thousands of
 trials, an LSTM policy) is under way.
+
+The push channel (``/progress`` from trainer pods, ``/points`` for the operator) runs on the event
+loop itself: it never touches the Search (see :mod:`kubenas.controller.progress`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -19,7 +23,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from kubenas.controller import protocol
+from kubenas.controller import progress, protocol
 from kubenas.controller.service import ControllerError, ControllerService
 
 log = logging.getLogger("kubenas.controller")
@@ -51,6 +55,12 @@ class ControllerMetrics:
         self.replays = Counter(
             "kubenas_controller_replays_total", "Rebuilds of the search from history.", registry=self.registry
         )
+        self.points = Counter(
+            "kubenas_controller_progress_points_total",
+            "Epoch reports posted by trainer pods, by outcome (kept, ignored: not past the trial's last step).",
+            ["outcome"],
+            registry=self.registry,
+        )
 
 
 class SerialRunner:
@@ -66,9 +76,35 @@ class SerialRunner:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+class PointsArrived:
+    """Wakes the readers waiting in ``/points`` when a point arrives."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.closing = False
+
+    def notify(self) -> None:
+        self._event.set()
+        if not self.closing:
+            self._event = asyncio.Event()  # waiters hold the one just set; later ones wait for the next point
+
+    def close(self) -> None:
+        """The server stops: every reader answers now, so that no long-poll holds the shutdown up."""
+        self.closing = True
+        self.notify()
+
+    async def wait(self, seconds: float) -> None:
+        event = self._event
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
+
+
 SERVICE_KEY = web.AppKey("service", ControllerService)
 RUNNER_KEY = web.AppKey("runner", SerialRunner)
 METRICS_KEY = web.AppKey("metrics", ControllerMetrics)
+STORE_KEY = web.AppKey("progress", progress.ProgressStore)
+ARRIVED_KEY = web.AppKey("arrived", PointsArrived)
+TOKEN_KEY = web.AppKey("token", str)
 
 
 def _error(code: str, message: str) -> web.Response:
@@ -152,6 +188,45 @@ async def tell(request: web.Request) -> web.Response:
     return web.json_response({"told": told, "state": _state(request)})
 
 
+async def report_progress(request: web.Request) -> web.Response:
+    """A trainer's epoch: accepted only with the trial's own credential (``progress.trial_token``)."""
+    data = await _body(request)
+    try:
+        trial, step, metrics = progress.parse_point(data)
+    except progress.BadPoint as exc:
+        raise ControllerError(protocol.BAD_REQUEST, str(exc)) from None
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    if not progress.token_matches(request.app[TOKEN_KEY], trial, given):
+        return _error(protocol.UNAUTHORIZED, f"missing or wrong progress token for trial {trial}")
+    point = request.app[STORE_KEY].add(trial, step, metrics)
+    request.app[METRICS_KEY].points.labels("kept" if point else "ignored").inc()
+    if point is not None:
+        request.app[ARRIVED_KEY].notify()
+    return web.json_response({"kept": point is not None})
+
+
+async def points(request: web.Request) -> web.Response:
+    """The operator's read: points after ``after`` of this ``instance`` (all of them for another
+    instance: the controller restarted), waiting up to ``wait`` seconds for the first one."""
+    data = await _body(request)
+    after, wait = _int(data, "after", 0), data.get("wait", 0)
+    if not isinstance(wait, (int, float)) or isinstance(wait, bool) or wait < 0:
+        raise ControllerError(protocol.BAD_REQUEST, "wait must be a number of seconds >= 0")
+    service, store = request.app[SERVICE_KEY], request.app[STORE_KEY]
+    if data.get("instance") != service.instance:
+        after = 0
+    found, dropped = store.since(after)
+    if not found and wait:
+        await request.app[ARRIVED_KEY].wait(min(float(wait), progress.MAX_WAIT_SECONDS))
+        found, dropped = store.since(after)
+    body = {"points": [p.to_json() for p in found], "dropped": dropped, "state": _state(request)}
+    return web.json_response(body)
+
+
+#: POSTs that carry their own credential instead of the controller token
+OWN_CREDENTIAL = frozenset({progress.PROGRESS_PATH})
+
+
 def _middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     expected = f"Bearer {token}".encode()
 
@@ -161,8 +236,10 @@ def _middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.St
         started = time.perf_counter()
         status = 500
         try:
-            if request.method == "POST" and not hmac.compare_digest(
-                request.headers.get("Authorization", "").encode(), expected
+            if (
+                request.method == "POST"
+                and request.path not in OWN_CREDENTIAL
+                and not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected)
             ):
                 response: web.StreamResponse = _error(protocol.UNAUTHORIZED, "missing or wrong bearer token")
             else:
@@ -181,7 +258,7 @@ def _middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.St
     return middleware
 
 
-ENDPOINTS = ("/health", "/metrics", "/replay", "/ask", "/tell")
+ENDPOINTS = ("/health", "/metrics", "/replay", "/ask", "/tell", progress.PROGRESS_PATH, progress.POINTS_PATH)
 
 
 def make_app(token: str, experiment: str = "") -> web.Application:
@@ -192,14 +269,23 @@ def make_app(token: str, experiment: str = "") -> web.Application:
     app[SERVICE_KEY] = ControllerService(experiment)
     app[RUNNER_KEY] = SerialRunner()
     app[METRICS_KEY] = ControllerMetrics()
+    app[STORE_KEY] = progress.ProgressStore()
+    app[ARRIVED_KEY] = PointsArrived()
+    app[TOKEN_KEY] = token
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/replay", replay)
     app.router.add_post("/ask", ask)
     app.router.add_post("/tell", tell)
+    app.router.add_post(progress.PROGRESS_PATH, report_progress)
+    app.router.add_post(progress.POINTS_PATH, points)
 
     async def _close(app: web.Application) -> None:
         app[RUNNER_KEY].close()
 
+    async def _shutdown(app: web.Application) -> None:
+        app[ARRIVED_KEY].close()
+
+    app.on_shutdown.append(_shutdown)
     app.on_cleanup.append(_close)
     return app

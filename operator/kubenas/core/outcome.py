@@ -53,6 +53,15 @@ def parse_result(text: str) -> tuple[dict[str, float], str, str | None]:
     return metrics, status, message if isinstance(message, str) else None
 
 
+def reports_bad_candidate(result_text: str | None) -> bool:
+    """Whether a result says ``bad_candidate``: final whatever the exit code (a launcher such as torchrun
+    exits 1 when its process exits 3)."""
+    try:
+        return parse_result(result_text or "")[1] == "bad_candidate"
+    except ResultFormatError:
+        return False
+
+
 def judge(exit_code: int | None, result_text: str | None, attempts: int, retries: int) -> Outcome:
     """The verdict for an attempt that ended with ``exit_code`` after ``attempts`` tries (1-based).
 

@@ -18,6 +18,7 @@ from kubenas.core.driver import Progress
 from kubenas.core.lineage import TrialOutput, start_weights
 from kubenas.core.records import TrialRecord, trial_seed
 from kubenas.core.space import SearchSpace
+from kubenas.local.gpus import ENV_VISIBLE, GpuPlan
 
 
 def output_folder(results: Path, experiment: str, where: TrialOutput) -> Path:
@@ -86,8 +87,9 @@ class TrialLauncher:
     """Starts trial processes and reports, on one queue, each exit and each epoch's metrics, so the
     runner blocks instead of polling."""
 
-    def __init__(self, exp: SearchExperiment, space: SearchSpace, results: Path) -> None:
+    def __init__(self, exp: SearchExperiment, space: SearchSpace, results: Path, gpus: GpuPlan | None = None) -> None:
         self.exp = exp
+        self.gpus = gpus
         self.space = space
         self.results = results
         self.done: queue.Queue[Attempt | Progress] = queue.Queue()
@@ -101,16 +103,27 @@ class TrialLauncher:
         result_file.unlink(missing_ok=True)
         tpl = self.exp.spec.trial_template
         env = {**os.environ, **trial_env(self.exp, self.space, rec, result_file, out)}
+        command = [*tpl.command, *tpl.args]
+        pool = self.gpus.pool if self.gpus is not None else None
+        if self.gpus is not None and pool is not None:  # this attempt's own GPUs, one torchrun process each
+            env[ENV_VISIBLE] = ",".join(pool.acquire((rec.index, number), self.gpus.per_trial))
+            command = self.gpus.command(command)
         log = (tdir / f"attempt-{number}.log").open("wb")
-        proc = subprocess.Popen(
-            [*tpl.command, *tpl.args],
-            env=env,
-            cwd=tpl.working_dir or None,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C reaches the runner, which stops trials in order
-        )
+        try:
+            proc = subprocess.Popen(
+                command,
+                env=env,
+                cwd=tpl.working_dir or None,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches the runner, which stops trials in order
+            )
+        except BaseException:
+            log.close()
+            if pool is not None:
+                pool.release((rec.index, number))
+            raise
         attempt = Attempt(rec, number, proc, result_file)
         self.running[rec.index] = attempt
         threading.Thread(target=self._follow, args=(attempt, log), daemon=True).start()
@@ -128,7 +141,13 @@ class TrialLauncher:
                     if progress is not None:
                         self.done.put(progress)
         attempt.proc.wait()
+        self._release(attempt)
         self.done.put(attempt)
+
+    def _release(self, attempt: Attempt) -> None:
+        """The attempt's GPUs go back to the pool once its process has exited."""
+        if self.gpus is not None and self.gpus.pool is not None:
+            self.gpus.pool.release((attempt.rec.index, attempt.number))
 
     def stop(self, index: int, grace_seconds: float = 10.0) -> None:
         """Stop one trial's attempt (SIGTERM, then SIGKILL after the grace period) and reap it."""
@@ -147,6 +166,7 @@ class TrialLauncher:
             except subprocess.TimeoutExpired:
                 _signal(a.proc, signal.SIGKILL)
                 a.proc.wait()
+            self._release(a)  # now, not when the follower gets to it: the next trial may want these GPUs
 
 
 def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:

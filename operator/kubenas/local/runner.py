@@ -43,6 +43,8 @@ from kubenas.core.records import objective_value
 from kubenas.core.search import Search
 from kubenas.core.spec_changes import judge_edit
 from kubenas.load import load_experiment
+from kubenas.local.gpus import GpuError
+from kubenas.local.gpus import plan as plan_gpus
 from kubenas.local.journal import Journal, read_journal
 from kubenas.local.process import Attempt, TrialLauncher
 from kubenas.local.report import leaderboard, summary, write_results
@@ -87,11 +89,13 @@ def prepare(experiment_file: Path | None, results: Path | None, resume: Path | N
                 exp = exp.model_copy(update={"spec": spec})
                 (resume / SPEC_FILE).write_text(yaml.safe_dump(exp.to_wire(), sort_keys=False))
         _check_command(exp)
+        _check_gpus(exp)
         return exp, resume
     if experiment_file is None:
         raise ResumeError("give an experiment file, or --resume DIR")
     exp = load_experiment(experiment_file)
     _check_command(exp)
+    _check_gpus(exp)
     folder = results or Path("results") / exp.metadata.name
     if (folder / "journal.jsonl").exists():
         raise ResumeError(f"{folder} already holds a run: use --resume {folder}, or choose --results")
@@ -119,6 +123,14 @@ def _check_command(exp: SearchExperiment) -> None:
         raise ResumeError(f"spec.trialTemplate.command: {program!r} is not an executable found on PATH")
 
 
+def _check_gpus(exp: SearchExperiment) -> None:
+    """A trial that asks for more GPUs than this machine has could never start: refuse the run now."""
+    try:
+        plan_gpus(exp.spec)
+    except GpuError as exc:
+        raise ResumeError(str(exc)) from None
+
+
 def run(exp: SearchExperiment, folder: Path, console: Console | None = None) -> RunResult:
     """Run (or continue) the experiment recorded in ``folder`` until the driver says it is finished.
 
@@ -132,9 +144,17 @@ def run(exp: SearchExperiment, folder: Path, console: Console | None = None) -> 
             shutil.rmtree(folder / "trials" / rec.name, ignore_errors=True)
     name = exp.metadata.name
     search = Search(exp.spec, history)
-    driver = Driver(exp.spec, history, name_prefix=name, elapsed_seconds=elapsed_before)
+    gpus = plan_gpus(exp.spec)
+    # never more GPU trials at once than the devices allow: the driver asks for no more than that
+    driver = Driver(gpus.limit(exp.spec), history, name_prefix=name, elapsed_seconds=elapsed_before)
     journal = Journal(folder, name, search.space, exp.spec.strategy.seed)
-    launcher = TrialLauncher(exp, search.space, folder)
+    launcher = TrialLauncher(exp, search.space, folder, gpus)
+    if gpus.parallel is not None and gpus.parallel < exp.spec.budget.parallel_trials:
+        console.print(
+            f"{gpus.per_trial} GPU(s) per trial, {len(gpus.pool.devices) if gpus.pool else 0} on this machine:"
+            f" at most {gpus.parallel} trials at once (parallelTrials {exp.spec.budget.parallel_trials})",
+            markup=False,
+        )
     started = time.monotonic() - elapsed_before
     objective = exp.spec.objective
     lost = [rec.index for rec in history if not rec.told]  # asked before the stop: run again now

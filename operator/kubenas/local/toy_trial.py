@@ -6,7 +6,8 @@ decisions; numeric decisions score by distance to a hidden optimum. The result l
 reported as ``val_accuracy``. Settings: ``sleep_s`` (pretend to train), ``fail_on`` (a value that
 makes the trial exit with the bad-candidate code), ``noise`` (seeded per trial), ``epochs`` (report a
 learning curve of that many epochs rising to the final value, sleeping ``epoch_s`` before each, so
-that stopping rules have something to judge).
+that stopping rules have something to judge). Epochs go to stdout, and on Kubernetes also to the
+controller's push channel, through the trainer's own client.
 """
 
 from __future__ import annotations
@@ -57,10 +58,19 @@ def main() -> int:
     noise = float(settings.get("noise", 0.0)) * random.Random(seed).gauss(0, 1)
     acc = min(0.999, max(0.001, 0.5 + 0.49 * score(arch) + noise))
     epochs = max(1, int(settings.get("epochs", 1)))
-    for epoch in range(1, epochs + 1):
-        time.sleep(float(settings.get("epoch_s", 0)))
-        value = acc * (1 - 0.5**epoch) / (1 - 0.5**epochs)  # rises to acc at the last epoch
-        print(json.dumps({"event": "epoch", "epoch": epoch, "metrics": {"val_accuracy": value}}), flush=True)
+    from kubenas_trainer.progress import ProgressChannel  # the same client as the real trainer's
+
+    channel = ProgressChannel.from_env(os.environ)
+    try:
+        for epoch in range(1, epochs + 1):
+            time.sleep(float(settings.get("epoch_s", 0)))
+            value = acc * (1 - 0.5**epoch) / (1 - 0.5**epochs)  # rises to acc at the last epoch
+            print(json.dumps({"event": "epoch", "epoch": epoch, "metrics": {"val_accuracy": value}}), flush=True)
+            if channel is not None:
+                channel.send(epoch, {"val_accuracy": value})
+    finally:
+        if channel is not None:
+            channel.close()
     with open(result_file, "w") as fh:
         json.dump({"val_accuracy": acc, "params": 1000 * len(arch), "status": "completed"}, fh)
     return 0

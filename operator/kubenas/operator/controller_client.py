@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from kubenas.controller import protocol
+from kubenas.controller import progress, protocol
 from kubenas.core.codec import status_wire, trial_wire
 from kubenas.core.driver import Candidate
 from kubenas.core.errors import KubenasError
@@ -64,14 +64,18 @@ class ControllerClient:
         self.session = session
         self.endpoint = endpoint
         self.observer = observer
+        self._seconds = timeout
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
-    async def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    async def _call(
+        self, method: str, path: str, body: Mapping[str, Any] | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.endpoint.token}"}
+        limit = self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout)
         started = time.perf_counter()
         try:
             async with self.session.request(
-                method, self.endpoint.url + path, json=body, headers=headers, timeout=self._timeout
+                method, self.endpoint.url + path, json=body, headers=headers, timeout=limit
             ) as response:
                 text = await response.text()
                 status = response.status
@@ -111,3 +115,13 @@ class ControllerClient:
     async def tell(self, trial: TrialRecord) -> tuple[bool, protocol.State]:
         data = await self._call("POST", "/tell", {"index": trial.index, "status": status_wire(trial)})
         return bool(data["told"]), protocol.State.from_json(data["state"])
+
+    async def points(
+        self, instance: str | None, after: int, wait: float = 0.0
+    ) -> tuple[list[progress.Point], bool, protocol.State]:
+        """Trainer reports numbered above ``after`` of controller ``instance`` (from the start for another
+        instance), waiting up to ``wait`` seconds for one; also whether some aged out unread."""
+        body = {"instance": instance, "after": after, "wait": wait}
+        data = await self._call("POST", progress.POINTS_PATH, body, timeout=wait + self._seconds)
+        found = [progress.Point.from_json(p) for p in data["points"]]
+        return found, bool(data.get("dropped")), protocol.State.from_json(data["state"])

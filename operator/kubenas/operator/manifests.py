@@ -15,13 +15,19 @@ from typing import Any
 
 from kubenas.api.template import OUTPUT_MOUNT, OUTPUT_VOLUME, trainer_container
 from kubenas.api.v1alpha1 import API_VERSION, Resources, SearchExperimentSpec, TrialTemplate
+from kubenas.controller.progress import trial_token
 from kubenas.core.errors import SpecError
+from kubenas.core.gpus import gpus_of as gpus_of  # re-exported: the GPU-seconds metric counts with it
+from kubenas.core.gpus import launcher_command, trial_gpus
 from kubenas.core.lineage import CheckpointFile, start_weights
 from kubenas.core.records import trial_seed
 from kubenas.core.space import Architecture
 from kubenas.operator import names
 
-GPU_RESOURCE = "nvidia.com/gpu"
+#: the label that puts a Job in a Kueue LocalQueue
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+#: shared memory for the processes of a multi-GPU trial (NCCL's buffers; a container's own is 64 MiB)
+SHM_VOLUME = "kubenas-shm"
 
 
 @dataclass(frozen=True)
@@ -88,15 +94,6 @@ def _resources(resources: Resources) -> dict[str, Any]:
     if resources.limits:
         out["limits"] = {k: str(v) for k, v in resources.limits.items()}
     return out
-
-
-def gpus_of(resources: Resources) -> float:
-    """GPUs one container holds (limits win, as the scheduler counts extended resources there)."""
-    value = resources.limits.get(GPU_RESOURCE, resources.requests.get(GPU_RESOURCE, 0))
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
 
 
 def trainer_image(spec: SearchExperimentSpec) -> str:
@@ -209,6 +206,26 @@ def controller_deployment(exp: ExperimentRef, spec: SearchExperimentSpec, replic
 
 
 # -- trials ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProgressChannel:
+    """Where trainers post their epochs (the controller's addresses, tried in order) and the secret
+    each trial's credential is derived from (the controller token; a trial gets only its HMAC)."""
+
+    urls: tuple[str, ...]
+    secret: str
+
+    @classmethod
+    def of(cls, exp: ExperimentRef, pod: tuple[str, int] | None, secret: str) -> ProgressChannel:
+        """The controller pod's address as the operator reaches it (IP, port), then its Service's DNS
+        name, which follows a restarted controller to its new IP where the cluster has DNS."""
+        urls = [f"http://{pod[0]}:{pod[1]}"] if pod else []
+        urls.append(f"http://{names.controller_name(exp.name)}.{exp.namespace}.svc:{names.CONTROLLER_PORT}")
+        return cls(tuple(urls), secret)
+
+    def env(self, trial: str) -> dict[str, str]:
+        return {names.PROGRESS_URL_ENV: " ".join(self.urls), names.PROGRESS_TOKEN_ENV: trial_token(self.secret, trial)}
+
+
 def trial_object(
     exp: ExperimentRef,
     spec: SearchExperimentSpec,
@@ -273,8 +290,11 @@ def trial_artifacts(spec: SearchExperimentSpec, experiment: str, trial: str) -> 
     }
 
 
-def trial_env(experiment: str, spec: SearchExperimentSpec, trial: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The trial contract's environment (docs/trial-contract.md), then the template's own variables."""
+def trial_env(
+    experiment: str, spec: SearchExperimentSpec, trial: Mapping[str, Any], channel: ProgressChannel | None = None
+) -> list[dict[str, str]]:
+    """The trial contract's environment (docs/trial-contract.md), with the push channel when given,
+    then the template's own variables."""
     t_spec = trial["spec"]
     contract = {
         "KUBENAS_ARCHITECTURE": json.dumps(t_spec["architecture"]),
@@ -292,6 +312,8 @@ def trial_env(experiment: str, spec: SearchExperimentSpec, trial: Mapping[str, A
         contract["KUBENAS_INIT_WEIGHTS"] = start.path
     elif start is not None and spec.artifacts is not None:  # admission demands the store for a trial's weights
         contract["KUBENAS_INIT_WEIGHTS"] = output_dir(spec, start.experiment, start.trial)
+    if channel is not None:
+        contract |= channel.env(trial["metadata"]["name"])
     env = [{"name": k, "value": v} for k, v in contract.items()]
     env += [{"name": e.name, "value": e.value} for e in spec.trial_template.env if e.name not in contract]
     return env
@@ -307,7 +329,19 @@ def _output_volume(spec: SearchExperimentSpec) -> dict[str, Any]:
     return {"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": spec.artifacts.persistent_volume_claim}}
 
 
-def trainer_pod(exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[str, Any]) -> dict[str, Any]:
+def _add_shared_memory(pod_spec: dict[str, Any], container: dict[str, Any]) -> None:
+    """A memory-backed /dev/shm for the trial's processes, unless the template mounts one itself."""
+    if any(m.get("mountPath") == "/dev/shm" for m in container["volumeMounts"]):
+        return
+    if any(v.get("name") == SHM_VOLUME for v in pod_spec["volumes"]):
+        return
+    pod_spec["volumes"].append({"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}})
+    container["volumeMounts"].append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
+
+
+def trainer_pod(
+    exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[str, Any], channel: ProgressChannel | None = None
+) -> dict[str, Any]:
     """The trainer pod template: the user's pod template, the short form merged in, the trial contract added.
 
     Admission refused every field set in both places, so the merge has no winner to pick. The
@@ -327,7 +361,8 @@ def trainer_pod(exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[s
         containers.append(container)
     container["name"] = names.TRAINER_CONTAINER
     container["image"] = trainer_image(spec)
-    container["command"] = list(template.command)
+    gpus = trial_gpus(template).count
+    container["command"] = launcher_command(template.command, gpus)  # torchrun, one process per GPU, when N > 1
     if template.args:
         container["args"] = list(template.args)
     if template.working_dir:
@@ -335,7 +370,7 @@ def trainer_pod(exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[s
     resources = _resources(template.resources)
     if resources:
         container["resources"] = resources
-    contract = trial_env(exp.name, spec, trial)
+    contract = trial_env(exp.name, spec, trial, channel)
     reserved = {e["name"] for e in contract}
     short = {e.name for e in template.env}
     own = [e for e in container.get("env") or [] if e["name"] not in reserved and e["name"] not in short]
@@ -353,6 +388,8 @@ def trainer_pod(exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[s
         security["fsGroup"] = security["runAsGroup"]  # the claim's files belong to the trainer's group
     pod_spec.setdefault("securityContext", security)
     pod_spec["volumes"] = [*(pod_spec.get("volumes") or []), _output_volume(spec)]
+    if gpus > 1:
+        _add_shared_memory(pod_spec, container)
     if template.node_selector:
         pod_spec["nodeSelector"] = dict(template.node_selector)
     if template.tolerations:
@@ -366,7 +403,9 @@ def trainer_pod(exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[s
     return {"metadata": metadata, "spec": pod_spec}
 
 
-def trainer_job(exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[str, Any]) -> dict[str, Any]:
+def trainer_job(
+    exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[str, Any], channel: ProgressChannel | None = None
+) -> dict[str, Any]:
     """The Job that trains one Trial, named after it and labelled with it.
 
     Its owner is the experiment, not the Trial: it needs no Trial uid, so the operator creates the
@@ -381,10 +420,13 @@ def trainer_job(exp: ExperimentRef, spec: SearchExperimentSpec, trial: Mapping[s
         "completions": 1,
         "parallelism": 1,
         "podFailurePolicy": pod_failure_policy(),
-        "template": trainer_pod(exp, spec, trial),
+        "template": trainer_pod(exp, spec, trial, channel),
     }
     if template.deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = template.deadline_seconds
+    if spec.queue_name:  # Kueue admits the Job (unsuspends it) when its ClusterQueue has the quota
+        labels = {**labels, KUEUE_QUEUE_LABEL: spec.queue_name}
+        job_spec["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 
 from kubenas.operator.kube import is_write
 
-TRIAL_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Infeasible", "Pruned")
+TRIAL_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Infeasible", "Pruned", "Waiting")
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _TRIAL = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400)
 

@@ -39,6 +39,9 @@ TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 TOKEN_KEY = "token"
 SPEC_KEY = "spec.json"
 TOKEN_ENV = "KUBENAS_CONTROLLER_TOKEN"
+#: The push channel in a trainer's environment: the controller's addresses and the trial's own credential.
+PROGRESS_URL_ENV = "KUBENAS_PROGRESS_URL"
+PROGRESS_TOKEN_ENV = "KUBENAS_PROGRESS_TOKEN"
 
 #: Longest experiment name whose children's names (``<exp>-controller``, ``<exp>-00042``) fit 63 characters.
 MAX_EXPERIMENT_NAME = 63 - len("-controller")

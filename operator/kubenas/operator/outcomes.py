@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kubenas.core.driver import AttemptEnded, AttemptStarted, Event, TrialLost
+from kubenas.core.outcome import reports_bad_candidate
 from kubenas.operator.names import FINAL_EXIT_CODES
 from kubenas.operator.views import JobView, PodView
 
@@ -61,13 +62,19 @@ def events_of(index: int, pods: Sequence[PodView], job: JobView | None, pods_lis
     update that made it so. A completed Job without a successful pod is therefore only reported
     ``ResultLost`` when ``pods_listed`` says the pods were just read from the API server.
     """
+    if job is not None and job.suspended and not (job.failed or job.complete):
+        # queued, or preempted by Kueue: waiting for admission, whatever its stopped pods said
+        return []
     ordered = _ordered(pods)
     events: list[Event] = []
     if is_running(pods):
         events.append(AttemptStarted(index, attempts(pods), started_at(pods)))
     for n, pod in enumerate(ordered, start=1):
         t = pod.terminated
-        if t is None or (t.exit_code != 0 and t.exit_code not in FINAL_EXIT_CODES):
+        final = t is not None and (
+            t.exit_code == 0 or t.exit_code in FINAL_EXIT_CODES or reports_bad_candidate(t.message)
+        )
+        if t is None or not final:
             continue  # other exits are retried by the Job; its Failed condition is the verdict
         events.append(AttemptEnded(index, n, t.exit_code, t.message, t.finished_at))
         return events

@@ -12,10 +12,12 @@ A pass, in order:
 1. the accepted spec (the Secret holds it and the controller's token) and the controller's objects;
 2. the driver, rebuilt from the Trials on the first pass; the controller, reached at its pod IP, is
    replayed from the driver's history whenever it is new to this process or restarted;
-3. events: results stored since the last pass, and the pods and Jobs of the active trials only;
+3. events: results stored since the last pass, the epochs trainers reported through the controller
+   (:mod:`kubenas.operator.progress_feed`), and the pods and Jobs of the active trials only;
 4. the driver's commands: asks and tells to the controller in order, creations and result writes in
    the background (the driver holds a creation back until the results told before it are stored,
-   which keeps replay exact); then the status.
+   which keeps replay exact), the Jobs of pruned trials ended; then the curves of running trials
+   and the status.
 
 A crash at any point loses nothing: a new process rebuilds the driver from the Trials, and what was
 told but not stored is judged and told again from the pods.
@@ -51,7 +53,9 @@ from kubenas.core.driver import (
     Event,
     Finish,
     MarkRunning,
+    Progress,
     Proposed,
+    Prune,
     ResultStored,
     Store,
     Tell,
@@ -71,6 +75,7 @@ from kubenas.operator.controller_client import (
 )
 from kubenas.operator.failures import PERMANENT_STATUSES, ExperimentLog, Fatal, Requeue, owned_by
 from kubenas.operator.kube import AlreadyExists, ApiError, NotFound
+from kubenas.operator.progress_feed import ProgressFeed
 from kubenas.operator.recovery import recovery_step
 from kubenas.operator.runtime import Runtime
 from kubenas.operator.sources import read_init_source, read_source
@@ -111,11 +116,15 @@ class ExperimentReconciler:
         self.spec_verdict = status.SpecVerdict(True)
         self.final: status.Verdict | None = None  # set once the search is over, before the status says so
         self.scaled_down = False
+        self.waiting_trials = 0  # active trials whose Job Kueue holds suspended (spec.queueName)
         self.best_name: str | None = ((self.body.get("status") or {}).get("bestTrial") or {}).get("name")
         self.status_writer = StatusWriter(self._write_status, runtime.config.status_interval_s, self.log)
         self.writes = TrialWriter(
             runtime, self.ref, self.log, lambda: self.accepted, self.wake, self.wake_later, self._fatal, self._event
         )
+        self.controller_at: Endpoint | None = None  # the controller pod last reached
+        self.writes.channel = self._channel
+        self.feed = ProgressFeed(lambda: runtime.http, self.wake, self.log)
         # the loop
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -143,6 +152,7 @@ class ExperimentReconciler:
         if self._timer is not None:
             self._timer.cancel()
         self.writes.cancel_all()
+        await self.feed.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -242,17 +252,26 @@ class ExperimentReconciler:
             endpoint,
             observer=lambda path, s: self.runtime.metrics.controller_calls.labels(path).observe(s),
         )
+        self.controller_at = client.endpoint
         driver = self.driver
         if driver is None or self.synced is None or self.synced[0] != client.endpoint:
             driver = await self._sync(client)
         if driver.spec is not self.accepted:
             driver.respec(self.accepted)
+        self.feed.follow(client.endpoint)
         self.writes.retry_failed()
         stored = list(self.writes.stored)  # results stored since the last pass
-        events = [Tick(self._elapsed() or 0.0), *(ResultStored(i) for i in stored), *await self._observe(driver)]
+        observed = await self._observe(driver)
+        progress = self._progress(driver)  # before the pods: a trial's last epochs, then its end
+        curves = {e.index: len(driver.trial(e.index).curve) for e in progress}
+        events = [Tick(self._elapsed() or 0.0), *(ResultStored(i) for i in stored), *progress, *observed]
         commands = driver.handle(*events)
         del self.writes.stored[: len(stored)]  # consumed only now: a pass that fails before tells them again
         await self._carry_out(client, driver, commands)
+        for index, before in curves.items():
+            rec = driver.trial(index)
+            if rec.active and len(rec.curve) > before:
+                self.writes.write_curve(rec)
         if driver.finished is not None:
             await self._finish(driver.finished)
             return
@@ -410,6 +429,7 @@ class ExperimentReconciler:
                 step = recovery_step(list(history.values()))
             records = [history[i] for i in sorted(history)]
             self.driver = Driver(self.accepted, records, name_prefix=self.name, elapsed_seconds=self._elapsed() or 0.0)
+            self.writes.end_pruned_jobs(records)
         trials = self.driver.trials
         state = await client.replay(self.name, spec, trials)
         self.runtime.metrics.controller_replays.labels(self.namespace, self.name).inc()
@@ -455,6 +475,7 @@ class ExperimentReconciler:
         assert indexes is not None
         events: list[Event] = []
         writes = self.writes
+        self.waiting_trials = 0
         for rec in driver.active_trials():
             name = rec.name
             if name in writes.creating or name not in writes.trial_uids:
@@ -466,7 +487,8 @@ class ExperimentReconciler:
                     writes.create_job_of(rec)
                 continue
             pods = [p for p in indexes.pods_of(self.namespace, name) if p.owner_uid == jobs[0].uid]
-            if not pods and not jobs[0].failed and not jobs[0].complete:
+            self.waiting_trials += jobs[0].suspended
+            if not pods and not jobs[0].failed and not jobs[0].complete and not jobs[0].suspended:
                 await self._check_pod_creation(jobs[0])
             seen = outcomes.events_of(rec.index, pods, jobs[0])
             if not outcomes.decided(seen) and jobs[0].complete:
@@ -477,6 +499,27 @@ class ExperimentReconciler:
                 writes.slot_freed(deciding.uid if deciding is not None else None)
             events.extend(seen)
         return events
+
+    def _progress(self, driver: Driver) -> list[Progress]:
+        """The epochs trainers posted since the last pass, for trials of this experiment the driver knows."""
+        events: list[Progress] = []
+        prefix = f"{self.name}-"
+        for point in self.feed.drain():
+            suffix = point.trial.removeprefix(prefix)
+            if suffix == point.trial or not suffix.isdigit():
+                continue
+            index = int(suffix)
+            if index < driver.asked and driver.trial_name(index) == point.trial:
+                with contextlib.suppress(KeyError):  # asked, not proposed yet: it cannot have run
+                    driver.trial(index)
+                    events.append(Progress(index, point.step, point.metrics))
+        return events
+
+    def _channel(self) -> manifests.ProgressChannel | None:
+        """The push channel new trainers get: the controller last reached, the token it checks."""
+        if self.controller_at is None or self.token is None:
+            return None
+        return manifests.ProgressChannel.of(self.ref, (self.controller_at.host, self.controller_at.port), self.token)
 
     async def _check_pod_creation(self, job: JobView) -> None:
         """A Job that has made no pod for a while may be refused its pods for good (a PriorityClass,
@@ -548,6 +591,8 @@ class ExperimentReconciler:
                 self.writes.mark_running(command)
             elif isinstance(command, Cancel):
                 await self.writes.cancel(command.trial)
+            elif isinstance(command, Prune):
+                self.writes.prune(command.trial)  # its Job goes once the Store that follows has landed
             # Relaunch: the Job's backoff starts the next attempt; Finish: read by the pass from the driver
         if failure is not None:
             if not isinstance(failure, ControllerRefused):
@@ -594,6 +639,7 @@ class ExperimentReconciler:
 
     async def _scale_controller_down(self) -> None:
         """Stop the controller pod (once; a restarted operator only reads that it is stopped)."""
+        await self.feed.stop()
         if self.scaled_down:
             return
         name = names.controller_name(self.name)
@@ -638,6 +684,7 @@ class ExperimentReconciler:
             now=_now(),
             summary=summary,
             best_artifacts=manifests.trial_artifacts(self.accepted, self.name, best.name) if best else None,
+            waiting=self.waiting_trials,
         )
         self._metrics(desired, summary[1])
         self.runtime.set_phase((self.namespace, self.name), desired["phase"])

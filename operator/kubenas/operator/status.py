@@ -82,10 +82,12 @@ def experiment_status(
     now: datetime,
     summary: Summary,
     best_artifacts: Mapping[str, str] | None = None,
+    waiting: int = 0,
 ) -> dict[str, Any]:
     """The whole status the experiment should show now (camelCase, ready for a merge patch);
     ``summary``: the trial counts and the best trial (the driver keeps both current);
-    ``best_artifacts``: where the best trial's weights are, with an artifact store."""
+    ``best_artifacts``: where the best trial's weights are, with an artifact store; ``waiting``: of the
+    pending trials, those whose Job Kueue holds suspended (shown with ``spec.queueName`` only)."""
     counts, best = summary
     done = counts.succeeded + counts.failed + counts.infeasible + counts.pruned
     terminal = verdict.phase in TERMINAL_PHASES
@@ -110,7 +112,7 @@ def experiment_status(
         "phase": verdict.phase,
         "conditions": conditions,
         "observedGeneration": generation,
-        "trials": counts.to_wire(),
+        "trials": {**counts.to_wire(), "waiting": waiting} if spec.queue_name else counts.to_wire(),
         "progress": f"{done}/{spec.budget.max_trials}",
         "startTime": current.get("startTime") or format_time(now),
         "message": verdict.message,

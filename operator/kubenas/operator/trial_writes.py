@@ -1,10 +1,18 @@
 """The operator's writes of trials: Trials and Jobs created, results and running marks written.
 
-The reconciler hands the driver's ``Create``, ``Store``, ``MarkRunning`` and ``Cancel`` commands here.
+The reconciler hands the driver's ``Create``, ``Store``, ``MarkRunning``, ``Cancel`` and ``Prune``
+commands here, and the curves of running trials.
 Creations and result writes run in the background, one task per trial, so a pass never waits on the
 API server for them; what fails is written again on a later pass (the names make a repeat harmless)
 unless the server refuses it for good, which fails the experiment. A stored result is reported back
 (``stored``) so the next pass can tell the driver, which then releases what was asked after it.
+
+A pruned trial's Job is deleted (with its pod, background propagation) as soon as its result is
+stored, not before: an operator that dies in between finds the Job still running and the rule
+judges the trial again, rather than finding a trial with neither a result nor a Job. A running
+trial's curve is written to its status as points arrive, one write per trial in flight (later
+points wait for it and go in the next), and always before its result, so the stored curve of a
+finished trial is the whole curve the driver judged.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,6 +70,11 @@ class TrialWriter:
         self.jobs_created: set[str] = set()
         self.terminated_at: dict[str, float] = {}  # trainer pod uid -> when its end was first seen
         self.turnarounds: deque[float] = deque()  # ends of trials whose slot waits for the next Job
+        #: where new trainers post their epochs (None: the controller's address is not known yet)
+        self.channel: Callable[[], manifests.ProgressChannel | None] = lambda: None
+        self.curves: dict[str, asyncio.Task[None]] = {}  # curve writes under way
+        self.curves_due: dict[str, TrialRecord] = {}  # newer curves waiting for the write under way
+        self.pruned_at: dict[str, float] = {}  # pruned trial -> when the driver decided (its Job goes once stored)
 
     @property
     def accepted(self) -> SearchExperimentSpec | None:
@@ -84,7 +97,7 @@ class TrialWriter:
         await self._create(command)
 
     def cancel_all(self) -> None:
-        for task in [*self.creating.values(), *self.storing.values()]:
+        for task in [*self.creating.values(), *self.storing.values(), *self.curves.values()]:
             task.cancel()
 
     # -- turnaround ----------------------------------------------------------------------------
@@ -171,7 +184,7 @@ class TrialWriter:
         }
         self.jobs_created.add(rec.name)  # before the write: a pass meanwhile must not create it too
         try:
-            await self.runtime.api.create(manifests.trainer_job(self.ref, self.accepted, trial_body))
+            await self.runtime.api.create(manifests.trainer_job(self.ref, self.accepted, trial_body, self.channel()))
         except AlreadyExists:
             job = await self.runtime.api.get("batch/v1", "Job", self.ref.namespace, rec.name)
             if not (owned_by(job, self.ref.uid) or owned_by(job, self.trial_uids.get(rec.name, self.ref.uid))):
@@ -208,6 +221,7 @@ class TrialWriter:
         if artifacts is not None:
             status["artifacts"] = artifacts  # where the trainer wrote its weights, architecture and curve
         body = {"status": status}
+        await self._curve_written(rec.name)
         try:
             await self.runtime.api.patch(API_VERSION, "Trial", self.ref.namespace, rec.name, body, subresource="status")
         except asyncio.CancelledError:
@@ -220,8 +234,72 @@ class TrialWriter:
             return
         self.stores_to_retry.pop(rec.index, None)
         self.stored.append(rec.index)
+        if rec.phase == "Pruned":
+            await self._end_pruned(rec.name)
         self._observe_finished(rec, self.started_at.pop(rec.name, None), command.finished_at)
         self.wake()
+
+    # -- pruning and curves ----------------------------------------------------------------------
+    def prune(self, rec: TrialRecord) -> None:
+        """The stopping rule ended the trial; its Job goes once its result (the next command) is stored."""
+        self.pruned_at.setdefault(rec.name, time.monotonic())
+        self.curves_due.pop(rec.name, None)
+
+    async def _end_pruned(self, name: str) -> None:
+        """Delete a pruned trial's Job and, through background propagation, its pod: the GPU is free."""
+        try:
+            await self.runtime.api.delete("batch/v1", "Job", self.ref.namespace, name, propagation="Background")
+        except Exception as exc:  # the result is stored: a later operator ends the Job (end_pruned_jobs)
+            self.log.warning("pruned trial's Job not deleted", extra={"trial": name, "error": repr(exc)})
+            return
+        decided = self.pruned_at.pop(name, None)
+        seconds = round(time.monotonic() - decided, 4) if decided is not None else None
+        self.log.info("pruned trial's Job deleted", extra={"trial": name, "seconds_since_decision": seconds})
+
+    def end_pruned_jobs(self, history: Iterable[TrialRecord]) -> None:
+        """Jobs of trials stored as Pruned that still run (an operator stopped before deleting them)."""
+        indexes = self.runtime.indexes
+        assert indexes is not None
+        for rec in history:
+            if rec.phase != "Pruned":
+                continue
+            jobs = indexes.job_of(self.ref.namespace, rec.name)
+            if any(j.owner_uid == self.ref.uid and not (j.complete or j.failed) for j in jobs):
+                self.runtime.spawn(self._end_pruned(rec.name), f"end pruned {rec.name}")
+
+    def write_curve(self, rec: TrialRecord) -> None:
+        """Write a running trial's curve to its status (coalesced: one write per trial in flight)."""
+        name = rec.name
+        if name in self.storing or name in self.pruned_at or name not in self.trial_uids:
+            return
+        if name in self.curves:
+            self.curves_due[name] = rec
+            return
+        task = asyncio.get_running_loop().create_task(self._write_curve(rec), name=f"curve {name}")
+        self.curves[name] = task
+
+    async def _write_curve(self, rec: TrialRecord) -> None:
+        name = rec.name
+        try:
+            while rec is not None:
+                patch = {"status": {"curve": status_wire(rec).get("curve", [])}}
+                try:
+                    await self.runtime.api.patch(
+                        API_VERSION, "Trial", self.ref.namespace, name, patch, subresource="status"
+                    )
+                except Exception as exc:  # the next point, or the result, writes it again
+                    self.log.warning("trial curve not written", extra={"trial": name, "error": repr(exc)})
+                rec = self.curves_due.pop(name, None)
+        finally:
+            self.curves.pop(name, None)
+
+    async def _curve_written(self, name: str) -> None:
+        """Before a result: no curve write may land after it (its curve is the whole one)."""
+        self.curves_due.pop(name, None)
+        task = self.curves.get(name)
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
 
     async def _write_running(self, command: MarkRunning) -> None:
         rec = command.trial

@@ -178,6 +178,8 @@ class JobView:
     reason: str | None = None
     message: str | None = None
     created: str | None = None
+    #: suspended: queued in Kueue and not admitted yet, or preempted (Kueue suspends it again)
+    suspended: bool = False
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> JobView:
@@ -202,6 +204,7 @@ class JobView:
             reason=reason,
             message=message,
             created=meta.get("creationTimestamp"),
+            suspended=bool((body.get("spec") or {}).get("suspend")),
         )
 
 

@@ -419,7 +419,10 @@ def base_env(pod: Obj, pod_ip: str, server: str, cluster_id: str, pod_dir: Path)
     tmp = pod_dir / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     host, _, port = server.removeprefix("https://").rpartition(":")
+    # ... and the project's code: a checkout run through PYTHONPATH gives its pods the same tree
+    code = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
     return {
+        **code,
         "PATH": path,
         "HOME": os.environ.get("HOME", str(pod_dir)),
         "LANG": os.environ.get("LANG", "C.UTF-8"),

@@ -1,0 +1,124 @@
+"""Kueue groundwork: ``spec.queueName`` puts trainer Jobs in a LocalQueue, suspended; the operator counts a
+suspended Job's trial as waiting (pending, neither running nor failed). No Kueue runs here: admission
+and preemption are played by flipping ``spec.suspend`` on the Jobs of the in-memory API server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from kubenas.api.v1alpha1 import API_VERSION, SearchExperimentSpec
+from kubenas.operator import manifests, names, outcomes
+from kubenas.operator.views import JobView, PodView
+
+from .test_controller_reconciler import NS, FakeApi, World, exp_status, experiment, settle, started, step
+from .test_controller_service import SPEC
+
+QUEUE = "team-a-gpus"
+EXP = manifests.ExperimentRef(NS, "exp", "uid-exp")
+
+
+def spec(**extra: Any) -> SearchExperimentSpec:
+    return SearchExperimentSpec.model_validate({**SPEC, "budget": {"maxTrials": 4, "parallelTrials": 2}, **extra})
+
+
+def job(s: SearchExperimentSpec) -> dict[str, Any]:
+    trial = manifests.trial_object(EXP, s, 0, {"edge_1_0": "none"}, "edge_1_0=none")
+    return manifests.trainer_job(EXP, s, trial)
+
+
+def test_a_queue_name_labels_the_job_for_kueue_and_creates_it_suspended() -> None:
+    queued = job(spec(queueName=QUEUE))
+    assert queued["metadata"]["labels"][manifests.KUEUE_QUEUE_LABEL] == QUEUE
+    assert queued["spec"]["suspend"] is True
+    plain = job(spec())
+    assert manifests.KUEUE_QUEUE_LABEL not in plain["metadata"]["labels"] and "suspend" not in plain["spec"]
+
+
+def test_a_queue_name_must_be_a_label_value() -> None:
+    with pytest.raises(ValidationError, match="queueName"):
+        spec(queueName="not a queue!")
+    with pytest.raises(ValidationError, match="queueName"):
+        spec(queueName="q" * 64)
+
+
+def _pod(exit_code: int, message: dict[str, Any]) -> PodView:
+    terminated = {"exitCode": exit_code, "message": json.dumps(message)}
+    return PodView.parse(
+        {
+            "metadata": {"name": "exp-00000-a", "labels": {names.LABEL_TRIAL: "exp-00000"}},
+            "status": {"containerStatuses": [{"name": "trainer", "state": {"terminated": terminated}}]},
+        }
+    )
+
+
+def test_a_suspended_job_is_waiting_whatever_its_stopped_pods_said() -> None:
+    body = job(spec(queueName=QUEUE))
+    body["metadata"]["uid"] = "uid-job"
+    suspended = JobView.parse(body)
+    assert suspended.suspended
+    partial = _pod(0, {"val_accuracy": 0.4, "status": "partial"})  # the pod Kueue's preemption stopped
+    assert outcomes.events_of(0, [partial], suspended) == []
+    admitted = JobView.parse({**body, "spec": {**body["spec"], "suspend": False}})
+    assert not admitted.suspended and outcomes.decided(outcomes.events_of(0, [partial], admitted))
+    failed = JobView.parse({**body, "status": {"conditions": [{"type": "Failed", "status": "True"}]}})
+    assert outcomes.decided(outcomes.events_of(0, [], failed))  # the Job's own verdict still counts
+
+
+async def _admit(world: World, count: int) -> list[str]:
+    """Kueue's part: unsuspend ``count`` suspended Jobs (oldest first); ``World.run_pods`` is the job
+    controller's (pods for admitted Jobs only)."""
+    admitted = []
+    for body in world.api.of_kind("Job"):
+        if len(admitted) < count and body["spec"].get("suspend"):
+            body["spec"]["suspend"] = False
+            admitted.append(body["metadata"]["name"])
+    return admitted
+
+
+def test_the_operator_counts_suspended_trials_as_waiting_until_admitted() -> None:
+    async def main() -> None:
+        api = FakeApi()
+        body = experiment({"maxTrials": 3, "parallelTrials": 2})
+        body["spec"]["queueName"] = QUEUE
+        await api.create(body)
+        api.objects[(API_VERSION, "SearchExperiment", NS, "exp")]["metadata"]["uid"] = "uid-exp"
+        world = World(api, body["spec"]["budget"])
+        try:
+            rec = await started(world)
+            await step(rec)
+            await step(rec)  # the Jobs are in the index now: the pass sees them suspended
+            await settle(rec)
+            jobs = api.of_kind("Job")
+            assert len(jobs) == 2 and all(j["spec"]["suspend"] for j in jobs)
+            counts = exp_status(world)["trials"]
+            assert (counts["pending"], counts["waiting"], counts["running"], counts["failed"]) == (2, 2, 0, 0)
+            assert rec.runtime.metrics.trials.labels(NS, "exp", "Waiting")._value.get() == 2
+
+            assert await _admit(world, 1) == ["exp-00000"]  # quota for one trial
+            await world.run_pods()
+            await step(rec)
+            await step(rec)
+            await settle(rec)
+            counts = exp_status(world)["trials"]
+            assert counts["succeeded"] == 1 and counts["failed"] == 0
+            assert counts["waiting"] == 2 and counts["pending"] == 2  # exp-00001 still queued, exp-00002 new
+
+            for _ in range(5):
+                await _admit(world, 2)
+                await world.run_pods()
+                await step(rec)
+                await settle(rec)
+                if rec.final is not None:
+                    break
+            status = exp_status(world)
+            assert status["phase"] == "Succeeded", status
+            assert status["trials"]["succeeded"] == 3 and status["trials"]["waiting"] == 0
+        finally:
+            await world.close()
+
+    asyncio.run(main())
