@@ -141,9 +141,9 @@ def run_trial(
         )
         inherited: dict[str, float] = {}
         if context.init_weights is not None:  # a parent's or a checkpoint's weights; never fails the trial
-            start = warm_start(model, context.init_weights)
-            reporter.event("log", message=start.message())
-            inherited = start.metrics()
+            warm = warm_start(model, context.init_weights)
+            reporter.event("log", message=warm.message())
+            inherited = warm.metrics()
         epochs: list[dict[str, Any]] = []
         trainer = Trainer(
             model,
