@@ -20,13 +20,6 @@ from tests.e2e.test_operator_artifacts import SETTINGS, bound_claim
 
 __all__ = ["crds", "kube", "kubenas_operator"]
 
-REPO = Path(__file__).resolve().parents[2]
-#: this checkout's trainer (pods get no PYTHONPATH of their own on the development cluster)
-TRAINER = {
-    "command": ["python", "-m", "kubenas_trainer.main"],
-    "env": [{"name": "PYTHONPATH", "value": f"{REPO / 'operator'}:{REPO / 'trainer_image'}"}],
-}
-
 
 def env_of(kube: Kube, job: str) -> dict[str, str]:
     body = kube.batch.read_namespaced_job(job, kube.namespace).to_dict()
@@ -45,8 +38,9 @@ def test_a_child_trial_starts_from_its_parents_weights(
             parallel=1,
             strategy={"name": "evolution", "seed": 4, "evolution": {"populationSize": 2, "sampleSize": 2}},
             search_space={"cell": {"nodes": 3, "operations": ["skip_connect", "nor_conv_1x1", "nor_conv_3x3"]}},
+            command=["kubenas-trainer"],
             settings=SETTINGS,
-            template={**TRAINER, "deadlineSeconds": 600, "inheritWeights": True},
+            template={"deadlineSeconds": 600, "inheritWeights": True},
         )
         manifest["spec"]["artifacts"] = {"persistentVolumeClaim": "nas-store", "path": "runs"}
         kube.apply_experiment(manifest)
