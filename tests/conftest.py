@@ -28,3 +28,22 @@ def experiment_dict(**spec_overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+def running_status(spec: Any, driver: Any, **extra: Any) -> dict[str, Any]:
+    """The status the operator would write for a running experiment held by ``driver``."""
+    from datetime import UTC, datetime
+
+    from kubenas.operator import status
+
+    return status.experiment_status(
+        current={},
+        spec=spec,
+        verdict=status.Verdict("Running", "Running", ""),
+        controller_ready=(True, "Ready", ""),
+        spec_verdict=status.SpecVerdict(True),
+        generation=1,
+        now=datetime.now(UTC),
+        summary=(driver.counts, driver.best),
+        **extra,
+    )

@@ -156,6 +156,8 @@ def run(
     except (ManifestError, ResumeError) as exc:
         console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(2) from None
+    if exp.spec.one_shot is not None:  # three phases: supernet, search over it, retraining of the top k
+        from kubenas.local.oneshot import run as run_local
     outcome = run_local(exp, folder, console)
     if outcome.interrupted:
         raise typer.Exit(130)

@@ -684,3 +684,23 @@ def test_a_pass_that_fails_after_results_were_stored_loses_none_of_them() -> Non
         assert exp_status(world)["phase"] == "Succeeded"
 
     scenario(budget, body)
+
+
+def test_a_one_shot_search_fails_with_a_condition_instead_of_running_as_an_ordinary_search() -> None:
+    budget = {"maxTrials": 2, "parallelTrials": 1}
+
+    async def body(world: World) -> None:
+        exp = world.api.objects[(API_VERSION, "SearchExperiment", NS, "exp")]
+        exp["spec"]["oneShot"] = {"evaluations": 4, "topK": 2}
+        rec = world.reconciler()
+        for _ in range(3):
+            await rec._pass()  # as the loop runs it: a Fatal ends the experiment
+            await rec.writes.done()
+            await settle(rec)
+        st = exp_status(world)
+        assert st["phase"] == "Failed"
+        failed = {c["type"]: c for c in st["conditions"]}["Failed"]
+        assert failed["reason"] == "OneShotUnsupported" and "spec.oneShot" in failed["message"]
+        assert trials(world) == [] and world.api.of_kind("Job") == []
+
+    scenario(budget, body)

@@ -94,6 +94,18 @@ class ReductionBlock(nn.Module):
         return self.conv_b(self.conv_a(x)) + self.shortcut(x)
 
 
+def classifier_head(channels: int, macro: MacroConfig) -> nn.Sequential:
+    """BN, ReLU, global average pooling, optional dropout and the linear classifier after the last stage."""
+    return nn.Sequential(
+        nn.BatchNorm2d(channels),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(macro.dropout) if macro.dropout > 0 else nn.Identity(),
+        nn.Linear(channels, macro.num_classes),
+    )
+
+
 class Network(nn.Module):
     """Stem, ``features`` (stages of searched units with reductions between) and a classification head."""
 
@@ -117,14 +129,7 @@ class Network(nn.Module):
             first, last = stage * n_layers // macro.stages, (stage + 1) * n_layers // macro.stages
             units += [build_op(op, channels) for op in candidate.layers[first:last]]
         self.features = nn.Sequential(*units)
-        self.head = nn.Sequential(
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Dropout(macro.dropout) if macro.dropout > 0 else nn.Identity(),
-            nn.Linear(channels, macro.num_classes),
-        )
+        self.head = classifier_head(channels, macro)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.stem(x)))

@@ -14,8 +14,21 @@ from pydantic import Field
 from kubenas.api import kube
 from kubenas.api.base import ApiModel, Rule
 
-StrategyName = Literal["random", "grid", "evolution", "reinforce", "tpe", "gp", "progressive", "retrain"]
-STRATEGY_NAMES: tuple[str, ...] = ("random", "grid", "evolution", "reinforce", "tpe", "gp", "progressive", "retrain")
+StrategyName = Literal["random", "grid", "evolution", "reinforce", "tpe", "gp", "progressive", "retrain", "nsga2"]
+STRATEGY_NAMES: tuple[str, ...] = (
+    "random",
+    "grid",
+    "evolution",
+    "reinforce",
+    "tpe",
+    "gp",
+    "progressive",
+    "retrain",
+    "nsga2",
+)
+#: strategies that search several objectives at once (docs/multi-objective.md): random and grid
+#: ignore rewards, tpe becomes MOTPE and nsga2 is NSGA-II, both Optuna's
+MULTI_OBJECTIVE_STRATEGIES: tuple[str, ...] = ("random", "grid", "tpe", "nsga2")
 #: the most architectures a retrain may hold: each is one entry of the stored spec
 MAX_RETRAIN = 1000
 #: strategies whose candidates derive from earlier ones (a mutated parent, a local search's centre)
@@ -81,6 +94,16 @@ class TpeSettings(ApiModel):
     startup_trials: int = Field(10, ge=1, le=100000, description="Random trials before the model is used.")
     candidates: int = Field(24, ge=1, le=10000, description="Candidates scored by expected improvement per ask.")
     multivariate: bool = Field(True, description="Model decisions jointly rather than one at a time.")
+
+
+class Nsga2Settings(ApiModel):
+    """NSGA-II (Deb et al. 2002) through Optuna's NSGAIISampler: non-dominated sorting and crowding
+    distance pick the parents of each generation; built for several objectives, it also runs on one."""
+
+    population_size: int = Field(20, ge=2, le=100000, description="Trials per generation; the first are random.")
+    crossover_prob: float = Field(
+        0.9, ge=0, le=1, description="Probability that a child is a crossover of two parents."
+    )
 
 
 class GpSettings(ApiModel):
@@ -236,6 +259,7 @@ class StrategySpec(ApiModel):
     seed_from: SeedFrom | None = Field(
         None, description="Start from the best architectures of another, finished search (architecture transfer)."
     )
+    nsga2: Nsga2Settings | None = Field(None, description="Settings when name is nsga2.")
 
     def settings(self) -> ApiModel:
         """The effective settings of the named strategy (defaults where omitted)."""
@@ -254,4 +278,5 @@ SETTINGS_TYPES: dict[str, type[ApiModel]] = {
     "gp": GpSettings,
     "progressive": ProgressiveSettings,
     "retrain": RetrainSettings,
+    "nsga2": Nsga2Settings,
 }

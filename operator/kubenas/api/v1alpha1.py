@@ -12,13 +12,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from kubenas.api import kube
 from kubenas.api.base import ApiModel, Rule, cel, immutable, keyed_list, with_rules
 from kubenas.api.early_stopping import EarlyStopping
+from kubenas.api.oneshot import OneShot
 from kubenas.api.space import SearchSpaceSpec
-from kubenas.api.strategy import LINEAGE_STRATEGIES, StrategySpec
+from kubenas.api.strategy import LINEAGE_STRATEGIES, MULTI_OBJECTIVE_STRATEGIES, StrategySpec
 from kubenas.api.template import TEMPLATE_RULES, ArtifactLocation, Artifacts, PodTemplate
 from kubenas.api.weights import InitFrom
 
@@ -37,6 +38,8 @@ Quantity = (
 )
 #: a bounded string for free text that reaches a container (command entries, environment values).
 Text = Annotated[str, StringConstraints(max_length=4096)]
+#: the resource whose count makes a trial's GPU time
+GPU_RESOURCE = "nvidia.com/gpu"
 #: the most bytes KUBENAS_SETTINGS may hold: one environment variable, which Linux caps at 128 KiB.
 MAX_SETTINGS_KEYS = 64
 
@@ -77,13 +80,111 @@ class Constraint(ApiModel):
     weight: float = Field(0.07, ge=0, le=10, description="Exponent of the soft penalty.")
 
 
-class Objective(ApiModel):
-    """What the search optimises: one reported metric, its direction, an optional goal and constraints."""
+#: the most objectives one search may have
+MAX_OBJECTIVES = 4
+Direction = Literal["maximize", "minimize"]
 
-    metric: str = Field("val_accuracy", min_length=1, max_length=63, description="Metric name in the trial's result.")
-    direction: Literal["maximize", "minimize"] = Field("maximize", description="Whether larger is better.")
+
+def _no_server_default(schema: dict[str, Any]) -> None:
+    """Field schema hook: no default in the CRD, so the API server leaves the field out when the user
+    does and a rule can tell "not given" from "given" (the model fills the value in itself)."""
+    schema.pop("default", None)
+
+
+class ObjectiveMetric(ApiModel):
+    """One objective of a multi-objective search: a reported metric and its direction."""
+
+    name: str = Field(..., min_length=1, max_length=63, description="Metric name in the trial's result.")
+    direction: Direction = Field("maximize", description="Whether larger is better.")
+
+
+class Objective(ApiModel):
+    """What the search optimises: one reported metric and its direction, or several (``metrics``,
+    searched for their Pareto front), an optional goal and constraints.
+
+    With ``metrics``, the first one is the primary objective: ``metric`` and ``direction`` follow it
+    (giving them is allowed only when they agree), the reward, ``target`` and the best trial are about
+    it, and the Pareto front is about all of them (docs/multi-objective.md).
+    """
+
+    RULES = (
+        Rule(
+            "!has(self.metrics) || size(self.metrics) == 0 || !has(self.metric) || self.metric == self.metrics[0].name",
+            "metric must be the first of metrics (or be left out)",
+            lambda o: not o.metrics or o.metric == o.metrics[0].name,
+            ".metric",
+        ),
+        Rule(
+            "!has(self.metrics) || size(self.metrics) == 0 || !has(self.direction)"
+            " || self.direction == (has(self.metrics[0].direction) ? self.metrics[0].direction : 'maximize')",
+            "direction must be that of the first of metrics (or be left out)",
+            lambda o: not o.metrics or o.direction == o.metrics[0].direction,
+            ".direction",
+        ),
+        Rule(
+            "!has(self.metrics) || size(self.metrics) < 2 || !has(self.constraints)"
+            " || self.constraints.all(c, !has(c.mode) || c.mode == 'hard')",
+            "a soft constraint scales a single reward: with several objectives use hard constraints"
+            " or make the metric an objective",
+            lambda o: len(o.metrics) < 2 or all(c.mode == "hard" for c in o.constraints),
+            ".constraints",
+        ),
+    )
+
+    metric: str = Field(
+        "val_accuracy",
+        min_length=1,
+        max_length=63,
+        json_schema_extra=_no_server_default,
+        description="Metric name in the trial's result (default val_accuracy; with metrics, the first of them).",
+    )
+    direction: Direction = Field(
+        "maximize",
+        json_schema_extra=_no_server_default,
+        description="Whether larger is better (default maximize; with metrics, the first one's).",
+    )
+    metrics: list[ObjectiveMetric] = Field(
+        default_factory=list,
+        max_length=MAX_OBJECTIVES,
+        json_schema_extra=keyed_list("name"),
+        description="Several objectives, primary first: the search looks for their Pareto front.",
+    )
     target: float | None = Field(None, description="Stop with GoalReached once a trial reaches this value.")
     constraints: list[Constraint] = Field(default_factory=list, max_length=16, description="Bounds on other metrics.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _primary_from_metrics(cls, data: Any) -> Any:
+        """``metric`` and ``direction`` left out follow the first of ``metrics``."""
+        if not isinstance(data, dict) or not isinstance(data.get("metrics"), list) or not data["metrics"]:
+            return data
+        first = data["metrics"][0]
+        if isinstance(first, ObjectiveMetric):
+            first = {"name": first.name, "direction": first.direction}
+        if not isinstance(first, dict):
+            return data
+        out = dict(data)
+        if "name" in first:
+            out.setdefault("metric", first["name"])
+        out.setdefault("direction", first.get("direction", "maximize"))
+        return out
+
+    @field_validator("metrics")
+    @classmethod
+    def _distinct_metrics(cls, value: list[ObjectiveMetric]) -> list[ObjectiveMetric]:
+        names = [m.name for m in value]
+        if len(set(names)) != len(names):
+            raise ValueError("metrics names must be distinct")
+        return value
+
+    @property
+    def multi(self) -> bool:
+        """Whether the search has several objectives (and so a Pareto front)."""
+        return len(self.metrics) > 1
+
+    def objectives(self) -> list[ObjectiveMetric]:
+        """Every objective, primary first (the single-objective form as a list of one)."""
+        return list(self.metrics) or [ObjectiveMetric(name=self.metric, direction=self.direction)]
 
 
 class Budget(ApiModel):
@@ -117,6 +218,12 @@ class Budget(ApiModel):
             "maxDuration cannot change once the experiment exists",
             ".maxDuration",
         ),
+        cel(
+            "has(self.maxGpuHours) == has(oldSelf.maxGpuHours)"
+            " && (!has(self.maxGpuHours) || self.maxGpuHours == oldSelf.maxGpuHours)",
+            "maxGpuHours cannot change once the experiment exists",
+            ".maxGpuHours",
+        ),
     )
 
     max_trials: int = Field(..., ge=1, le=100000, description="Trials to run in total.")
@@ -126,6 +233,14 @@ class Budget(ApiModel):
     )
     max_duration: str | None = Field(
         None, pattern=DURATION_PATTERN, description="Stop starting trials after this long (e.g. 6h, 90m)."
+    )
+
+    max_gpu_hours: float | None = Field(
+        None,
+        gt=0,
+        le=1e7,
+        description="End the search once its trials have used this many GPU-hours (a trial's wall time times"
+        " the GPUs it asks for); running trials are cancelled.",
     )
 
     def max_duration_seconds(self) -> float | None:
@@ -236,6 +351,15 @@ class Resources(ApiModel):
         max_length=MAX_RESOURCES,
         description="Maximum resources; GPUs go here, e.g. nvidia.com/gpu: 1.",
     )
+
+    def gpus(self) -> float:
+        """GPUs the container holds (limits win, as the scheduler counts extended resources there):
+        what a trial's GPU time (``budget.maxGpuHours``, the GPU-seconds metric) is multiplied by."""
+        value = self.limits.get(GPU_RESOURCE, self.requests.get(GPU_RESOURCE, 0))
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return 0.0
 
 
 def _key_ok(t: Toleration) -> bool:
@@ -391,6 +515,7 @@ class ControllerSpec(ApiModel):
 
 
 _INHERITS = "has(self.trialTemplate.inheritWeights) && self.trialTemplate.inheritWeights"
+_SEVERAL_OBJECTIVES = "has(self.objective) && has(self.objective.metrics) && self.objective.metrics.size() > 1"
 
 
 class SearchExperimentSpec(ApiModel):
@@ -421,6 +546,58 @@ class SearchExperimentSpec(ApiModel):
             ),
             ".trialTemplate.initFrom.experiment",
             kubernetes_only=True,
+        ),
+        Rule(
+            f"!({_SEVERAL_OBJECTIVES}) || self.strategy.name in {list(MULTI_OBJECTIVE_STRATEGIES)!r}",
+            f"several objectives need a strategy that searches a Pareto front: {', '.join(MULTI_OBJECTIVE_STRATEGIES)}",
+            lambda s: not s.objective.multi or s.strategy.name in MULTI_OBJECTIVE_STRATEGIES,
+            ".strategy.name",
+        ),
+        Rule(
+            f"!({_SEVERAL_OBJECTIVES}) || !has(self.earlyStopping)",
+            "earlyStopping judges one learning curve: it cannot be used with several objectives",
+            lambda s: not s.objective.multi or s.early_stopping is None,
+            ".earlyStopping",
+        ),
+        Rule(
+            "!has(self.budget.maxGpuHours) || (has(self.trialTemplate.resources)"
+            f" && has(self.trialTemplate.resources.limits) && '{GPU_RESOURCE}' in self.trialTemplate.resources.limits)",
+            f"maxGpuHours counts the GPUs each trial asks for: set trialTemplate.resources.limits['{GPU_RESOURCE}']",
+            lambda s: s.budget.max_gpu_hours is None or GPU_RESOURCE in s.trial_template.resources.limits,
+            ".budget.maxGpuHours",
+        ),
+        Rule(
+            "!has(self.oneShot) || self.strategy.name != 'retrain'",
+            "a one-shot search retrains its own top k: use another strategy for its search phase",
+            lambda s: s.one_shot is None or s.strategy.name != "retrain",
+            ".oneShot",
+        ),
+        Rule(
+            "!has(self.oneShot) || ((has(self.searchSpace.cell) || has(self.searchSpace.layers))"
+            " && (!has(self.searchSpace.hyperparameters) || self.searchSpace.hyperparameters.size() == 0)"
+            " && !has(self.searchSpace.augmentation))",
+            "a one-shot search shares weights across a cell and a layer chain only: no hyperparameters or augmentation",
+            lambda s: (
+                s.one_shot is None
+                or (
+                    (s.search_space.cell is not None or s.search_space.layers is not None)
+                    and not s.search_space.hyperparameters
+                    and s.search_space.augmentation is None
+                )
+            ),
+            ".searchSpace",
+        ),
+        Rule(
+            "!has(self.oneShot) || self.budget.maxTrials >= (has(self.oneShot.topK) ? self.oneShot.topK : 3)",
+            "a one-shot search retrains its top k as Trials: maxTrials must be at least oneShot.topK",
+            lambda s: s.one_shot is None or s.budget.max_trials >= s.one_shot.top_k,
+            ".budget.maxTrials",
+        ),
+        Rule(
+            "!has(self.oneShot) || !has(self.earlyStopping)",
+            "a one-shot search does not prune its retraining: leave earlyStopping out",
+            lambda s: s.one_shot is None or s.early_stopping is None,
+            ".earlyStopping",
         ),
     )
 
@@ -458,6 +635,11 @@ class SearchExperimentSpec(ApiModel):
         json_schema_extra=immutable("queueName"),
         description="Kueue LocalQueue of the trainer Jobs (label kueue.x-k8s.io/queue-name; created suspended,"
         " Kueue admits them within its quota). Ignored in local mode.",
+    )
+    one_shot: OneShot | None = Field(
+        None,
+        json_schema_extra=immutable("oneShot"),
+        description="Weight-sharing search: train a supernet, search over it, retrain the top k (maxTrials) as Trials.",
     )
 
 
@@ -562,6 +744,24 @@ class BestTrial(ApiModel):
     artifacts: ArtifactLocation | None = Field(None, description="Where its weights and architecture are.")
 
 
+#: trials of the Pareto front an experiment's status lists (the front is kept whole by the core)
+MAX_FRONT = 50
+
+
+class ParetoTrial(ApiModel):
+    """A trial of the Pareto front: no other succeeded trial is as good in every objective and better in one."""
+
+    name: str = Field(..., description="Trial name.")
+    values: dict[str, float] = Field(default_factory=dict, description="Its value of each objective metric.")
+
+
+class GpuHours(ApiModel):
+    """GPU time the trials have used (wall time times GPUs asked), against budget.maxGpuHours."""
+
+    used: float = Field(..., ge=0, description="GPU-hours used by finished and running trials.")
+    limit: float | None = Field(None, description="budget.maxGpuHours, if set.")
+
+
 class SearchExperimentStatus(ApiModel):
     """Observed state of an experiment. Kept small; the history lives in Trials."""
 
@@ -571,6 +771,13 @@ class SearchExperimentStatus(ApiModel):
     trials: TrialCounts = Field(default_factory=TrialCounts, description="Trials by phase.")
     best_trial: BestTrial | None = Field(None, description="The best trial so far.")
     best_reward: float | None = Field(None, description="Reward of the best trial (for printer columns).")
+    pareto_front: list[ParetoTrial] | None = Field(
+        None,
+        max_length=MAX_FRONT,
+        description=f"With several objectives: the non-dominated trials (at most {MAX_FRONT}, spread along the front).",
+    )
+    pareto_size: int | None = Field(None, ge=0, description="Non-dominated trials in all (paretoFront may show fewer).")
+    gpu_hours: GpuHours | None = Field(None, description="GPU-hours used (and the limit), when trials ask for GPUs.")
     progress: str | None = Field(None, description="Trials finished out of maxTrials, e.g. 12/50.")
     start_time: datetime | None = Field(None, description="When the search started.")
     completion_time: datetime | None = Field(None, description="When it finished.")
@@ -658,6 +865,9 @@ class TrialStatus(ApiModel):
         default_factory=list,
         max_length=MAX_CURVE_POINTS,
         description=f"Learning curve: the objective metric at each step reported (the first {MAX_CURVE_POINTS}).",
+    )
+    gpu_seconds: float | None = Field(
+        None, ge=0, description="GPU time the trial used: its wall time times the GPUs it asked for, in seconds."
     )
 
 

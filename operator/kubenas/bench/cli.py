@@ -12,6 +12,7 @@ import yaml
 
 from kubenas.api.strategy import STRATEGY_NAMES
 from kubenas.bench.augment import command as augment_command
+from kubenas.bench.oneshot import command as oneshot_command
 
 
 def _settings(pairs: list[str]) -> dict[str, Any] | None:
@@ -29,7 +30,9 @@ def search(
     table: Path = typer.Argument(
         ..., exists=True, dir_okay=False, help="CSV: x_<decision> columns and metric columns."
     ),
-    signal: str = typer.Option(..., "--signal", help="Column the strategy searches on (larger is better)."),
+    signal: str | None = typer.Option(
+        None, "--signal", help="Column the strategy searches on (larger is better); default: the first --objective."
+    ),
     report: str = typer.Option(..., "--report", help="Column reported for the incumbent (never searched on)."),
     strategy: str = typer.Option(..., "--strategy", help=f"One of {', '.join(STRATEGY_NAMES)}."),
     trials: int = typer.Option(300, "--trials", min=1, help="Trials per search."),
@@ -53,12 +56,20 @@ def search(
         None, "--early-stopping", help="Stopping rule on the cheap signals: median, asha or hyperband."
     ),
     reduction_factor: int = typer.Option(3, "--reduction-factor", min=2, help="asha, hyperband: keep 1/N per rung."),
+    objective: list[str] = typer.Option(
+        [],
+        "--objective",
+        help="An objective, COLUMN:max or COLUMN:min (repeatable; two or more search a Pareto front and"
+        " report its hypervolume), e.g. --objective val_acc:max --objective params_mb:min.",
+    ),
 ) -> None:
     """Search a tabular NAS benchmark and report the incumbent after 50, 100, 150, 300 and all trials,
-    and at the end of the search (``final``; with --budget-seconds, when the simulated time runs out)."""
+    and at the end of the search (``final``; with --budget-seconds, when the simulated time runs out).
+    With several --objective columns, also the hypervolume of the trials evaluated by each count."""
     from pydantic import ValidationError
 
     from kubenas.api.early_stopping import EarlyStopping
+    from kubenas.bench.hypervolume import Normaliser, parse_objective, table_hypervolume
     from kubenas.bench.tabular import FULL_STEP, Costs, benchmark, limit_threads, load_table, parse_fidelity
     from kubenas.core.errors import SpecError
 
@@ -80,9 +91,23 @@ def search(
                 {"rule": early_stopping, "minResource": first, "maxResource": FULL_STEP}
                 | {"reductionFactor": reduction_factor, "startupTrials": 5}
             )
-        data = load_table(table, signal, report, extra)
+        objectives = [parse_objective(o) for o in objective]
+        if signal is None and not objectives:
+            raise SpecError("--signal", "give the column to search on (--signal), or --objective")
+        if objectives and signal not in (None, objectives[0].name):
+            raise SpecError("--signal", f"with --objective the signal is the first objective, {objectives[0].name}")
+        if len(objectives) == 1 and objectives[0].direction != "maximize":
+            raise SpecError("--objective", "a single objective is maximised (the --signal column); give two or more")
+        signal = signal or objectives[0].name
+        multi = objectives if len(objectives) > 1 else []
+        data = load_table(table, signal, report, extra + [("--objective", o.name) for o in multi[1:]])
+        normaliser = None
+        if multi:
+            columns = {signal: [v for v, _ in data.rows.values()]}
+            columns |= {c: list(values.values()) for c, values in data.extras.items()}
+            normaliser = Normaliser.of_columns(multi, columns)
         started = time.perf_counter()
-        summary = benchmark(data, strategy, trials, seeds, parallel, _settings(settings), jobs, costs, rule)
+        summary = benchmark(data, strategy, trials, seeds, parallel, _settings(settings), jobs, costs, rule, normaliser)
     except SpecError as exc:
         raise typer.BadParameter(exc.message, param_hint=exc.field) from None
     except ValidationError as exc:  # settings given with --set, or a column name the API refuses
@@ -93,8 +118,17 @@ def search(
     for b, (mean, std) in summary.budgets.items():
         typer.echo(f"{b:>8}  {mean:>16.2f}  {std:>6.2f}")
     typer.echo(f"{'final':>8}  {summary.final[0]:>16.2f}  {summary.final[1]:>6.2f}")
+    out = summary.to_json()
+    if normaliser is not None and summary.hypervolume is not None:
+        rows = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+        best = table_hypervolume(normaliser, rows)
+        out["objectives"] = [f"{o.name}:{o.direction[:3]}" for o in normaliser.objectives]
+        out["table_hypervolume"] = round(best, 4)
+        typer.echo(f"{'trials':>8}  {'mean hypervolume':>16}  {'std':>6}   (whole table: {best:.4f})")
+        for b, (mean, std) in summary.hypervolume.items():
+            typer.echo(f"{b:>8}  {mean:>16.4f}  {std:>6.4f}")
     if json_out is not None:
-        json_out.write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+        json_out.write_text(json.dumps(out, indent=2) + "\n")
 
 
 def nk_table(
@@ -152,9 +186,10 @@ def ask_cost(
 
 
 def register(bench_app: typer.Typer) -> None:
-    """Add the tabular and augmentation benchmark commands to ``kubenas bench``."""
+    """Add the tabular, augmentation and one-shot benchmark commands to ``kubenas bench``."""
     bench_app.command("search")(search)
     bench_app.command("nk-table")(nk_table)
     bench_app.command("nk-suite")(nk_suite)
     bench_app.command("ask-cost")(ask_cost)
     bench_app.command("augment")(augment_command)
+    bench_app.command("oneshot")(oneshot_command)

@@ -19,6 +19,11 @@ step ``round(100 * fraction)``, so the driver's stopping rule (``spec.earlyStopp
 there, having spent only that fraction. A trial that goes on pays the full cost in all (the cheap
 signal is on the way to the full one). Only full-fidelity results become incumbents. ``final`` is
 the incumbent's report value when the search ends.
+
+Several objectives (``objectives``, ``--objective COLUMN:max|min``): the first is the signal, the
+others are further columns reported with it; the strategy searches their Pareto front and the
+summary adds the hypervolume of the trials evaluated by each trial count
+(:mod:`kubenas.bench.hypervolume` defines its normalisation and reference point).
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ import csv
 import json
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +42,8 @@ import numpy as np
 from kubenas.api.early_stopping import EarlyStopping
 from kubenas.api.space import Decision, SearchSpaceSpec
 from kubenas.api.strategy import SETTINGS_TYPES, StrategySpec
-from kubenas.api.v1alpha1 import Budget, Objective, SearchExperimentSpec, TrialTemplate
+from kubenas.api.v1alpha1 import Budget, Objective, ObjectiveMetric, SearchExperimentSpec, TrialTemplate
+from kubenas.bench.hypervolume import Normaliser, hypervolume
 from kubenas.core.driver import AttemptEnded, Driver, Progress, Prune, TrialLost
 from kubenas.core.errors import SpecError
 from kubenas.core.inprocess import InProcess
@@ -169,8 +175,10 @@ def experiment_spec(
     parallel: int,
     settings: dict[str, Any] | None = None,
     early_stopping: EarlyStopping | None = None,
+    objectives: Sequence[ObjectiveMetric] = (),
 ) -> SearchExperimentSpec:
-    """The in-memory experiment a benchmark search runs: one categorical decision per ``x_`` column."""
+    """The in-memory experiment a benchmark search runs: one categorical decision per ``x_`` column
+    (with several ``objectives``, the first of which is the table's signal, a multi-objective one)."""
     strategy_doc: dict[str, Any] = {"name": strategy, "seed": seed}
     if settings:
         strategy_doc[strategy] = SETTINGS_TYPES[strategy].model_validate(settings)
@@ -179,7 +187,9 @@ def experiment_spec(
             hyperparameters=[Decision(name=n, type="categorical", choices=list(c)) for n, c in table.decisions]
         ),
         strategy=StrategySpec.model_validate(strategy_doc),
-        objective=Objective(metric=table.signal, direction="maximize"),
+        objective=Objective(metrics=list(objectives))
+        if len(objectives) > 1
+        else Objective(metric=table.signal, direction="maximize"),
         budget=Budget(max_trials=trials, parallel_trials=parallel),
         trial_template=TrialTemplate(command=["table-lookup"]),
         early_stopping=early_stopping,
@@ -191,12 +201,18 @@ def run_search(table: Table, spec: SearchExperimentSpec) -> list[float]:
     return run_costed_search(table, spec, Costs())[0]
 
 
-def run_costed_search(table: Table, spec: SearchExperimentSpec, costs: Costs) -> tuple[list[float], float]:
+def run_costed_search(
+    table: Table,
+    spec: SearchExperimentSpec,
+    costs: Costs,
+    on_result: Callable[[Mapping[str, float]], None] | None = None,
+) -> tuple[list[float], float]:
     """One search under ``costs``: the incumbent's report value after each finished trial, and at the end.
 
     The benchmark is one more executor of the driver: a created trial joins a first-in, first-out
     queue, and the oldest one is looked up whenever the driver has nothing left to say. Its cheap
-    signals go to the driver as :class:`Progress` first; a :class:`Prune` ends it there.
+    signals go to the driver as :class:`Progress` first; a :class:`Prune` ends it there. Each
+    full-fidelity result's metrics (the signal and the other objectives' columns) go to ``on_result``.
     """
     fidelities = sorted(costs.fidelities, key=lambda f: f.fraction)
     budget = math.inf if costs.budget_seconds is None else costs.budget_seconds
@@ -205,6 +221,8 @@ def run_costed_search(table: Table, spec: SearchExperimentSpec, costs: Costs) ->
     driver = Driver(spec)
     loop = InProcess(driver, Search(spec))
     names = [n for n, _ in table.decisions]
+    others = [o.name for o in spec.objective.objectives() if o.name != table.signal]
+    sign = 1.0 if spec.objective.direction == "maximize" else -1.0
     best_signal = -math.inf
     incumbent = math.nan
     curve: list[float] = []
@@ -236,9 +254,12 @@ def run_costed_search(table: Table, spec: SearchExperimentSpec, costs: Costs) ->
             if spent + full_cost - paid > budget:
                 return curve, incumbent
             spent += full_cost - paid
-            loop.handle(AttemptEnded(index, 1, 0, json.dumps({table.signal: signal})))
-            if signal > best_signal:
-                best_signal, incumbent = signal, report
+            metrics = {table.signal: signal, **{o: table.extras[o].get(key, math.nan) for o in others}}
+            loop.handle(AttemptEnded(index, 1, 0, json.dumps(metrics)))
+            if on_result is not None:
+                on_result(metrics)
+            if sign * signal > best_signal:
+                best_signal, incumbent = sign * signal, report
         curve.append(incumbent)
     return curve, incumbent
 
@@ -253,6 +274,8 @@ class Summary:
     #: the incumbent's report value when each search ended (at the cost budget, if one was set)
     final: tuple[float, float] = (math.nan, math.nan)
     budget_seconds: float | None = None
+    #: with several objectives: the hypervolume's mean and deviation at each budget
+    hypervolume: dict[int, tuple[float, float]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -263,6 +286,9 @@ class Summary:
         }
         if self.budget_seconds is not None:
             out["budget_seconds"] = self.budget_seconds
+        if self.hypervolume is not None:
+            volumes = self.hypervolume.items()
+            out["hypervolume"] = {str(b): {"mean": _clean(m), "std": _clean(s)} for b, (m, s) in volumes}
         return out
 
 
@@ -306,14 +332,24 @@ def _init_worker(table: Table) -> None:
     limit_threads()
 
 
-SeedWork = tuple[str, int, int, int, dict[str, Any] | None, Costs, EarlyStopping | None]
+SeedWork = tuple[str, int, int, int, dict[str, Any] | None, Costs, EarlyStopping | None, Normaliser | None]
+#: one search's incumbent curve, final value and hypervolume at each budget (empty with one objective)
+SeedRun = tuple[list[float], float, dict[int, float]]
 
 
-def _run_seed(args: SeedWork) -> tuple[list[float], float]:
+def _run_seed(args: SeedWork) -> SeedRun:
     assert _WORKER_TABLE is not None
-    strategy, seed, trials, parallel, settings, costs, early = args
-    spec = experiment_spec(_WORKER_TABLE, strategy, seed, trials, parallel, settings, early)
-    return run_costed_search(_WORKER_TABLE, spec, costs)
+    strategy, seed, trials, parallel, settings, costs, early, normaliser = args
+    objectives = normaliser.objectives if normaliser is not None else ()
+    spec = experiment_spec(_WORKER_TABLE, strategy, seed, trials, parallel, settings, early, objectives)
+    losses: list[tuple[float, ...] | None] = []
+    on_result = None if normaliser is None else (lambda metrics: losses.append(normaliser.loss(metrics)))
+    curve, final = run_costed_search(_WORKER_TABLE, spec, costs, on_result)
+    volumes: dict[int, float] = {}
+    if normaliser is not None:
+        for b in budgets_for(trials):
+            volumes[b] = hypervolume([x for x in losses[:b] if x is not None])
+    return curve, final, volumes
 
 
 def limit_threads() -> None:
@@ -335,12 +371,15 @@ def benchmark(
     jobs: int = 1,
     costs: Costs | None = None,
     early_stopping: EarlyStopping | None = None,
+    normaliser: Normaliser | None = None,
 ) -> Summary:
-    """Run ``seeds`` searches (strategy seeds 0..seeds-1) and summarise them at the report budgets."""
+    """Run ``seeds`` searches (strategy seeds 0..seeds-1) and summarise them at the report budgets;
+    with a ``normaliser`` (several objectives), also their hypervolume."""
     costs = costs or Costs()
-    experiment_spec(table, strategy, 0, trials, parallel, settings, early_stopping)  # refuse a bad spec early
+    objectives = normaliser.objectives if normaliser is not None else ()
+    experiment_spec(table, strategy, 0, trials, parallel, settings, early_stopping, objectives)  # refuse early
     work: list[SeedWork] = [
-        (strategy, seed, trials, parallel, settings, costs, early_stopping) for seed in range(seeds)
+        (strategy, seed, trials, parallel, settings, costs, early_stopping, normaliser) for seed in range(seeds)
     ]
     if jobs > 1:
         from concurrent.futures import ProcessPoolExecutor
@@ -350,4 +389,8 @@ def benchmark(
     else:
         _init_worker(table)
         runs = [_run_seed(w) for w in work]
-    return summarize(strategy, [c for c, _ in runs], trials, [f for _, f in runs], costs.budget_seconds)
+    summary = summarize(strategy, [c for c, _, _ in runs], trials, [f for _, f, _ in runs], costs.budget_seconds)
+    if normaliser is None:
+        return summary
+    volumes = {b: _mean_std([v[b] for _, _, v in runs]) for b in budgets_for(trials)}
+    return replace(summary, hypervolume=volumes)

@@ -48,6 +48,7 @@ def status_wire(
         tell_sequence=rec.tell_sequence,
         asks_before_tell=rec.asks_before_tell,
         curve=[CurvePoint.model_construct(step=s, value=v) for s, v in rec.curve if math.isfinite(v)] or None,
+        gpu_seconds=None if rec.gpu_seconds is None else round(rec.gpu_seconds, 3),
     )
     out = {k: v for k, v in status.model_dump(by_alias=True, exclude_none=True).items() if k not in _TIMES}
     if start_time:
@@ -78,6 +79,7 @@ def record_of(name: str, spec: Mapping[str, Any], status: Mapping[str, Any] | No
         asks_before_tell=st.asks_before_tell,
         curve=tuple((p.step, p.value) for p in st.curve),
         parents=tuple(parsed.parents),
+        gpu_seconds=st.gpu_seconds,
     )
 
 

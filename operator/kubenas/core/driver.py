@@ -35,8 +35,17 @@ Rules it owns, in one place:
   once), then ``Tell`` and ``Store`` like any result: phase ``Pruned``, the metrics of that point, the
   reward rule applied to them. The strategy sees it as a usable, low-fidelity result (its reward is
   what the trial reached when it stopped, a pessimistic estimate), and it counts as finished.
-- **Cost.** Counts and the best trial are kept up to date event by event: handling an event costs the
-  same after ten trials as after ten thousand.
+- **Several objectives.** With ``objective.metrics``, the reward (and so the best trial and the
+  target) is the first objective's; :attr:`Driver.front` keeps the Pareto front of all of them
+  (:mod:`kubenas.core.pareto`), updated as each result settles.
+- **GPU time.** A trial's GPU time is its wall time (from its first attempt's start to its result,
+  on the clock of the :class:`Tick` events) times the GPUs its template asks for
+  (:meth:`~kubenas.api.v1alpha1.Resources.gpus`); it is recorded on the result (``gpu_seconds``).
+  With ``budget.maxGpuHours`` the engine finishes the experiment once the finished trials and the
+  running ones together reach it, and the running ones are cancelled (their time recorded too).
+  A driver rebuilt from history counts a trial that was running from the rebuild on.
+- **Cost.** Counts, the best trial and the front are kept up to date event by event: handling an
+  event costs the same after ten trials as after ten thousand.
 """
 
 from __future__ import annotations
@@ -48,7 +57,9 @@ from typing import TYPE_CHECKING
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec, TrialCounts
 from kubenas.core.engine import Ask, Finish, Wait, decide_on
+from kubenas.core.gpus import trial_gpus
 from kubenas.core.outcome import judge
+from kubenas.core.pareto import Front
 from kubenas.core.records import (
     ACTIVE_PHASES,
     MissingMetric,
@@ -274,11 +285,17 @@ class Driver:
         self._held: list[Create] = []  # creations waiting for earlier results to be stored
         self.finished: Finish | None = None
         self.waiting: str | None = None  # why nothing starts now (the engine's Wait), for status messages
+        #: the Pareto front of a multi-objective search (None with one objective)
+        self.front: Front | None = Front(spec.objective.objectives()) if spec.objective.multi else None
+        self.gpus = trial_gpus(spec.trial_template).count  # GPUs per trial, short form or pod template
+        self.gpu_seconds_done = sum(t.gpu_seconds or 0.0 for t in history)  # GPU time of finished trials
         for rec in sorted(history, key=lambda t: t.index):
             self._put(rec)
             if rec.told:
                 self.told += 1
         self.asked = len(self._trials)
+        #: running trial -> elapsed seconds at its first start (a rebuilt driver: the rebuild's)
+        self._started: dict[int, float] = {i: elapsed_seconds for i, t in self._trials.items() if t.phase == "Running"}
         self._judge: CurveJudge | None = None
         if spec.early_stopping is not None:
             from kubenas.core.pruning import CurveJudge  # Optuna loads only for experiments that prune
@@ -326,11 +343,32 @@ class Driver:
         return self.counts.pending + self.counts.running
 
     def seconds_to_deadline(self) -> float | None:
-        """Seconds until ``maxDuration`` passes (None without one, or once it has): when to send a Tick."""
+        """Seconds until ``maxDuration`` passes or, at the running trials' rate, ``maxGpuHours`` is
+        used up (None when neither can happen): when to send the next Tick."""
+        waits = []
         limit = self.spec.budget.max_duration_seconds()
-        if limit is None or self.elapsed >= limit:
-            return None
-        return limit - self.elapsed
+        if limit is not None and self.elapsed < limit:
+            waits.append(limit - self.elapsed)
+        gpu_limit = self.spec.budget.max_gpu_hours
+        rate = self.gpus * len(self._started)
+        if gpu_limit is not None and rate > 0:
+            waits.append(max(0.0, (gpu_limit * 3600 - self.gpu_seconds_used) / rate))
+        return min(waits, default=None)
+
+    @property
+    def gpu_seconds_used(self) -> float:
+        """GPU time of the finished trials and of the running ones so far (O(running))."""
+        running = sum(max(0.0, self.elapsed - t) for t in self._started.values())
+        return self.gpu_seconds_done + running * self.gpus
+
+    def _gpu_time(self, rec: TrialRecord) -> TrialRecord:
+        """The record with the GPU time it used, now that it ends (counted as done from here on)."""
+        started = self._started.pop(rec.index, None)
+        if not self.gpus:
+            return rec  # no GPU asked: nothing to record
+        used = 0.0 if started is None else max(0.0, self.elapsed - started) * self.gpus
+        self.gpu_seconds_done += used
+        return rec.with_(gpu_seconds=used)
 
     def trial_name(self, index: int) -> str:
         return trial_name(self.name_prefix, index)
@@ -365,6 +403,7 @@ class Driver:
         if isinstance(event, AttemptStarted):
             if rec.phase == "Running" and rec.attempts >= event.attempt:
                 return ()
+            self._started.setdefault(rec.index, self.elapsed)
             rec = self._put(rec.with_(phase="Running", attempts=max(rec.attempts, event.attempt)))
             return (MarkRunning(rec, event.started_at),)
         if isinstance(event, Progress):
@@ -463,7 +502,8 @@ class Driver:
         return self._tell_and_store(rec, finished_at)
 
     def _tell_and_store(self, rec: TrialRecord, finished_at: str | None) -> list[Command]:
-        """A final record: its place in tell order, then Tell and Store."""
+        """A final record: its GPU time, its place in tell order, then Tell and Store."""
+        rec = self._gpu_time(rec)
         rec = self._put(rec.with_(tell_sequence=self.told, asks_before_tell=self.asked))
         self.told += 1
         self._unstored[rec.index] = self._last_tell_asks = self.asked
@@ -484,7 +524,7 @@ class Driver:
     def _plan(self) -> list[Command]:
         if self.finished is not None:
             return []
-        action = decide_on(self.spec, self.counts, self.best, self.elapsed)
+        action = decide_on(self.spec, self.counts, self.best, self.elapsed, self.gpu_seconds_used)
         self.waiting = action.reason if isinstance(action, Wait) else None
         if isinstance(action, Ask):
             index = self.asked
@@ -499,7 +539,8 @@ class Driver:
         for rec in self.trials:
             if rec.phase in ACTIVE_PHASES:
                 message = f"the experiment finished: {action.reason}"
-                out.append(Cancel(self._put(rec.with_(phase="Failed", reason="Cancelled", message=message))))
+                cancelled = self._gpu_time(rec.with_(phase="Failed", reason="Cancelled", message=message))
+                out.append(Cancel(self._put(cancelled)))
         out.append(action)
         return out
 
@@ -517,4 +558,6 @@ class Driver:
             self._active.pop(rec.index, None)
         if better(rec, self.best):
             self.best = rec
+        if self.front is not None:
+            self.front.add(rec)
         return rec

@@ -8,10 +8,12 @@ Order of the rules, first match wins:
 
 1. a succeeded trial reached ``objective.target`` → finish Succeeded (GoalReached);
 2. more trials failed than ``budget.maxFailedTrials`` → finish Failed (TooManyFailures);
-3. ``budget.maxDuration`` passed → wait for running trials, then finish (DeadlineExceeded);
-4. ``budget.maxTrials`` trials created → wait for running trials, then finish (MaxTrialsReached);
-5. fewer than ``parallelTrials`` trials active → ask for the difference (capped by what is left);
-6. otherwise wait.
+3. the trials used ``budget.maxGpuHours`` (running ones included) → finish now, the running trials
+   cancelled (GpuHoursExhausted);
+4. ``budget.maxDuration`` passed → wait for running trials, then finish (DeadlineExceeded);
+5. ``budget.maxTrials`` trials created → wait for running trials, then finish (MaxTrialsReached);
+6. fewer than ``parallelTrials`` trials active → ask for the difference (capped by what is left);
+7. otherwise wait.
 
 A search that ends without a single succeeded trial finishes Failed (NoTrialSucceeded), whatever
 stopped it.
@@ -99,14 +101,19 @@ def _finish(reason: str, message: str, best: TrialRecord | None) -> Finish:
 
 def decide(spec: SearchExperimentSpec, trials: Sequence[TrialRecord], elapsed_seconds: float | None = None) -> Action:
     """The next action for an experiment with this spec and history (see the module docstring)."""
-    return decide_on(spec, *summarize(spec, trials), elapsed_seconds)
+    return decide_on(spec, *summarize(spec, trials), elapsed_seconds, sum(t.gpu_seconds or 0.0 for t in trials))
 
 
 def decide_on(
-    spec: SearchExperimentSpec, counts: TrialCounts, best: TrialRecord | None, elapsed_seconds: float | None = None
+    spec: SearchExperimentSpec,
+    counts: TrialCounts,
+    best: TrialRecord | None,
+    elapsed_seconds: float | None = None,
+    gpu_seconds: float = 0.0,
 ) -> Action:
     """:func:`decide` from the history's summary: what the driver keeps up to date event by event, so a
-    decision costs the same after ten trials as after ten thousand."""
+    decision costs the same after ten trials as after ten thousand. ``gpu_seconds``: the GPU time the
+    trials have used so far, running ones included."""
     active = counts.pending + counts.running
     budget = spec.budget
 
@@ -120,6 +127,12 @@ def decide_on(
             "Failed",
             "TooManyFailures",
             f"{counts.failed} trials failed, more than maxFailedTrials={budget.max_failed_trials}",
+        )
+    if budget.max_gpu_hours is not None and gpu_seconds >= budget.max_gpu_hours * 3600:
+        return _finish(
+            "GpuHoursExhausted",
+            f"the trials used {gpu_seconds / 3600:.4g} GPU-hours of maxGpuHours={budget.max_gpu_hours:g}",
+            best,
         )
     limit = budget.max_duration_seconds()
     if limit is not None and elapsed_seconds is not None and elapsed_seconds >= limit:

@@ -23,8 +23,8 @@ _LAUNCHERS = ("torchrun", "torch.distributed.run", "torch.distributed.launch")
 
 
 def gpus_of(resources: Resources) -> float:
-    """GPUs one container holds (limits win, as the scheduler counts extended resources there)."""
-    return _count(resources.limits.get(GPU_RESOURCE, resources.requests.get(GPU_RESOURCE, 0)))
+    """GPUs one container holds (:meth:`Resources.gpus`: limits win, as the scheduler counts them)."""
+    return resources.gpus()
 
 
 def _count(value: Any) -> float:

@@ -29,6 +29,8 @@ class TrialRecord:
     :data:`kubenas.api.v1alpha1.MAX_CURVE_POINTS`): what a stopping rule judges, kept so that a
     driver rebuilt from history judges the same. A ``Pruned`` trial was stopped by that rule; its
     reward comes from its last reported metrics and it is told as a usable, low-fidelity result.
+    ``gpu_seconds`` is the GPU time a finished trial used (wall time times GPUs asked): what
+    ``budget.maxGpuHours`` counts.
     """
 
     index: int
@@ -46,6 +48,7 @@ class TrialRecord:
     #: ask indexes of the trials this one was derived from (evolution's parent, the progressive
     #: search's centre); empty for a candidate drawn anew. Fixed when it is asked.
     parents: tuple[int, ...] = ()
+    gpu_seconds: float | None = None
 
     @property
     def done(self) -> bool:

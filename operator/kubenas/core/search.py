@@ -31,7 +31,8 @@ class Search:
     def __init__(self, spec: SearchExperimentSpec, history: Sequence[TrialRecord] = ()) -> None:
         self.spec = spec
         self.space: SearchSpace = build_space(spec.search_space)
-        self.strategy: Strategy = make_strategy(spec.strategy, self.space)
+        objectives = spec.objective.objectives() if spec.objective.multi else ()
+        self.strategy: Strategy = make_strategy(spec.strategy, self.space, objectives)
         replay(self.strategy, history)
         self.architectures: list[Architecture] = [dict(t.architecture) for t in sorted(history, key=lambda t: t.index)]
         self._told: set[int] = {t.index for t in history if t.told}

@@ -162,7 +162,8 @@ def status_view(snap: Snapshot, top: int = 10, cache: ImportanceCache | None = N
     reason = _reason(st)
     if reason and reason != st.get("phase"):
         head.append(f" ({reason})")
-    head.append(f"  strategy {spec.strategy.name}, {objective.direction} {objective.metric}")
+    aims = ", ".join(f"{o.direction} {o.name}" for o in objective.objectives())
+    head.append(f"  strategy {spec.strategy.name}, {aims}")
     if st.get("message"):
         head.append(f"\n{st['message']}", style="dim")
     bar = Table.grid(padding=(0, 1))
@@ -180,9 +181,14 @@ def status_view(snap: Snapshot, top: int = 10, cache: ImportanceCache | None = N
     if elapsed is not None:
         limit = spec.budget.max_duration_seconds()
         budget.append(f"elapsed {_duration(elapsed)}" + (f" of {_duration(limit)}" if limit else ""))
+    gpu = st.get("gpuHours")
+    if gpu:
+        budget.append(f"GPU-hours {gpu['used']:.3g}" + (f" of {gpu['limit']:g}" if gpu.get("limit") else ""))
     parts: list[RenderableType] = [head, bar, Text("; ".join(budget))]
     board = tables.leaderboard(objective, list(snap.trials), top)
     parts.append(board if board is not None else Text("no trial has succeeded yet"))
+    if st.get("paretoFront"):
+        parts.append(tables.front_table(objective, st["paretoFront"], st.get("paretoSize")))
     best = (st.get("bestTrial") or {}).get("architecture")
     if best:
         parts.append(Text(f"best architecture ({st['bestTrial'].get('name')}): {genotype(best)}", style="green"))

@@ -18,7 +18,8 @@ _SHORT = (("nor_conv_", "conv"), ("_pool_", "pool"), ("_pool", "pool"), ("skip_c
 _CHAIN_ROW = 6  # chain layers per row before the drawing wraps
 
 
-def _pyplot() -> Any | None:
+def pyplot() -> Any | None:
+    """matplotlib.pyplot on the Agg backend, or None where matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -30,7 +31,7 @@ def _pyplot() -> Any | None:
 
 
 def available() -> bool:
-    return _pyplot() is not None
+    return pyplot() is not None
 
 
 def short(op: str) -> str:
@@ -108,7 +109,7 @@ def _circle(x: float, y: float) -> Any:
 
 def save_architecture(path: Path, architecture: Mapping[str, Any], title: str = "") -> Path | None:
     """One architecture in one PNG; None without matplotlib."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return None
     g = graph_of(architecture)
@@ -123,7 +124,7 @@ def save_architecture(path: Path, architecture: Mapping[str, Any], title: str = 
 
 def save_gallery(path: Path, entries: Sequence[tuple[str, Mapping[str, Any]]], columns: int = 3) -> Path | None:
     """Several architectures side by side (``(title, architecture)`` each); None without matplotlib."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None or not entries:
         return None
     cols = min(columns, len(entries))
@@ -141,7 +142,7 @@ def save_gallery(path: Path, entries: Sequence[tuple[str, Mapping[str, Any]]], c
 
 def save_importance(path: Path, imp: Importance, metric: str, sign: float = 1.0, shown: int = 3) -> Path | None:
     """importance.png: importance per decision, and how each choice of the top ``shown`` shifts ``metric``."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None or not imp.scores:
         return None
     top = [name for name, _ in imp.scores[:shown]]

@@ -33,6 +33,22 @@ def leaderboard(objective: Objective, trials: Sequence[TrialRecord], top: int = 
     return table
 
 
+def front_table(objective: Objective, front: Sequence[dict], size: int | None = None) -> Table:
+    """The Pareto front as the experiment status lists it (``paretoFront``: name and values)."""
+    objectives = objective.objectives()
+    shown = f"{len(front)} of {size}" if size is not None and size > len(front) else str(len(front))
+    table = Table(title=f"Pareto front ({shown} trials)")
+    table.add_column("trial")
+    for o in objectives:
+        table.add_column(f"{o.name} ({o.direction[:3]})", justify="right")
+    first = objectives[0]
+    ordered = sorted(front, key=lambda f: f["values"].get(first.name, 0.0), reverse=first.direction == "maximize")
+    for f in ordered:
+        values = f.get("values") or {}
+        table.add_row(f["name"], *(f"{values[o.name]:.4g}" if o.name in values else "-" for o in objectives))
+    return table
+
+
 def importance_table(imp: Importance, objective: Objective, shown: int = 3) -> Table:
     """Importance per decision; for the ``shown`` most important, each choice's shift of the metric."""
     s = sign(objective)

@@ -3,7 +3,10 @@
 Besides the raw history it holds what the search learned (``kubenas.insights``): decision importance
 (summary.json ``importance``, importance.png), motifs of the top architectures (summary.json
 ``motifs``, motifs.csv) and pictures of the best architecture (best.png) and of the top ones
-(top.png). Pictures need matplotlib; without it the JSON and CSV still carry every figure.
+(top.png). With several objectives, summary.json ``pareto`` holds the Pareto front and pareto.png
+draws it (``kubenas.local.front``); ``best`` is then the front's best trial on the first objective.
+``gpuHours`` is the GPU time the trials used. Pictures need matplotlib; without it the JSON and CSV
+still carry every figure.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from kubenas.insights.genotype import genotype
 from kubenas.insights.importance import NotEnoughTrials, importance
 from kubenas.insights.motifs import motifs, top_trials
 from kubenas.local.curves import curve_wire, save_curves
+from kubenas.local.front import front_json, save_pareto
 
 #: architectures drawn side by side in top.png and counted as "the top" in motifs
 TOP_K = 5
@@ -35,6 +39,12 @@ def _value(objective: Objective, rec: TrialRecord) -> float | None:
 
 def summary(name: str, objective: Objective, trials: list[TrialRecord], phase: str, reason: str) -> dict[str, Any]:
     best = best_of(trials)
+    extra: dict[str, Any] = {}
+    if objective.multi:
+        extra["pareto"] = front_json(objective, trials)
+    gpu_seconds = sum(t.gpu_seconds or 0.0 for t in trials)
+    if gpu_seconds:
+        extra["gpuHours"] = round(gpu_seconds / 3600, 6)
     return {
         "experiment": name,
         "phase": phase,
@@ -56,6 +66,7 @@ def summary(name: str, objective: Objective, trials: list[TrialRecord], phase: s
             "artifacts": f"trials/{best.name}/output",  # model.pt, architecture.json, metrics.jsonl
             "value": _value(objective, best),
         },
+        **extra,
     }
 
 
@@ -151,6 +162,8 @@ def write_results(
             )
     _plot(directory, objective, trials)
     save_curves(directory / "curves.png", objective, trials)
+    if objective.multi:
+        save_pareto(directory / "pareto.png", objective, trials)
 
 
 def _plot(directory: Path, objective: Objective, trials: list[TrialRecord]) -> None:

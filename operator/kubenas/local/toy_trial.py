@@ -3,11 +3,12 @@
 It lets examples and tests exercise the whole search loop in milliseconds. Every categorical value
 gets a fixed score from a hash of (decision, value), plus an interaction between neighbouring
 decisions; numeric decisions score by distance to a hidden optimum. The result lies in (0, 1) and is
-reported as ``val_accuracy``. Settings: ``sleep_s`` (pretend to train), ``fail_on`` (a value that
-makes the trial exit with the bad-candidate code), ``noise`` (seeded per trial), ``epochs`` (report a
-learning curve of that many epochs rising to the final value, sleeping ``epoch_s`` before each, so
-that stopping rules have something to judge). Epochs go to stdout, and on Kubernetes also to the
-controller's push channel, through the trainer's own client.
+reported as ``val_accuracy``, with ``latency_ms``, which grows with the score (a better architecture
+is a slower one), so a search of both objectives has a front to find. Settings: ``sleep_s`` (pretend
+to train), ``fail_on`` (a value that makes the trial exit with the bad-candidate code), ``noise``
+(seeded per trial), ``epochs`` (report a learning curve of that many epochs rising to the final
+value, sleeping ``epoch_s`` before each, so that stopping rules have something to judge). Epochs go
+to stdout, and on Kubernetes also to the controller's push channel, through the trainer's own client.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def main() -> int:
         if channel is not None:
             channel.close()
     with open(result_file, "w") as fh:
-        json.dump({"val_accuracy": acc, "params": 1000 * len(arch), "status": "completed"}, fh)
+        latency = round(2.0 + 8.0 * score(arch) + 2.0 * _unit(sorted(arch.items()), "latency"), 4)
+        json.dump({"val_accuracy": acc, "params": 1000 * len(arch), "latency_ms": latency, "status": "completed"}, fh)
     return 0
 
 

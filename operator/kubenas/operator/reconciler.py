@@ -142,10 +142,14 @@ class ExperimentReconciler:
         self._wake.set()
 
     def wake_later(self, delay: float) -> None:
-        """Reconcile again after ``delay`` seconds (a retry or a deadline), unless woken sooner."""
+        """Reconcile again after ``delay`` seconds (a retry or a deadline), unless woken sooner: a
+        pending wake-up that comes earlier is kept (a retry is not pushed back by a later deadline)."""
+        loop = asyncio.get_running_loop()
         if self._timer is not None:
+            if loop.time() < self._timer.when() <= loop.time() + delay and not self._timer.cancelled():
+                return
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
+        self._timer = loop.call_later(delay, self._wake.set)
 
     async def stop(self) -> None:
         self.stopped = True
@@ -293,6 +297,11 @@ class ExperimentReconciler:
             raise Fatal("InvalidSpec", f"spec.{path}: {first['msg']}") from None
         except SpecError as exc:
             raise Fatal("InvalidSpec", str(exc)) from None
+        if spec.one_shot is not None:  # not run as an ordinary search: its phases are local mode's for now
+            raise Fatal(
+                "OneShotUnsupported",
+                "spec.oneShot: one-shot search runs in local mode (kubenas run) only; the operator does not run it yet",
+            )
         return spec
 
     async def _load_accepted(self, spec: SearchExperimentSpec) -> None:
@@ -664,6 +673,9 @@ class ExperimentReconciler:
         elapsed = self._elapsed()
         if limit is not None and elapsed is not None and elapsed < limit:
             self.wake_later(limit - elapsed + 0.05)
+        gpu_wait = self.driver.seconds_to_deadline() if self.driver is not None else None
+        if gpu_wait is not None and self.accepted.budget.max_gpu_hours is not None:
+            self.wake_later(gpu_wait + 0.05)  # when the running trials will have used up maxGpuHours
 
     def _publish(self, verdict: status.Verdict, urgent: bool = False) -> None:
         """Status, metrics and the best-trial event from the driver's summary (O(1): no pass over history)."""
@@ -674,6 +686,8 @@ class ExperimentReconciler:
             summary = summarize(self.accepted, self._records())
         current = self.body.get("status") or {}
         best = summary[1]
+        driver = self.driver
+        gpu_hours = driver.gpu_seconds_done / 3600 if driver is not None and driver.gpus else None
         desired = status.experiment_status(
             current=current,
             spec=self.accepted,
@@ -685,6 +699,8 @@ class ExperimentReconciler:
             summary=summary,
             best_artifacts=manifests.trial_artifacts(self.accepted, self.name, best.name) if best else None,
             waiting=self.waiting_trials,
+            front=driver.front if driver is not None else None,
+            gpu_hours=gpu_hours,
         )
         self._metrics(desired, summary[1])
         self.runtime.set_phase((self.namespace, self.name), desired["phase"])
@@ -716,6 +732,10 @@ class ExperimentReconciler:
     def _metrics(self, desired: Mapping[str, Any], best: TrialRecord | None) -> None:
         m, labels = self.runtime.metrics, (self.namespace, self.name)
         m.set_trials(*labels, desired.get("trials") or {})
+        if self.driver is not None and self.driver.gpus:
+            m.gpu_hours.labels(*labels).set(self.driver.gpu_seconds_used / 3600)
+            if self.accepted is not None and self.accepted.budget.max_gpu_hours is not None:
+                m.gpu_hours_limit.labels(*labels).set(self.accepted.budget.max_gpu_hours)
         if best is not None and best.reward is not None and self.accepted is not None:
             value = objective_value(self.accepted.objective, best.reward)
             if math.isfinite(value):

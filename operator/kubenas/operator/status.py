@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from kubenas.api.v1alpha1 import SearchExperimentSpec, SearchExperimentStatus
+from kubenas.api.v1alpha1 import MAX_FRONT, SearchExperimentSpec, SearchExperimentStatus
 from kubenas.core.codec import finite_or_none
 from kubenas.core.engine import Summary
+from kubenas.core.pareto import Front, front_wire
 from kubenas.core.records import objective_value
 from kubenas.core.spec_changes import SpecVerdict as SpecVerdict  # part of the status it shapes
 from kubenas.operator.views import format_time
@@ -83,11 +84,16 @@ def experiment_status(
     summary: Summary,
     best_artifacts: Mapping[str, str] | None = None,
     waiting: int = 0,
+    front: Front | None = None,
+    gpu_hours: float | None = None,
 ) -> dict[str, Any]:
     """The whole status the experiment should show now (camelCase, ready for a merge patch);
     ``summary``: the trial counts and the best trial (the driver keeps both current);
     ``best_artifacts``: where the best trial's weights are, with an artifact store; ``waiting``: of the
-    pending trials, those whose Job Kueue holds suspended (shown with ``spec.queueName`` only)."""
+    pending trials, those whose Job Kueue holds suspended (shown with ``spec.queueName`` only);
+    ``front``: the Pareto front of a multi-objective search (shown bounded, spread along it);
+    ``gpu_hours``: the GPU time of the finished trials, when trials ask for GPUs (running trials count
+    toward ``maxGpuHours`` as they run, but the status changes only when one ends: no write per pass)."""
     counts, best = summary
     done = counts.succeeded + counts.failed + counts.infeasible + counts.pruned
     terminal = verdict.phase in TERMINAL_PHASES
@@ -128,6 +134,11 @@ def experiment_status(
         if best_artifacts:
             status["bestTrial"]["artifacts"] = dict(best_artifacts)
         status["bestReward"] = value
+    if front is not None:
+        status["paretoFront"] = front_wire(front.objectives, front.bounded(MAX_FRONT))
+        status["paretoSize"] = len(front)
+    if gpu_hours is not None:
+        status["gpuHours"] = {"used": round(gpu_hours, 6), "limit": spec.budget.max_gpu_hours}
     if terminal:
         status["completionTime"] = current.get("completionTime") or format_time(now)
     # through the API's own model: what the operator writes is what the CRD describes

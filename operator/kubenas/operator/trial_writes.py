@@ -310,7 +310,9 @@ class TrialWriter:
         """Stop a trial the finished search no longer needs: its Job goes, its Trial says why."""
         with contextlib.suppress(NotFound):
             await self.runtime.api.delete("batch/v1", "Job", self.ref.namespace, rec.name)
-        patch = {"status": {"phase": rec.phase, "reason": rec.reason, "message": rec.message}}
+        patch: dict[str, Any] = {"status": {"phase": rec.phase, "reason": rec.reason, "message": rec.message}}
+        if rec.gpu_seconds is not None:
+            patch["status"]["gpuSeconds"] = round(rec.gpu_seconds, 3)  # what budget.maxGpuHours counted
         with contextlib.suppress(NotFound):
             await self.runtime.api.patch(
                 API_VERSION, "Trial", self.ref.namespace, rec.name, patch, subresource="status"

@@ -22,6 +22,10 @@ Lifecycle (read this before writing a strategy):
 
 Rewards are always maximised here: the engine turns a "minimize" objective into a negated reward
 before telling.
+
+Several objectives: a strategy that can search a Pareto front says so (``multi_objective``) and is
+given the objectives once, before its first ask (:meth:`Strategy.use_objectives`); it reads each
+result's objective values from ``observation.metrics``. The reward is then the first objective's.
 """
 
 from __future__ import annotations
@@ -29,12 +33,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from kubenas.core.errors import SpecError
 from kubenas.core.space import Architecture, SearchSpace
+
+if TYPE_CHECKING:
+    from kubenas.api.v1alpha1 import ObjectiveMetric
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,8 @@ class Strategy(ABC):
 
     #: the ``spec.strategy.name`` this class implements
     name: ClassVar[str]
+    #: whether it can search several objectives (see the module docstring)
+    multi_objective: ClassVar[bool] = False
 
     def __init__(self, space: SearchSpace, settings: Any, seed: int) -> None:
         self.space = space
@@ -68,6 +77,13 @@ class Strategy(ABC):
         self.parents: list[tuple[int, ...]] = []
         #: set by ``_ask`` when the candidate it returns derives from earlier candidates
         self.proposed_from: tuple[int, ...] = ()
+        self.objectives: tuple[ObjectiveMetric, ...] = ()
+
+    def use_objectives(self, objectives: Sequence[ObjectiveMetric]) -> None:
+        """Search the Pareto front of these objectives; called once, before the first ask."""
+        if self.asked:
+            raise RuntimeError("objectives are set before the first ask")
+        self.objectives = tuple(objectives)
 
     def ask(self) -> Architecture:
         """The next candidate. Counts asks so that tells can be matched to them, and records its parents."""

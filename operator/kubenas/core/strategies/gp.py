@@ -25,6 +25,7 @@ class GaussianProcess(OptunaStrategy):
 
     name = "gp"
     duplicate_tries = 3
+    multi_objective = False  # admission offers several objectives to tpe and nsga2 only
 
     def _sampler(self, settings: GpSettings, seed: int) -> Any:
         return self._optuna.samplers.GPSampler(

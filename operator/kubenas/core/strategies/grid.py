@@ -62,6 +62,7 @@ class GridSearch(Strategy):
     """
 
     name = "grid"
+    multi_objective = True  # rewards change nothing it does
 
     def __init__(self, space: SearchSpace, settings: GridSettings, seed: int) -> None:
         super().__init__(space, settings, seed)

@@ -10,6 +10,12 @@ that was already asked, that Optuna trial is closed at once (with the known rewa
 else as failed) and the sampler is asked again; after ``duplicate_tries`` misses a random unseen
 architecture is enqueued instead. Failed and infeasible results are told as the worst usable reward
 so far (the ledger's rule), or as failed trials while no usable reward exists.
+
+Several objectives (:meth:`OptunaStrategy.use_objectives`): the study gets one "maximize" direction
+per objective and each result is told as its vector of signed objective values
+(:func:`kubenas.core.pareto.signed_values`), so a multi-objective sampler (``TPESampler`` becomes
+MOTPE, ``NSGAIISampler``) ranks trials by Pareto dominance. A failed or infeasible result, or one
+that lacks an objective metric, is told as a failed Optuna trial: there is no "worst vector".
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from kubenas.api.v1alpha1 import ObjectiveMetric
+from kubenas.core.pareto import signed_values
 from kubenas.core.space import Architecture, Categorical, FloatRange, IntRange, SearchSpace
 from kubenas.core.strategies.base import Observation, Strategy
 from kubenas.core.strategies.ledger import Ledger, fingerprint, rng_state
@@ -42,6 +50,7 @@ class OptunaStrategy(Strategy):
 
     #: sampler suggestions tried before a random unseen architecture is enqueued instead
     duplicate_tries: ClassVar[int] = 8
+    multi_objective = True
 
     def __init__(self, space: SearchSpace, settings: Any, seed: int) -> None:
         super().__init__(space, settings, seed)
@@ -54,7 +63,12 @@ class OptunaStrategy(Strategy):
         self.ledger = Ledger(space)
         self.rng = np.random.default_rng(seed)
         self._trial_of: dict[int, Any] = {}  # ask index -> optuna trial
-        self._reward_of: dict[str, float | None] = {}  # canonical id -> told reward (None: failed)
+        self._reward_of: dict[str, float | list[float] | None] = {}  # canonical id -> told value (None: failed)
+
+    def use_objectives(self, objectives: Sequence[ObjectiveMetric]) -> None:
+        super().use_objectives(objectives)
+        sampler = self._sampler(self.settings, self.seed)
+        self.study = self._optuna.create_study(directions=["maximize"] * len(objectives), sampler=sampler)
 
     def start_from(self, architectures: Sequence[Architecture]) -> None:
         """Enqueued in the study: its first trials (random startup ones included) are these."""
@@ -102,7 +116,12 @@ class OptunaStrategy(Strategy):
     def _tell(self, index: int, architecture: Architecture, observation: Observation) -> None:
         result = self.ledger.record_tell(index, architecture, observation)
         trial = self._trial_of.pop(index)
-        value = result.reward if result.usable else self.ledger.penalty()
+        value: float | list[float] | None
+        if self.objectives:
+            values = signed_values(self.objectives, observation.metrics) if result.usable else None
+            value = None if values is None else list(values)
+        else:
+            value = result.reward if result.usable else self.ledger.penalty()
         self._reward_of[result.key] = value
         if value is None:
             self.study.tell(trial, state=self._optuna.trial.TrialState.FAIL)
@@ -110,5 +129,5 @@ class OptunaStrategy(Strategy):
             self.study.tell(trial, value)
 
     def state_digest(self) -> str:
-        trials = tuple((t.number, t.state.name, t.value, tuple(sorted(t.params.items()))) for t in self.study.trials)
+        trials = tuple((t.number, t.state.name, t.values, tuple(sorted(t.params.items()))) for t in self.study.trials)
         return fingerprint(self.name, self.ledger.digest_parts(), trials, rng_state(self.rng))

@@ -17,6 +17,7 @@ class RandomSearch(Strategy):
     """
 
     name = "random"
+    multi_objective = True  # rewards change nothing it does
 
     def __init__(self, space: SearchSpace, settings: RandomSettings, seed: int) -> None:
         super().__init__(space, settings, seed)

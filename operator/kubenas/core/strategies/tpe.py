@@ -1,7 +1,8 @@
 """TPE through Optuna's ``TPESampler`` (the study bookkeeping is in ``optuna_study.py``).
 
 ``constant_liar`` keeps parallel asks (made before earlier rewards arrive) from piling onto the same
-region.
+region. With several objectives the same sampler is MOTPE (Ozaki et al. 2020): the "good" trials it
+models are those of the best non-dominated ranks, split by hypervolume contribution.
 """
 
 from __future__ import annotations

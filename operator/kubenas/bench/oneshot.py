@@ -1,0 +1,451 @@
+"""``kubenas bench oneshot``: how well a supernet ranks architectures, and what one-shot search saves.
+
+On CPU with scikit-learn's digits, over a small cell space, in one process with one torch thread:
+
+1. **Ground truth.** ``--archs`` buildable architectures (all of the space when it has no more), each
+   trained stand-alone with the trainer's own loop and two seeds (0 and 1). Their mean validation
+   accuracy is the ground truth; the Kendall tau between the two seeds is the ceiling any ranking
+   can reach (``tau_seed_ceiling``).
+2. **One supernet**, trained with uniform single paths; each architecture is scored with inherited
+   weights after batch-norm recalibration (the phase-2 evaluator). ``kendall_tau`` and ``spearman``
+   compare those scores with the ground truth, ``tau_ci`` is a paired bootstrap (scipy) interval,
+   ``tau_params`` is the baseline ranking by parameter count.
+3. **Pipelines**, ``--repeats`` times with search seeds 0, 1, ...: *multi-trial evolution* trains
+   ``--trials`` candidates stand-alone (seed 0, the search signal) and keeps the best; *one-shot* runs
+   the same evolution for ``--evaluations`` candidates on the supernet, retrains its top ``--top-k``
+   stand-alone (seed 0) and keeps the best of those. Each pipeline's final architecture is then
+   trained once more with seed 1, which is its reported (retrained) accuracy: a fresh training,
+   free of the winner's curse of the search signal. ``cost_ratio`` is the trainer CPU seconds of
+   multi-trial evolution over those of the one-shot pipeline (supernet, evaluations and retraining),
+   means over the repeats. Trainings are cached by (architecture, seed), and a pipeline is charged
+   the measured CPU seconds of every training it uses, as if it had run them itself.
+
+The collapse guard reports the operation mix and the share of parameter-free edges of the cells the
+one-shot search chose (its top k of every repeat) against the space's uniform mix and the ground
+truth's top k.
+
+torch and the trainer are imported inside the functions that need them: ``kubenas`` itself never
+loads torch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from kubenas.insights.collapse import operation_mix
+
+Arch = dict[str, str]
+
+
+def key_of(arch: Mapping[str, Any]) -> str:
+    return json.dumps(dict(arch), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The benchmark's knobs (the command's flags)."""
+
+    nodes: int = 3
+    operations: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3")
+    archs: int = 30
+    epochs: int = 4
+    supernet_epochs: int = 12
+    width: int = 8
+    trials: int = 30
+    evaluations: int = 30
+    top_k: int = 2
+    repeats: int = 5
+    population: int = 10
+    tournament: int = 5
+    recalibration_batches: int = 4
+    resamples: int = 2000
+    seed: int = 0
+
+    @property
+    def search_space(self) -> dict[str, Any]:
+        return {"cell": {"nodes": self.nodes, "operations": list(self.operations)}}
+
+    def settings(self, epochs: int) -> dict[str, Any]:
+        """Trainer settings of every training: small and fast, one thread, validation only at the end."""
+        return {
+            "dataset": "digits",
+            "width": self.width,
+            "stages": 2,
+            "cells_per_stage": 1,
+            "epochs": epochs,
+            "batch_size": 64,
+            "lr": 0.1,
+            "threads": 1,
+            "eval_every": 0,
+            "device": "cpu",
+        }
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training or evaluation: the accuracy it reached and the CPU seconds it took."""
+
+    accuracy: float
+    cpu_seconds: float
+    params: int = 0
+
+
+@dataclass
+class Lab:
+    """Trainings and supernet evaluations, each done once and cached (see the module docstring)."""
+
+    config: Config
+    _standalone: dict[tuple[str, int], Run | None] = field(default_factory=dict)
+    _oneshot: dict[str, Run | None] = field(default_factory=dict)
+    supernet_cpu: float = 0.0
+    supernet_accuracy: float = 0.0
+    _data: Any = None
+    _evaluator: Any = None
+
+    def data(self) -> Any:
+        if self._data is None:
+            from kubenas_trainer.data import load_dataset
+            from kubenas_trainer.settings import Settings
+
+            self._data = load_dataset(Settings(**self.config.settings(self.config.epochs)))
+        return self._data
+
+    def standalone(self, arch: Arch, seed: int) -> Run | None:
+        """Train ``arch`` from scratch with ``seed`` (None: not buildable)."""
+        key = (key_of(arch), seed)
+        if key not in self._standalone:
+            self._standalone[key] = self._train(arch, seed)
+        return self._standalone[key]
+
+    def _train(self, arch: Arch, seed: int) -> Run | None:
+        import torch
+
+        from kubenas_trainer.candidate import parse_candidate
+        from kubenas_trainer.costs import count_params
+        from kubenas_trainer.errors import BadCandidate
+        from kubenas_trainer.model import MacroConfig, build_network
+        from kubenas_trainer.runtime import configure
+        from kubenas_trainer.settings import Settings
+        from kubenas_trainer.train import Trainer
+
+        settings = Settings(**self.config.settings(self.config.epochs))
+        data = self.data()
+        started = time.process_time()
+        try:
+            candidate = parse_candidate(arch, self.config.search_space)
+            configure(settings, seed, torch.device("cpu"))
+            model = build_network(
+                candidate, MacroConfig.from_settings(settings, data.sample_shape[0], data.num_classes)
+            )
+        except BadCandidate:
+            return None
+        fit = Trainer(model, data, settings, torch.device("cpu"), seed).fit()
+        return Run(fit.final.accuracy, time.process_time() - started, count_params(model))
+
+    def train_supernet(self, folder: Path) -> None:
+        from kubenas_trainer.oneshot import Evaluator, train_supernet
+        from kubenas_trainer.settings import Settings
+
+        settings = Settings(**self.config.settings(self.config.supernet_epochs))
+        started = time.process_time()
+        run = train_supernet(self.config.search_space, settings, self.config.seed, folder, data=self.data())
+        self._evaluator = Evaluator(folder, self.config.recalibration_batches, data=self.data())
+        self.supernet_cpu = time.process_time() - started
+        self.supernet_accuracy = run.val_accuracy
+
+    def oneshot(self, arch: Arch) -> Run | None:
+        """``arch`` scored with the supernet's weights (None: not buildable)."""
+        from kubenas_trainer.errors import BadCandidate
+
+        key = key_of(arch)
+        if key not in self._oneshot:
+            started = time.process_time()
+            try:
+                metrics = self._evaluator.evaluate(arch)
+            except BadCandidate:
+                self._oneshot[key] = None
+            else:
+                self._oneshot[key] = Run(metrics["val_accuracy"], time.process_time() - started, int(metrics["params"]))
+        return self._oneshot[key]
+
+
+def buildable_architectures(config: Config) -> list[Arch]:
+    """Every architecture of the cell space that has an input-to-output path, in a fixed order."""
+    from kubenas_trainer.errors import BadCandidate
+    from kubenas_trainer.supernet import SuperSpace
+
+    space = SuperSpace.from_search_space(config.search_space)
+    names = list(space.decisions())
+    out = []
+    for ops in itertools.product(config.operations, repeat=len(names)):
+        arch = dict(zip(names, ops, strict=True))
+        try:
+            space.candidate(arch)
+        except BadCandidate:
+            continue
+        out.append(arch)
+    return out
+
+
+def rank_figures(
+    scores: Sequence[float],
+    truth: Sequence[float],
+    seed_a: Sequence[float],
+    seed_b: Sequence[float],
+    params: Sequence[float],
+    resamples: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Kendall tau (with a paired bootstrap interval) and Spearman rho of ``scores`` against ``truth``,
+    the parameter-count baseline and the seed-to-seed ceiling."""
+    import numpy as np
+    from scipy.stats import bootstrap, kendalltau, spearmanr
+
+    def tau(x: Sequence[float], y: Sequence[float]) -> float:
+        value = float(kendalltau(x, y).statistic)
+        return value if math.isfinite(value) else 0.0
+
+    def interval(x: Sequence[float]) -> list[float]:
+        found = bootstrap(
+            (np.asarray(x), np.asarray(truth)),
+            tau,
+            paired=True,
+            vectorized=False,
+            n_resamples=resamples,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        ).confidence_interval
+        return [round(float(found.low), 4), round(float(found.high), 4)]
+
+    return {
+        "kendall_tau": round(tau(scores, truth), 4),
+        "tau_ci": interval(scores),
+        "spearman": round(float(spearmanr(scores, truth).statistic), 4),
+        "tau_params": round(tau(params, truth), 4),
+        "tau_params_ci": interval(params),
+        "tau_seed_ceiling": round(tau(seed_a, seed_b), 4),
+    }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One pipeline's final architecture, its retrained accuracy and its CPU seconds."""
+
+    architecture: Arch
+    retrained: float
+    cpu_seconds: float
+    chosen: tuple[Arch, ...] = ()
+
+
+def evolve(
+    config: Config,
+    seed: int,
+    budget: int,
+    score: Callable[[Arch], Run | None],
+) -> list[tuple[Arch, Run | None]]:
+    """Regularized evolution (the core's strategy) for ``budget`` candidates scored by ``score``."""
+    from kubenas.api.space import SearchSpaceSpec
+    from kubenas.api.strategy import EvolutionSettings, StrategySpec
+    from kubenas.core.space import build_space
+    from kubenas.core.strategies import Observation, make_strategy
+
+    space = build_space(SearchSpaceSpec.model_validate(config.search_space))
+    settings = EvolutionSettings(population_size=config.population, sample_size=config.tournament)
+    strategy = make_strategy(StrategySpec(name="evolution", seed=seed, evolution=settings), space)
+    history: list[tuple[Arch, Run | None]] = []
+    for index in range(budget):
+        arch = {k: str(v) for k, v in strategy.ask().items()}
+        run = score(arch)
+        observation = Observation(reward=None, failed=True) if run is None else Observation(reward=run.accuracy)
+        strategy.tell(index, arch, observation)
+        history.append((arch, run))
+    return history
+
+
+def best_of(history: Sequence[tuple[Arch, Run | None]], k: int) -> list[tuple[Arch, Run]]:
+    """The ``k`` best scored candidates, best first (ties: earlier)."""
+    scored = [(arch, run) for arch, run in history if run is not None]
+    return sorted(scored, key=lambda pair: -pair[1].accuracy)[:k]
+
+
+def multitrial(lab: Lab, seed: int) -> Outcome:
+    history = evolve(lab.config, seed, lab.config.trials, lambda a: lab.standalone(a, 0))
+    arch, _ = best_of(history, 1)[0]
+    final = lab.standalone(arch, 1)
+    assert final is not None
+    cost = sum(run.cpu_seconds for _, run in history if run is not None) + final.cpu_seconds
+    return Outcome(arch, final.accuracy, cost)
+
+
+def oneshot(lab: Lab, seed: int) -> Outcome:
+    history = evolve(lab.config, seed, lab.config.evaluations, lab.oneshot)
+    top = [arch for arch, _ in best_of(history, lab.config.top_k)]
+    retrained = [(arch, lab.standalone(arch, 0)) for arch in top]
+    arch, _ = best_of(retrained, 1)[0]
+    final = lab.standalone(arch, 1)
+    assert final is not None
+    cost = (
+        lab.supernet_cpu
+        + sum(run.cpu_seconds for _, run in history if run is not None)
+        + sum(run.cpu_seconds for _, run in retrained if run is not None)
+        + final.cpu_seconds
+    )
+    return Outcome(arch, final.accuracy, cost, tuple(top))
+
+
+def _mean_std(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "mean": round(statistics.fmean(values), 4),
+        "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+    }
+
+
+def benchmark(config: Config, workdir: Path, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Run the whole benchmark (see the module docstring) and return its figures."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    lab = Lab(config)
+    everything = buildable_architectures(config)
+    rng = np.random.default_rng(config.seed)
+    sample = (
+        everything
+        if config.archs >= len(everything)
+        else [everything[i] for i in sorted(rng.choice(len(everything), size=config.archs, replace=False))]
+    )
+    wall = time.perf_counter()
+    log(f"ground truth: {len(sample)} of {len(everything)} architectures, 2 seeds, {config.epochs} epochs each")
+    truth_runs = []
+    for i, arch in enumerate(sample):
+        a, b = lab.standalone(arch, 0), lab.standalone(arch, 1)
+        assert a is not None and b is not None
+        truth_runs.append((a, b))
+        if (i + 1) % 10 == 0:
+            log(f"  {i + 1}/{len(sample)} trained")
+    log(f"supernet: {config.supernet_epochs} epochs")
+    lab.train_supernet(workdir / "supernet")
+    scores = []
+    for arch in sample:
+        run = lab.oneshot(arch)
+        assert run is not None
+        scores.append(run.accuracy)
+    truth = [(a.accuracy + b.accuracy) / 2 for a, b in truth_runs]
+    figures = rank_figures(
+        scores,
+        truth,
+        [a.accuracy for a, _ in truth_runs],
+        [b.accuracy for _, b in truth_runs],
+        [a.params for a, _ in truth_runs],
+        config.resamples,
+        config.seed,
+    )
+    log(f"pipelines: {config.repeats} search seeds")
+    multi = [multitrial(lab, seed) for seed in range(config.repeats)]
+    one = [oneshot(lab, seed) for seed in range(config.repeats)]
+    cost_multi = statistics.fmean(o.cpu_seconds for o in multi)
+    cost_one = statistics.fmean(o.cpu_seconds for o in one)
+    chosen = [arch for o in one for arch in o.chosen]
+    truth_top = [arch for arch, _ in sorted(zip(sample, truth, strict=True), key=lambda p: -p[1])[: config.top_k]]
+    figures |= {
+        "cost_ratio": round(cost_multi / cost_one, 3),
+        "oneshot_retrained": _mean_std([o.retrained for o in one]),
+        "multitrial_best": _mean_std([o.retrained for o in multi]),
+        "cpu_seconds": {
+            "multitrial": round(cost_multi, 2),
+            "oneshot": round(cost_one, 2),
+            "supernet": round(lab.supernet_cpu, 2),
+            "standalone_training_mean": round(statistics.fmean(r.cpu_seconds for pair in truth_runs for r in pair), 3),
+            "evaluation_mean": round(statistics.fmean(r.cpu_seconds for r in lab._oneshot.values() if r), 4),
+        },
+        "collapse_guard": {
+            "oneshot_chosen": operation_mix(chosen, config.operations),
+            "ground_truth_top": operation_mix(truth_top, config.operations),
+            "space": operation_mix(everything, config.operations),
+        },
+        "supernet_val_accuracy_random_paths": round(lab.supernet_accuracy, 4),
+        "rows": [
+            {"architecture": arch, "standalone": [a.accuracy, b.accuracy], "oneshot": score, "params": a.params}
+            for arch, (a, b), score in zip(sample, truth_runs, scores, strict=True)
+        ],
+        "architectures": len(sample),
+        "space_size": len(everything),
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},
+        "wall_seconds": round(time.perf_counter() - wall, 1),
+    }
+    return figures
+
+
+GOALS = (
+    "goals: kendall_tau > tau_params with tau_ci clear of it; oneshot_retrained.mean within one std of "
+    "multitrial_best.mean at cost_ratio >= 10"
+)
+
+
+def verdict(figures: Mapping[str, Any]) -> list[str]:
+    """Each goal of the benchmark, met or missed, in one line each."""
+    tau_ok = figures["kendall_tau"] > figures["tau_params"] and figures["tau_ci"][0] > figures["tau_params"]
+    gap = figures["multitrial_best"]["mean"] - figures["oneshot_retrained"]["mean"]
+    std = figures["multitrial_best"]["std"]
+    return [
+        f"ranking: {'met' if tau_ok else 'missed'} (tau {figures['kendall_tau']}, CI {figures['tau_ci']},"
+        f" params {figures['tau_params']}, seed ceiling {figures['tau_seed_ceiling']})",
+        f"accuracy: {'met' if gap <= std else 'missed'} (one-shot {figures['oneshot_retrained']},"
+        f" multi-trial {figures['multitrial_best']})",
+        f"cost: {'met' if figures['cost_ratio'] >= 10 else 'missed'} (ratio {figures['cost_ratio']})",
+    ]
+
+
+def command(
+    json_out: Path | None = typer.Option(None, "--json", dir_okay=False, help="Also write the figures as JSON here."),
+    archs: int = typer.Option(30, "--archs", min=3, help="Architectures trained stand-alone (at most the space)."),
+    nodes: int = typer.Option(3, "--nodes", min=2, max=5, help="Nodes of the cell."),
+    operations: str = typer.Option(
+        "none,skip_connect,nor_conv_1x1,nor_conv_3x3", "--operations", help="Operations, comma-separated."
+    ),
+    epochs: int = typer.Option(4, "--epochs", min=1, help="Epochs of every stand-alone training."),
+    supernet_epochs: int = typer.Option(12, "--supernet-epochs", min=1, help="Epochs of the supernet."),
+    width: int = typer.Option(8, "--width", min=1, help="Channels of the first stage."),
+    trials: int = typer.Option(30, "--trials", min=1, help="Stand-alone trials of multi-trial evolution."),
+    evaluations: int = typer.Option(30, "--evaluations", min=1, help="Supernet evaluations of the one-shot search."),
+    top_k: int = typer.Option(2, "--top-k", min=1, help="One-shot candidates retrained from scratch."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Search seeds of each pipeline."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the sample, the supernet and the bootstrap."),
+    workdir: Path = typer.Option(Path("results/bench-oneshot"), "--workdir", help="Where the supernet is written."),
+) -> None:
+    """Kendall tau of supernet scores against stand-alone training, and one-shot search against
+    multi-trial evolution (accuracy after retraining, CPU cost), on digits."""
+    config = Config(
+        nodes=nodes,
+        operations=tuple(o.strip() for o in operations.split(",") if o.strip()),
+        archs=archs,
+        epochs=epochs,
+        supernet_epochs=supernet_epochs,
+        width=width,
+        trials=trials,
+        evaluations=evaluations,
+        top_k=top_k,
+        repeats=repeats,
+        seed=seed,
+    )
+    figures = benchmark(config, workdir, log=typer.echo)
+    headline = {k: figures[k] for k in ("kendall_tau", "tau_ci", "spearman", "tau_params", "tau_seed_ceiling")}
+    headline |= {k: figures[k] for k in ("cost_ratio", "oneshot_retrained", "multitrial_best")}
+    typer.echo(json.dumps(headline))
+    typer.echo(json.dumps({"collapse_guard": figures["collapse_guard"], "cpu_seconds": figures["cpu_seconds"]}))
+    typer.echo(GOALS)
+    for line in verdict(figures):
+        typer.echo(line)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(figures, indent=2) + "\n")

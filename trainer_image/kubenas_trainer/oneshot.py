@@ -1,0 +1,259 @@
+"""One-shot search in the trainer: train the supernet once, then evaluate many candidates with its weights.
+
+``python -m kubenas_trainer.oneshot train`` is phase 1 of a one-shot search. It reads the trial
+contract's environment (``KUBENAS_SEARCH_SPACE``, ``KUBENAS_SETTINGS``, ``KUBENAS_SEED``,
+``KUBENAS_OUTPUT_DIR``, ``KUBENAS_RESULT_FILE``; no architecture: the supernet is the whole space),
+trains the supernet with the ordinary training loop, one uniformly drawn path per step, and writes
+the checkpoint (``supernet.pt``, a plain state dict, and ``supernet.json``, what rebuilds it) to the
+output folder, which is the artifact store on Kubernetes.
+
+``python -m kubenas_trainer.oneshot evaluate --checkpoint DIR`` is the evaluator of phase 2: it loads
+the supernet and the dataset once, then answers one JSON line on stdout for each request line on
+stdin (``{"index": 3, "architecture": {...}}``): the candidate's path gets its batch-norm statistics
+re-estimated on a fixed set of training batches, then it is validated with the inherited weights.
+Answers carry the trial contract's result object, so the caller judges them like any trial's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+import torch.nn.functional as F
+
+from kubenas_trainer.contract import (
+    ENV_OUTPUT_DIR,
+    ENV_RESULT_FILE,
+    ENV_SEARCH_SPACE,
+    ENV_SEED,
+    ENV_SETTINGS,
+    _json_object,
+)
+from kubenas_trainer.costs import count_flops, count_params
+from kubenas_trainer.data import Dataset, load_dataset
+from kubenas_trainer.errors import EXIT_OK, BadCandidate, ContractError, TrainerError
+from kubenas_trainer.main import install_stop_handlers
+from kubenas_trainer.model import MacroConfig, build_network
+from kubenas_trainer.report import Reporter, result_object
+from kubenas_trainer.runtime import configure, pick_device
+from kubenas_trainer.settings import Settings, resolve_settings
+from kubenas_trainer.supernet import SinglePath, SuperNetwork, SuperSpace, recalibrate
+from kubenas_trainer.train import StopControl, Trainer
+
+CHECKPOINT_FILE = "supernet.pt"
+DESCRIPTION_FILE = "supernet.json"
+#: training batches the batch-norm statistics of each candidate are re-estimated on, by default
+RECALIBRATION_BATCHES = 4
+
+
+@dataclass(frozen=True)
+class SupernetRun:
+    """What phase 1 reached: the supernet's validation over random paths and what it cost."""
+
+    val_accuracy: float
+    val_loss: float
+    train_seconds: float
+    cpu_seconds: float
+    paths: int
+    epochs: float
+
+
+def train_supernet(
+    search_space: Mapping[str, Any],
+    settings: Settings,
+    seed: int,
+    output_dir: Path,
+    stop: StopControl | None = None,
+    data: Dataset | None = None,
+) -> SupernetRun:
+    """Train the supernet of ``search_space`` with ``settings`` and write its checkpoint to ``output_dir``.
+
+    The seed fixes the initial weights, the batches and every path drawn (a generator of its own,
+    seed + 2, beside the trainer's shuffling and augmentation generators), so the same seed gives the
+    same checkpoint on CPU.
+    """
+    cpu_start = time.process_time()
+    space = SuperSpace.from_search_space(search_space)
+    device = pick_device(settings)
+    configure(settings, seed, device)
+    data = data if data is not None else load_dataset(settings)
+    macro = MacroConfig.from_settings(settings, data.sample_shape[0], data.num_classes)
+    supernet = SuperNetwork(space, macro)
+    sampler = SinglePath(supernet, torch.Generator().manual_seed(seed + 2))
+    trainer = Trainer(sampler, data.to(device), settings, device, seed, stop)
+    fit = trainer.fit()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu") for k, v in supernet.state_dict().items()}
+    torch.save(state, output_dir / CHECKPOINT_FILE)
+    run = SupernetRun(
+        val_accuracy=fit.final.accuracy,
+        val_loss=fit.final.loss,
+        train_seconds=fit.train_seconds,
+        cpu_seconds=time.process_time() - cpu_start,
+        paths=sampler.paths,
+        epochs=fit.epochs,
+    )
+    described = {
+        "searchSpace": dict(search_space),
+        "settings": settings.model_dump(),
+        "seed": seed,
+        "input": {"shape": list(data.sample_shape), "classes": data.num_classes},
+        "result": run.__dict__,
+    }
+    (output_dir / DESCRIPTION_FILE).write_text(json.dumps(described, indent=2) + "\n")
+    return run
+
+
+class Evaluator:
+    """A trained supernet, loaded once, that scores candidates with inherited weights.
+
+    Every candidate is scored the same way whatever came before: its batch-norm statistics are reset
+    and re-estimated on the same ``recalibration_batches`` training batches (fixed by the checkpoint's
+    seed, not augmented), then the validation split is run once.
+    """
+
+    def __init__(
+        self, checkpoint: Path, recalibration_batches: int = RECALIBRATION_BATCHES, data: Dataset | None = None
+    ) -> None:
+        described = json.loads((checkpoint / DESCRIPTION_FILE).read_text())
+        self.settings = Settings(**described["settings"])
+        self.device = pick_device(self.settings)
+        if self.settings.threads is not None:
+            torch.set_num_threads(self.settings.threads)
+        self.data = (data if data is not None else load_dataset(self.settings)).to(self.device)
+        shape, classes = described["input"]["shape"], described["input"]["classes"]
+        self.macro = MacroConfig.from_settings(self.settings, shape[0], classes)
+        self.space = SuperSpace.from_search_space(described["searchSpace"])
+        self.supernet = SuperNetwork(self.space, self.macro).to(self.device)
+        state = torch.load(checkpoint / CHECKPOINT_FILE, map_location=self.device, weights_only=True)
+        self.supernet.load_state_dict(state)
+        self.supernet.eval()
+        n, size = len(self.data.y_train), self.settings.batch_size
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(int(described["seed"]) + 3))
+        chosen = order.split(size)[:recalibration_batches]
+        self.calibration = [self.data.prepare(self.data.x_train[idx.to(self.device)]) for idx in chosen]
+
+    def evaluate(self, architecture: Mapping[str, Any]) -> dict[str, float]:
+        """Validation accuracy and loss of the candidate with the supernet's weights, plus its stand-alone
+        ``params`` and ``flops`` (what constraints bound); BadCandidate for one the space refuses."""
+        started = time.perf_counter()
+        candidate = self.space.candidate(architecture)
+        self.supernet.use(candidate)
+        recalibrate(self.supernet, self.calibration)
+        self.supernet.eval()
+        x_val, y_val = self.data.x_val, self.data.y_val
+        loss, correct = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(y_val), self.settings.eval_batch_size):
+                end = start + self.settings.eval_batch_size
+                out = self.supernet(self.data.prepare(x_val[start:end]))
+                loss += float(F.cross_entropy(out.float(), y_val[start:end], reduction="sum"))
+                correct += int((out.argmax(1) == y_val[start:end]).sum())
+        n = max(1, len(y_val))
+        standalone = build_network(candidate, self.macro)
+        return {
+            "val_accuracy": correct / n,
+            "val_loss": loss / n,
+            "params": count_params(standalone),
+            "flops": count_flops(standalone, self.data.sample_shape),
+            "eval_seconds": time.perf_counter() - started,
+        }
+
+    def answer(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """The reply to one request line: its index, an exit code and the trial contract's result object."""
+        index = request.get("index")
+        architecture = request.get("architecture")
+        if not isinstance(architecture, Mapping):
+            body = result_object({}, "bad_candidate", "the request holds no architecture object")
+            return {"index": index, "exitCode": BadCandidate.exit_code, "result": body}
+        try:
+            metrics = self.evaluate(architecture)
+        except BadCandidate as exc:
+            return {"index": index, "exitCode": exc.exit_code, "result": result_object({}, "bad_candidate", str(exc))}
+        message = f"inherited weights, batch norm recalibrated on {len(self.calibration)} batches"
+        return {"index": index, "exitCode": EXIT_OK, "result": result_object(metrics, "completed", message)}
+
+    def serve(self, requests: TextIO, replies: TextIO) -> int:
+        """Answer every request line until the input ends; returns how many were answered."""
+        count = 0
+        for line in _lines(requests):
+            try:
+                request = json.loads(line)
+            except json.JSONDecodeError as exc:
+                request = {"index": None, "error": exc.msg}
+            replies.write(json.dumps(self.answer(request if isinstance(request, dict) else {})) + "\n")
+            replies.flush()
+            count += 1
+        return count
+
+
+def _lines(stream: TextIO) -> Iterator[str]:
+    while line := stream.readline():
+        if line.strip():
+            yield line
+
+
+def _train_command(env: Mapping[str, str]) -> int:
+    started = time.monotonic()
+    stop = StopControl()
+    install_stop_handlers(stop)
+    result = env.get(ENV_RESULT_FILE, "").strip()
+    reporter = Reporter(Path(result) if result else None)
+    try:
+        space = _json_object(env, ENV_SEARCH_SPACE)
+        if space is None:
+            raise ContractError(ENV_SEARCH_SPACE, "is not set: the supernet is built from the search space")
+        output = env.get(ENV_OUTPUT_DIR, "").strip()
+        if not output:
+            raise ContractError(ENV_OUTPUT_DIR, "is not set: the supernet's checkpoint is written there")
+        seed_text = env.get(ENV_SEED, "0").strip() or "0"
+        if not seed_text.isdigit():
+            raise ContractError(ENV_SEED, f"must be a non-negative integer, got {seed_text!r}")
+        settings, _ = resolve_settings(_json_object(env, ENV_SETTINGS) or {}, {})
+        if settings.time_budget_s is not None:
+            stop.deadline = started + settings.time_budget_s
+        SuperSpace.from_search_space(space)  # a space that cannot be one-shot fails before any data loads
+        run = train_supernet(space, settings, int(seed_text), Path(output), stop)
+    except TrainerError as exc:
+        reporter.event("error", field=exc.field, message=exc.message, exit_code=exc.exit_code)
+        print(f"kubenas-trainer oneshot: {exc}", file=sys.stderr)
+        if isinstance(exc, BadCandidate):
+            reporter.final({}, "bad_candidate", str(exc))
+        else:
+            reporter.failure(str(exc))
+        return exc.exit_code
+    status = "partial" if stop.reason() in ("signal", "deadline") else "completed"
+    message = f"supernet trained for {run.epochs:.2f} epochs, {run.paths} paths drawn"
+    reporter.final(run.__dict__, status, message)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kubenas_trainer.oneshot", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="phase 1: train the supernet (trial contract environment, no architecture)")
+    evaluate = sub.add_parser("evaluate", help="phase 2: score candidates read from stdin, one JSON line each")
+    evaluate.add_argument("--checkpoint", type=Path, required=True, help="the folder phase 1 wrote")
+    evaluate.add_argument("--recalibration-batches", type=int, default=RECALIBRATION_BATCHES)
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        return _train_command(os.environ)
+    try:
+        evaluator = Evaluator(args.checkpoint, args.recalibration_batches)
+    except (OSError, KeyError, ValueError, TrainerError) as exc:
+        print(f"kubenas-trainer oneshot: cannot load the supernet in {args.checkpoint}: {exc}", file=sys.stderr)
+        return 2
+    evaluator.serve(sys.stdin, sys.stdout)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
