@@ -23,6 +23,7 @@ ENV_EXPERIMENT = "KUBENAS_EXPERIMENT"
 ENV_SEED = "KUBENAS_SEED"
 ENV_RESULT_FILE = "KUBENAS_RESULT_FILE"
 ENV_OUTPUT_DIR = "KUBENAS_OUTPUT_DIR"
+ENV_INIT_WEIGHTS = "KUBENAS_INIT_WEIGHTS"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class TrialContext:
     seed: int
     result_file: Path | None
     output_dir: Path | None
+    #: a trial output folder or model.pt to start from (the parent's, or initFrom's checkpoint)
+    init_weights: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TrialContext:
@@ -54,6 +57,7 @@ class TrialContext:
             raise ContractError(ENV_SEED, f"must not be negative, got {seed}")
         result = env.get(ENV_RESULT_FILE, "").strip()
         output = env.get(ENV_OUTPUT_DIR, "").strip()
+        init = env.get(ENV_INIT_WEIGHTS, "").strip()
         return cls(
             architecture=architecture,
             architecture_id=env.get(ENV_ARCHITECTURE_ID, "") or ",".join(f"{k}={v}" for k, v in architecture.items()),
@@ -64,6 +68,7 @@ class TrialContext:
             seed=seed,
             result_file=Path(result) if result else None,
             output_dir=Path(output) if output else None,
+            init_weights=Path(init) if init else None,
         )
 
 

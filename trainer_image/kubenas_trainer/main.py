@@ -35,12 +35,13 @@ from kubenas_trainer.report import Reporter, result_object
 from kubenas_trainer.runtime import configure, pick_device
 from kubenas_trainer.settings import resolve_settings
 from kubenas_trainer.train import EpochStats, FitResult, StopControl, Trainer
+from kubenas_trainer.warm_start import warm_start
 
 EPILOG = """\
 Reads the trial contract's environment: KUBENAS_ARCHITECTURE (required), KUBENAS_ARCHITECTURE_ID,
 KUBENAS_SEARCH_SPACE, KUBENAS_SETTINGS, KUBENAS_SEED, KUBENAS_TRIAL, KUBENAS_EXPERIMENT,
-KUBENAS_RESULT_FILE and KUBENAS_OUTPUT_DIR. Progress goes to stdout as JSON lines, and each epoch
-also to KUBENAS_PROGRESS_URL (with KUBENAS_PROGRESS_TOKEN) when it is set.
+KUBENAS_RESULT_FILE, KUBENAS_OUTPUT_DIR and KUBENAS_INIT_WEIGHTS. Progress goes to stdout as JSON lines, and
+each epoch also to KUBENAS_PROGRESS_URL (with KUBENAS_PROGRESS_TOKEN) when it is set.
 Exit codes: 0 metrics written (completed or partial), 2 invalid settings or dataset,
 3 bad candidate (never retried).
 """
@@ -138,6 +139,11 @@ def run_trial(
             train_samples=len(data.y_train),
             val_samples=len(data.y_val),
         )
+        inherited: dict[str, float] = {}
+        if context.init_weights is not None:  # a parent's or a checkpoint's weights; never fails the trial
+            warm = warm_start(model, context.init_weights)
+            reporter.event("log", message=warm.message())
+            inherited = warm.metrics()
         epochs: list[dict[str, Any]] = []
         trainer = Trainer(
             model,
@@ -160,7 +166,7 @@ def run_trial(
         if is_out_of_memory(exc):
             raise BadCandidate("architecture", f"out of memory on {device}: {str(exc)[:200]}") from exc
         raise
-    metrics = final_metrics(fit, params, flops, latency, started)
+    metrics = final_metrics(fit, params, flops, latency, started) | inherited
     status = "partial" if fit.stopped in ("signal", "deadline") else "completed"
     detail = STOP_MESSAGES.get(fit.stopped or "", "finished")
     where = f"{world.size} x {device.type}" if world.distributed else str(device)

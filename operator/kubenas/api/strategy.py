@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from kubenas.api import kube
 from kubenas.api.base import ApiModel, Rule
 
 StrategyName = Literal["random", "grid", "evolution", "reinforce", "tpe", "gp", "progressive", "retrain", "nsga2"]
@@ -30,6 +31,10 @@ STRATEGY_NAMES: tuple[str, ...] = (
 MULTI_OBJECTIVE_STRATEGIES: tuple[str, ...] = ("random", "grid", "tpe", "nsga2")
 #: the most architectures a retrain may hold: each is one entry of the stored spec
 MAX_RETRAIN = 1000
+#: strategies whose candidates derive from earlier ones (a mutated parent, a local search's centre)
+LINEAGE_STRATEGIES: tuple[str, ...] = ("evolution", "progressive")
+#: strategies that can start from another experiment's best architectures (seedFrom)
+SEEDED_STRATEGIES: tuple[str, ...] = ("evolution", "tpe", "progressive", "reinforce")
 
 
 class RandomSettings(ApiModel):
@@ -137,6 +142,11 @@ class ProgressiveSettings(ApiModel):
     )
 
 
+def experiment_field(description: str) -> Any:
+    """An optional field naming another SearchExperiment (a DNS-1035 label, as experiment names are)."""
+    return Field(None, min_length=1, max_length=kube.LABEL_MAX, pattern=kube.DNS1035_LABEL, description=description)
+
+
 class RetrainSource(ApiModel):
     """The finished search whose best architectures are retrained: exactly one of the two fields.
 
@@ -160,12 +170,8 @@ class RetrainSource(ApiModel):
         ),
     )
 
-    experiment: str | None = Field(
-        None,
-        min_length=1,
-        max_length=63,
-        pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
-        description="The finished SearchExperiment (same namespace; locally results/<name> beside this run's).",
+    experiment: str | None = experiment_field(
+        "The finished SearchExperiment (same namespace; locally results/<name> beside this run's)."
     )
     results: str | None = Field(
         None, min_length=1, max_length=4096, description="A local results folder of a finished run (local mode only)."
@@ -208,6 +214,23 @@ class RetrainSettings(ApiModel):
     )
 
 
+class SeedFrom(RetrainSource):
+    """Start the search from the best architectures of another, finished search (architecture transfer).
+
+    The ``topK`` best distinct architectures of the source (succeeded trials by reward) are proposed
+    first: evolution's first population, TPE's enqueued trials, the progressive search's first samples
+    (its first centres), REINFORCE's first samples. They are read once when the run starts and kept in
+    the accepted spec (``architectures``), like a retrain's, so a restarted run replays the same list.
+    """
+
+    top_k: int = Field(5, ge=1, le=MAX_RETRAIN, description="How many of the source's best distinct architectures.")
+    architectures: list[RetrainCandidate] = Field(
+        default_factory=list,
+        max_length=MAX_RETRAIN,
+        description="The architectures to start from, best first (filled from the source when the run starts).",
+    )
+
+
 class StrategySpec(ApiModel):
     """Which search strategy runs, its seed, and its settings (only those of the strategy named)."""
 
@@ -227,6 +250,12 @@ class StrategySpec(ApiModel):
             lambda s: s.name != "retrain" or s.retrain is not None,
             ".retrain",
         ),
+        Rule(
+            f"!has(self.seedFrom) || self.name in {list(SEEDED_STRATEGIES)}",
+            f"seedFrom needs a strategy that can start from given architectures: {', '.join(SEEDED_STRATEGIES)}",
+            lambda s: s.seed_from is None or s.name in SEEDED_STRATEGIES,
+            ".seedFrom",
+        ),
     )
 
     name: StrategyName = Field(..., description="The search strategy.")
@@ -240,6 +269,9 @@ class StrategySpec(ApiModel):
     progressive: ProgressiveSettings | None = Field(None, description="Settings when name is progressive.")
     retrain: RetrainSettings | None = Field(
         None, description="Settings when name is retrain (source or architectures)."
+    )
+    seed_from: SeedFrom | None = Field(
+        None, description="Start from the best architectures of another, finished search (architecture transfer)."
     )
     nsga2: Nsga2Settings | None = Field(None, description="Settings when name is nsga2.")
 

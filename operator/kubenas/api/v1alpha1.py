@@ -19,8 +19,9 @@ from kubenas.api.base import ApiModel, Rule, cel, immutable, keyed_list, with_ru
 from kubenas.api.early_stopping import EarlyStopping
 from kubenas.api.oneshot import OneShot
 from kubenas.api.space import SearchSpaceSpec
-from kubenas.api.strategy import MULTI_OBJECTIVE_STRATEGIES, StrategySpec
+from kubenas.api.strategy import LINEAGE_STRATEGIES, MULTI_OBJECTIVE_STRATEGIES, StrategySpec
 from kubenas.api.template import TEMPLATE_RULES, ArtifactLocation, Artifacts, PodTemplate
+from kubenas.api.weights import InitFrom
 
 GROUP = "kubenas.io"
 VERSION = "v1alpha1"
@@ -478,6 +479,18 @@ class TrialTemplate(ApiModel):
         None,
         description="Kubernetes' pod template (labels, annotations, a core/v1 PodSpec) the short form is merged into.",
     )
+    inherit_weights: bool = Field(
+        False,
+        description="Start each trial that has a parent (evolution's child, the progressive search's neighbour) from"
+        " its parent's weights: tensors matching by name and shape, new edges starting at zero. On Kubernetes the"
+        " parent's weights are read from spec.artifacts.",
+    )
+    init_from: InitFrom | None = Field(
+        None,
+        description="A checkpoint every trial starts from (fine-tuning): another experiment's trial, or a file;"
+        " tensors matching by name and shape are copied. With inheritWeights, trials that have a parent start from"
+        " the parent instead.",
+    )
 
     @field_validator("env")
     @classmethod
@@ -501,6 +514,7 @@ class ControllerSpec(ApiModel):
     resources: Resources = Field(default_factory=Resources, description="Controller container resources.")
 
 
+_INHERITS = "has(self.trialTemplate.inheritWeights) && self.trialTemplate.inheritWeights"
 _SEVERAL_OBJECTIVES = "has(self.objective) && has(self.objective.metrics) && self.objective.metrics.size() > 1"
 
 
@@ -508,6 +522,31 @@ class SearchExperimentSpec(ApiModel):
     """A neural architecture search: what to search, how, for what, within which budget."""
 
     RULES = (
+        Rule(
+            f"!({_INHERITS}) || self.strategy.name in {list(LINEAGE_STRATEGIES)}",
+            f"inheritWeights needs a strategy whose candidates have parents: {' or '.join(LINEAGE_STRATEGIES)}",
+            lambda s: not s.trial_template.inherit_weights or s.strategy.name in LINEAGE_STRATEGIES,
+            ".trialTemplate.inheritWeights",
+        ),
+        Rule(
+            f"!({_INHERITS}) || has(self.artifacts)",
+            "inheritWeights reads each parent's weights from the artifact store: set spec.artifacts",
+            lambda s: not s.trial_template.inherit_weights or s.artifacts is not None,
+            ".trialTemplate.inheritWeights",
+            kubernetes_only=True,
+        ),
+        Rule(
+            "!has(self.trialTemplate.initFrom) || !has(self.trialTemplate.initFrom.experiment) || has(self.artifacts)",
+            "initFrom.experiment reads that experiment's trial from the artifact store: set spec.artifacts (the"
+            " same claim and path the source experiment wrote to)",
+            lambda s: (
+                s.trial_template.init_from is None
+                or s.trial_template.init_from.experiment is None
+                or s.artifacts is not None
+            ),
+            ".trialTemplate.initFrom.experiment",
+            kubernetes_only=True,
+        ),
         Rule(
             f"!({_SEVERAL_OBJECTIVES}) || self.strategy.name in {list(MULTI_OBJECTIVE_STRATEGIES)!r}",
             f"several objectives need a strategy that searches a Pareto front: {', '.join(MULTI_OBJECTIVE_STRATEGIES)}",
@@ -781,6 +820,12 @@ class TrialSpec(ApiModel):
     architecture: dict[str, Any] = Field(..., max_length=1024, description="Decision name to chosen value.")
     architecture_id: str = Field(..., max_length=65536, description="Canonical string of the architecture.")
     seed: int = Field(0, ge=0, description="Seed handed to the trainer.")
+    parents: list[Annotated[int, Field(ge=0, le=99999)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Indexes of the trials of this experiment the candidate was derived from (evolution's parent,"
+        " the progressive search's centre); empty when it was drawn anew.",
+    )
 
 
 #: points of a learning curve kept in a Trial's status (an epoch each): bounds the object's size.

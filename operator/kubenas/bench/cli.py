@@ -107,9 +107,7 @@ def search(
             columns |= {c: list(values.values()) for c, values in data.extras.items()}
             normaliser = Normaliser.of_columns(multi, columns)
         started = time.perf_counter()
-        summary = benchmark(
-            data, strategy, trials, seeds, parallel, _settings(settings), jobs, costs, rule, normaliser
-        )
+        summary = benchmark(data, strategy, trials, seeds, parallel, _settings(settings), jobs, costs, rule, normaliser)
     except SpecError as exc:
         raise typer.BadParameter(exc.message, param_hint=exc.field) from None
     except ValidationError as exc:  # settings given with --set, or a column name the API refuses

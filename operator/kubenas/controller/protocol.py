@@ -8,7 +8,7 @@ Endpoints (all JSON; POST ones need ``Authorization: Bearer <token>``):
   object holds them (:mod:`kubenas.core.codec`). A fresh controller starts unconfigured and the first
   replay (with an empty history) configures it: starting and restarting are one code path.
 - ``POST /ask`` ``{"index", "count"}`` → ``{"candidates": [{"index", "architecture",
-  "architectureId"}], "state"}``: candidates ``index`` .. ``index+count-1``. Idempotent: candidates
+  "architectureId", "parents"}], "state"}``: candidates ``index`` .. ``index+count-1``. Idempotent: candidates
   already asked are returned as recorded, so an operator that crashed between asking and creating
   the Trial gets the same candidate again.
 - ``POST /tell`` ``{"index", "status"}`` → ``{"told", "state"}``: the strategy learns the result the
@@ -70,8 +70,10 @@ def candidate_to_json(candidate: Candidate) -> dict[str, Any]:
         "index": candidate.index,
         "architecture": dict(candidate.architecture),
         "architectureId": candidate.architecture_id,
+        "parents": list(candidate.parents),
     }
 
 
 def candidate_from_json(data: Mapping[str, Any]) -> Candidate:
-    return Candidate(int(data["index"]), dict(data["architecture"]), str(data.get("architectureId") or ""))
+    parents = tuple(int(i) for i in data.get("parents") or ())
+    return Candidate(int(data["index"]), dict(data["architecture"]), str(data.get("architectureId") or ""), parents)

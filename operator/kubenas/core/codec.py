@@ -30,6 +30,7 @@ def spec_wire(rec: TrialRecord, experiment: str, architecture_id: str, seed: int
         architecture=dict(rec.architecture),
         architecture_id=architecture_id,
         seed=seed,
+        parents=list(rec.parents),
     ).to_wire()
 
 
@@ -77,6 +78,7 @@ def record_of(name: str, spec: Mapping[str, Any], status: Mapping[str, Any] | No
         tell_sequence=st.tell_sequence,
         asks_before_tell=st.asks_before_tell,
         curve=tuple((p.step, p.value) for p in st.curve),
+        parents=tuple(parsed.parents),
         gpu_seconds=st.gpu_seconds,
     )
 

@@ -109,6 +109,8 @@ class Candidate:
     index: int
     architecture: Architecture
     architecture_id: str = ""
+    #: ask indexes of the candidates it was derived from (its lineage; empty when drawn anew)
+    parents: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -442,7 +444,9 @@ class Driver:
                 continue
             if c.index != len(self._trials):
                 raise ValueError(f"candidate #{c.index} proposed before #{len(self._trials)}")
-            rec = TrialRecord(index=c.index, architecture=dict(c.architecture), name=self.trial_name(c.index))
+            rec = TrialRecord(
+                index=c.index, architecture=dict(c.architecture), name=self.trial_name(c.index), parents=c.parents
+            )
             rec = self._put(rec)
             self.asked = max(self.asked, c.index + 1)
             self._held.append(Create(rec, c.architecture_id, trial_seed(self.spec.strategy.seed, c.index)))

@@ -45,6 +45,9 @@ class TrialRecord:
     tell_sequence: int | None = None
     asks_before_tell: int | None = None
     curve: Curve = ()
+    #: ask indexes of the trials this one was derived from (evolution's parent, the progressive
+    #: search's centre); empty for a candidate drawn anew. Fixed when it is asked.
+    parents: tuple[int, ...] = ()
     gpu_seconds: float | None = None
 
     @property

@@ -55,7 +55,9 @@ class Search:
         while self.asked < index + count:
             self.architectures.append(self.space.validate(self.strategy.ask()))
         return [
-            Candidate(i, dict(self.architectures[i]), self.space.canonical(self.architectures[i]))
+            Candidate(
+                i, dict(self.architectures[i]), self.space.canonical(self.architectures[i]), self.strategy.parents[i]
+            )
             for i in range(index, index + count)
         ]
 

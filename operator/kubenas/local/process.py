@@ -15,9 +15,17 @@ from typing import Any
 
 from kubenas.api.v1alpha1 import SearchExperiment
 from kubenas.core.driver import Progress
+from kubenas.core.lineage import TrialOutput, start_weights
 from kubenas.core.records import TrialRecord, trial_seed
 from kubenas.core.space import SearchSpace
 from kubenas.local.gpus import ENV_VISIBLE, GpuPlan
+
+
+def output_folder(results: Path, experiment: str, where: TrialOutput) -> Path:
+    """The output folder of ``where`` seen from the run of ``experiment`` in ``results``: its own
+    ``trials/<trial>/output``, or that of another run, whose folder is a sibling (``results/<name>``)."""
+    run = results if where.experiment == experiment else results.parent / where.experiment
+    return run / "trials" / where.trial / "output"
 
 
 def trial_env(
@@ -26,6 +34,11 @@ def trial_env(
     """The contract's environment for one trial (docs/trial-contract.md), on top of the template's env."""
     spec = exp.spec
     env = {e.name: e.value for e in spec.trial_template.env}
+    start = start_weights(spec, exp.metadata.name, rec.parents)
+    if isinstance(start, TrialOutput):  # output_dir is <results>/trials/<trial>/output
+        env["KUBENAS_INIT_WEIGHTS"] = str(output_folder(output_dir.parents[2], exp.metadata.name, start))
+    elif start is not None:
+        env["KUBENAS_INIT_WEIGHTS"] = start.path
     env.update(
         {
             "KUBENAS_ARCHITECTURE": json.dumps(rec.architecture),

@@ -130,10 +130,12 @@ def write_results(
     """Write the results folder; ``space`` defaults to the space of the folder's experiment.yaml."""
     summ = {**summ, **learned(directory, objective, trials, _space(directory, space))}
     (directory / "summary.json").write_text(json.dumps(summ, indent=2) + "\n")
+    names = {t.index: t.name for t in trials}
     rows = [
         {
             "trial": t.name,
             "index": t.index,
+            "parents": [names.get(p, str(p)) for p in t.parents],
             "phase": t.phase,
             "reason": t.reason,
             "message": t.message,
@@ -149,11 +151,12 @@ def write_results(
     arch_names = list(trials[0].architecture) if trials else []
     with (directory / "trials.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
-        header = ["trial", "index", "phase", "reason", "message", objective.metric + "_objective"]
+        header = ["trial", "index", "parents", "phase", "reason", "message", objective.metric + "_objective"]
         w.writerow([*header, *arch_names, *metric_names])
         for t in trials:
+            parents = " ".join(names.get(p, str(p)) for p in t.parents)
             w.writerow(
-                [t.name, t.index, t.phase, t.reason or "", t.message or "", _value(objective, t)]
+                [t.name, t.index, parents, t.phase, t.reason or "", t.message or "", _value(objective, t)]
                 + [t.architecture.get(a) for a in arch_names]
                 + [t.metrics.get(m, "") for m in metric_names]
             )

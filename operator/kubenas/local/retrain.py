@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kubenas.api.strategy import RetrainSource
 from kubenas.api.v1alpha1 import SearchExperiment
-from kubenas.core.retrain import SourceRun, resolved, source_of
+from kubenas.core.retrain import SourceRun, init_source, resolved, resolved_init, source_of
 from kubenas.load import load_experiment
 from kubenas.local.journal import JOURNAL, read_journal
 
@@ -44,8 +44,12 @@ def read_source(folder: Path) -> SourceRun | None:
 
 
 def resolve(exp: SearchExperiment, results: Path) -> SearchExperiment:
-    """``exp`` with a retrain's architectures read from its source (SpecError naming the source)."""
+    """``exp`` with what it names of other runs read from them: a retrain's or seedFrom's architectures,
+    initFrom's best trial (SpecError naming the source)."""
     source = source_of(exp.spec)
     run = read_source(source_folder(source, results)) if source is not None else None
     spec = resolved(exp.spec, run)
+    init = init_source(spec)
+    if init is not None:
+        spec = resolved_init(spec, read_source(source_folder(init, results)))
     return exp if spec is exp.spec else exp.model_copy(update={"spec": spec})

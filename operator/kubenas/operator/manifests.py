@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from kubenas.controller.progress import trial_token
 from kubenas.core.errors import SpecError
 from kubenas.core.gpus import gpus_of as gpus_of  # re-exported: the GPU-seconds metric counts with it
 from kubenas.core.gpus import launcher_command, trial_gpus
+from kubenas.core.lineage import CheckpointFile, start_weights
 from kubenas.core.records import trial_seed
 from kubenas.core.space import Architecture
 from kubenas.operator import names
@@ -226,7 +227,12 @@ class ProgressChannel:
 
 
 def trial_object(
-    exp: ExperimentRef, spec: SearchExperimentSpec, index: int, architecture: Architecture, architecture_id: str
+    exp: ExperimentRef,
+    spec: SearchExperimentSpec,
+    index: int,
+    architecture: Architecture,
+    architecture_id: str,
+    parents: Sequence[int] = (),
 ) -> dict[str, Any]:
     """The Trial for the ``index``-th candidate. Its status is written later, by the status subresource."""
     name = names.trial_name(exp.name, index)
@@ -240,6 +246,7 @@ def trial_object(
             "architecture": dict(architecture),
             "architectureId": architecture_id,
             "seed": trial_seed(spec.strategy.seed, index),
+            **({"parents": list(parents)} if parents else {}),
         },
     }
 
@@ -300,6 +307,11 @@ def trial_env(
         "KUBENAS_RESULT_FILE": names.TERMINATION_MESSAGE_PATH,
         "KUBENAS_OUTPUT_DIR": output_dir(spec, experiment, trial["metadata"]["name"]),
     }
+    start = start_weights(spec, experiment, t_spec.get("parents") or ())
+    if isinstance(start, CheckpointFile):
+        contract["KUBENAS_INIT_WEIGHTS"] = start.path
+    elif start is not None and spec.artifacts is not None:  # admission demands the store for a trial's weights
+        contract["KUBENAS_INIT_WEIGHTS"] = output_dir(spec, start.experiment, start.trial)
     if channel is not None:
         contract |= channel.env(trial["metadata"]["name"])
     env = [{"name": k, "value": v} for k, v in contract.items()]

@@ -78,7 +78,7 @@ from kubenas.operator.kube import AlreadyExists, ApiError, NotFound
 from kubenas.operator.progress_feed import ProgressFeed
 from kubenas.operator.recovery import recovery_step
 from kubenas.operator.runtime import Runtime
-from kubenas.operator.sources import read_source
+from kubenas.operator.sources import read_init_source, read_source
 from kubenas.operator.status_writer import StatusWriter
 from kubenas.operator.trial_writes import TrialWriter
 from kubenas.operator.views import JobView, PodView, parse_time, resource_version
@@ -330,10 +330,12 @@ class ExperimentReconciler:
         self.accepted = SearchExperimentSpec.model_validate(json.loads(base64.b64decode(stored))) if stored else spec
 
     async def _resolve(self, spec: SearchExperimentSpec) -> SearchExperimentSpec:
-        """The spec to accept: a retrain's architectures read from its source, once, before the Secret
-        stores the spec (a restart then replays the same list). An unusable source fails the experiment."""
+        """The spec to accept: a retrain's or seedFrom's architectures and initFrom's best trial read from
+        their sources, once, before the Secret stores the spec (a restart then replays the same list).
+        An unusable source fails the experiment."""
         try:
-            return retrain.resolved(spec, await read_source(self.runtime.api, self.namespace, spec))
+            spec = retrain.resolved(spec, await read_source(self.runtime.api, self.namespace, spec))
+            return retrain.resolved_init(spec, await read_init_source(self.runtime.api, self.namespace, spec))
         except SpecError as exc:
             raise Fatal("SourceUnusable", str(exc)) from None
 
@@ -460,6 +462,7 @@ class ExperimentReconciler:
             index=candidate.index,
             architecture=dict(candidate.architecture),
             name=trial_name(self.name, candidate.index),
+            parents=candidate.parents,
         )
         create = Create(record, candidate.architecture_id, trial_seed(self.accepted.strategy.seed, candidate.index))
         await self.writes.create_now(create)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from kubenas.api.strategy import RetrainSource
 from kubenas.api.v1alpha1 import API_VERSION, SearchExperimentSpec
 from kubenas.core.errors import SpecError
-from kubenas.core.retrain import SourceRun, source_field
+from kubenas.core.retrain import INIT_FIELD, SourceRun, init_source, source_field
 from kubenas.core.retrain import source_of as retrain_source
 from kubenas.operator import names
 from kubenas.operator.kube import KubeApi, NotFound
@@ -21,9 +22,20 @@ from kubenas.operator.views import TrialView, owner_uid
 
 
 async def read_source(api: KubeApi, namespace: str, spec: SearchExperimentSpec) -> SourceRun | None:
-    """The source experiment of a retrain and its Trials; None when it does not exist (or nothing
-    is to be resolved, which :func:`kubenas.core.retrain.resolved` tells apart)."""
-    source = retrain_source(spec)
+    """The source experiment of a retrain or of seedFrom and its Trials; None when it does not exist (or
+    nothing is to be resolved, which :func:`kubenas.core.retrain.resolved` tells apart)."""
+    return await read_run(api, namespace, retrain_source(spec))
+
+
+async def read_init_source(api: KubeApi, namespace: str, spec: SearchExperimentSpec) -> SourceRun | None:
+    """The experiment whose best trial initFrom names, when that trial is still to be found."""
+    return await read_run(api, namespace, init_source(spec), f"{INIT_FIELD}.experiment")
+
+
+async def read_run(
+    api: KubeApi, namespace: str, source: RetrainSource | None, field: str | None = None
+) -> SourceRun | None:
+    """A SearchExperiment of the namespace and the Trials it owns; None when it does not exist."""
     if source is None or source.experiment is None:
         return None
     try:
@@ -33,7 +45,7 @@ async def read_source(api: KubeApi, namespace: str, spec: SearchExperimentSpec) 
     try:
         objective = SearchExperimentSpec.model_validate(body.get("spec") or {}).objective
     except ValidationError as exc:
-        raise SpecError(source_field(source), f"the source experiment's spec is invalid: {exc}") from None
+        raise SpecError(field or source_field(source), f"the source experiment's spec is invalid: {exc}") from None
     phase = (body.get("status") or {}).get("phase") or "Pending"
     uid = body["metadata"].get("uid", "")
     items = await api.list(API_VERSION, "Trial", namespace, names.experiment_labels(source.experiment))

@@ -157,7 +157,9 @@ class TrialWriter:
     async def _create_trial(self, command: Create) -> None:
         assert self.accepted is not None
         rec = command.trial
-        obj = manifests.trial_object(self.ref, self.accepted, rec.index, rec.architecture, command.architecture_id)
+        obj = manifests.trial_object(
+            self.ref, self.accepted, rec.index, rec.architecture, command.architecture_id, rec.parents
+        )
         try:
             await self.runtime.api.create(obj)
         except AlreadyExists:
@@ -177,6 +179,7 @@ class TrialWriter:
                 "architecture": dict(rec.architecture),
                 "architectureId": command.architecture_id,
                 "seed": command.seed,
+                "parents": list(rec.parents),
             },
         }
         self.jobs_created.add(rec.name)  # before the write: a pass meanwhile must not create it too

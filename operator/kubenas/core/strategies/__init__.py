@@ -38,13 +38,22 @@ def strategy_class(name: str) -> type[Strategy]:
 
 def make_strategy(spec: StrategySpec, space: SearchSpace, objectives: Sequence[ObjectiveMetric] = ()) -> Strategy:
     """A fresh strategy for ``spec`` over ``space``, seeded with ``spec.seed``; with several
-    ``objectives`` it searches their Pareto front (only strategies that can: ``multi_objective``)."""
+    ``objectives`` it searches their Pareto front (only strategies that can: ``multi_objective``). It
+    starts from the resolved ``seedFrom`` architectures when there are some."""
     cls = strategy_class(spec.name)
     if len(objectives) > 1 and not cls.multi_objective:
         raise SpecError("spec.strategy.name", f"strategy {spec.name!r} cannot search several objectives")
     strategy = cls(space, spec.settings(), spec.seed)
     if len(objectives) > 1:
         strategy.use_objectives(objectives)
+    if spec.seed_from is not None and spec.seed_from.architectures:
+        field = "spec.strategy.seedFrom.architectures"
+        strategy.start_from(
+            [
+                space.validate(c.architecture, f"{field}[{i}].architecture")
+                for i, c in enumerate(spec.seed_from.architectures)
+            ]
+        )
     return strategy
 
 

@@ -10,7 +10,11 @@ Lifecycle (read this before writing a strategy):
    trial is told with ``observation.failed`` True; an infeasible one (hard constraint violated) with
    ``feasible`` False. Both are "worst results": strategies must not select them as parents or
    incumbents, but must not stop working because of them either.
-4. The strategy is a deterministic function of the seed and the interleaved sequence of asks and tells.
+4. A candidate derived from earlier ones (evolution's mutated parent, the progressive search's
+   centre) names them: ``_ask`` sets ``self.proposed_from`` to their ask indexes, and
+   :attr:`Strategy.parents` keeps that lineage by ask index. It is part of the proposal, so a replay
+   proposes the same parents.
+5. The strategy is a deterministic function of the seed and the interleaved sequence of asks and tells.
    All randomness comes from generators seeded from ``seed``; no wall clock, no global RNG.
    Consequently replaying a recorded history (:func:`kubenas.core.history.replay`) rebuilds the exact
    state, and the next ask equals that of an unbroken run. Expensive state (an LSTM policy) is a
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from kubenas.core.errors import SpecError
 from kubenas.core.space import Architecture, SearchSpace
 
 if TYPE_CHECKING:
@@ -68,6 +73,10 @@ class Strategy(ABC):
         self.seed = seed
         self.asked = 0
         self.told = 0
+        #: by ask index, the ask indexes of the candidates each one was derived from (empty: drawn anew)
+        self.parents: list[tuple[int, ...]] = []
+        #: set by ``_ask`` when the candidate it returns derives from earlier candidates
+        self.proposed_from: tuple[int, ...] = ()
         self.objectives: tuple[ObjectiveMetric, ...] = ()
 
     def use_objectives(self, objectives: Sequence[ObjectiveMetric]) -> None:
@@ -77,8 +86,10 @@ class Strategy(ABC):
         self.objectives = tuple(objectives)
 
     def ask(self) -> Architecture:
-        """The next candidate. Counts asks so that tells can be matched to them."""
+        """The next candidate. Counts asks so that tells can be matched to them, and records its parents."""
+        self.proposed_from = ()
         arch = self._ask()
+        self.parents.append(tuple(self.proposed_from))
         self.asked += 1
         return arch
 
@@ -88,6 +99,10 @@ class Strategy(ABC):
             raise ValueError(f"tell for candidate #{index} but only {self.asked} were asked")
         self._tell(index, architecture, observation)
         self.told += 1
+
+    def start_from(self, architectures: Sequence[Architecture]) -> None:
+        """Propose these first, before any ask (``seedFrom``: another search's best architectures)."""
+        raise SpecError("spec.strategy.seedFrom", f"the {self.name} strategy cannot start from given architectures")
 
     @abstractmethod
     def _ask(self) -> Architecture: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -23,7 +24,8 @@ class RegularizedEvolution(Strategy):
     decisions; a child that was already proposed is mutated again (at most ``MUTATION_TRIES`` times,
     then a random unseen architecture is used). Told results join the population in tell order and the
     oldest leaves once it is over ``population_size`` ("aging" regularizes against lucky rewards).
-    Failed and infeasible results never join, so they can never be parents.
+    Failed and infeasible results never join, so they can never be parents. A mutated child names
+    its parent (:attr:`Strategy.parents`); a random one has none.
 
     With parallel trials the asks simply evolve from the population as it stands, which is the
     asynchronous variant of the paper.
@@ -43,11 +45,21 @@ class RegularizedEvolution(Strategy):
             arch = self.ledger.random_new(self.rng)
         else:
             parent = self._tournament(min(s.sample_size, len(self.population)))
-            arch = self.ledger.fresh(
-                lambda: self.space.mutate(parent.architecture, self.rng, s.mutations), self.rng, MUTATION_TRIES
-            )
+            mutants: list[Architecture] = []
+
+            def mutate() -> Architecture:
+                mutants.append(self.space.mutate(parent.architecture, self.rng, s.mutations))
+                return mutants[-1]
+
+            arch = self.ledger.fresh(mutate, self.rng, MUTATION_TRIES)
+            if mutants and arch is mutants[-1]:  # a mutant of the parent, not the random fallback
+                self.proposed_from = (parent.index,)
         self.ledger.record_ask(arch)
         return arch
+
+    def start_from(self, architectures: Sequence[Architecture]) -> None:
+        """The first population starts with these (the rest of it is random)."""
+        self.ledger.first.extend(architectures)
 
     def _tournament(self, k: int) -> Result:
         picks = [int(i) for i in self.rng.choice(len(self.population), size=k, replace=False)]

@@ -51,6 +51,8 @@ class Ledger:
         self.results: list[Result] = []
         self._worst: float | None = None
         self._best: Result | None = None
+        #: architectures to propose before any random one (seedFrom), in order
+        self.first: list[Architecture] = []
 
     # -- asks ---------------------------------------------------------------------------------
     def is_new(self, architecture: Architecture) -> bool:
@@ -106,8 +108,20 @@ class Ledger:
                 return arch
         return self.random_new(rng)
 
+    def next_first(self) -> Architecture | None:
+        """The next of the architectures to propose first that was not asked yet; None once they are used."""
+        while self.first:
+            arch = self.first.pop(0)
+            if self.is_new(arch):
+                return arch
+        return None
+
     def random_new(self, rng: np.random.Generator) -> Architecture:
-        """A uniformly drawn architecture not asked before; a repeat only once the space is exhausted."""
+        """The next architecture to propose first (seedFrom), else a uniformly drawn architecture not
+        asked before; a repeat only once the space is exhausted."""
+        first = self.next_first()
+        if first is not None:
+            return first
         arch = self.space.sample(rng)
         if self.is_new(arch) or self.exhausted:
             return arch

@@ -70,6 +70,11 @@ class OptunaStrategy(Strategy):
         sampler = self._sampler(self.settings, self.seed)
         self.study = self._optuna.create_study(directions=["maximize"] * len(objectives), sampler=sampler)
 
+    def start_from(self, architectures: Sequence[Architecture]) -> None:
+        """Enqueued in the study: its first trials (random startup ones included) are these."""
+        for arch in architectures:
+            self.study.enqueue_trial(dict(arch))
+
     @abstractmethod
     def _sampler(self, settings: Any, seed: int) -> Any:
         """The Optuna sampler, seeded with ``seed``."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from kubenas.api.strategy import ProgressiveSettings
@@ -61,6 +63,7 @@ class Progressive(Strategy):
         self.model = HammingGP(self.sizes)
         self.indices: list[tuple[int, ...]] = []  # by ask index
         self.seen: set[tuple[int, ...]] = set()
+        self.asked_at: dict[tuple[int, ...], int] = {}  # grid indices -> first ask index (lineage)
         self.run_start = 0
         self.run_told = 0
         self.restart_bar = np.inf
@@ -137,6 +140,10 @@ class Progressive(Strategy):
         pool = pool[np.sort(first)]
         return tuple(int(v) for v in pool[int(np.argmax(self.model.expected_improvement(pool)))])
 
+    def start_from(self, architectures: Sequence[Architecture]) -> None:
+        """The initial samples start with these, so the first run's centre is the best of them."""
+        self.ledger.first.extend(self.grid.from_indices(self.grid.indices(a)) for a in architectures)
+
     # -- ask/tell -----------------------------------------------------------------------------
     def _propose(self) -> tuple[int, ...] | None:
         if self.asked < self.settings.initial_samples or not self._fit():
@@ -144,6 +151,7 @@ class Progressive(Strategy):
         centre = self._centre()
         options = self._neighbours(centre)
         if len(options):
+            self.proposed_from = (self.asked_at[centre],)  # lineage: the neighbour's parent is the centre
             return tuple(int(v) for v in options[int(np.argmax(self.model.expected_improvement(options)))])
         self.optima.append(centre)
         self.restart_bar = max(
@@ -159,6 +167,7 @@ class Progressive(Strategy):
         self.indices.append(key)
         self.seen.add(key)
         self.pending[self.asked] = key
+        self.asked_at.setdefault(key, self.asked)
         self.ledger.record_ask(arch)
         return arch
 

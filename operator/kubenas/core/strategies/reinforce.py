@@ -7,7 +7,7 @@ operator imports the strategy registry to validate specs and must not pull torch
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -167,10 +167,17 @@ class Reinforce(Strategy):
         stacked = torch.stack(picks, dim=1).tolist()
         return [tuple(int(i) for i in row) for row in stacked]
 
+    def start_from(self, architectures: Sequence[Architecture]) -> None:
+        """The first samples are these: the policy learns from their rewards like from its own samples."""
+        self.ledger.first.extend(architectures)
+
     def _ask(self) -> Architecture:
         chosen: tuple[int, ...] | None = None
         last: tuple[int, ...] | None = None
-        for _ in range(SAMPLE_BATCHES):
+        seeded = self.ledger.next_first()
+        if seeded is not None:
+            chosen = self.grid.indices(seeded)
+        for _ in range(SAMPLE_BATCHES if chosen is None else 0):
             for indices in self._sample():
                 last = indices
                 if self.ledger.is_new(self.grid.from_indices(indices)):
