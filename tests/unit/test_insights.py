@@ -163,6 +163,22 @@ def test_leaderboard_says_when_nothing_succeeded() -> None:
     assert "No trial succeeded" in text and "architecture ()" not in text
 
 
+def test_leaderboard_names_the_parent_a_leader_was_bred_from() -> None:
+    trials = [
+        TrialRecord(0, cell(), name="x-00000", phase="Succeeded", reward=0.5),
+        TrialRecord(1, cell(), name="x-00001", phase="Succeeded", reward=0.9, parents=(0,)),
+    ]
+    console = Console(record=True, width=160)
+    leaderboard(console, Objective(), trials)
+    text = console.export_text()
+    assert "parent" in text
+    row = next(line for line in text.splitlines() if "x-00001" in line)
+    assert "x-00000" in row  # the parent by name, on the child's row
+    console = Console(record=True, width=160)
+    leaderboard(console, Objective(), trials[:1])  # nothing bred: no parent column
+    assert "parent" not in console.export_text()
+
+
 def test_epochs_are_read_from_the_trainer_progress_lines() -> None:
     from kubenas.insights.cluster import epochs
 

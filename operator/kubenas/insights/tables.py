@@ -19,7 +19,8 @@ def sign(objective: Objective) -> float:
 
 
 def leaderboard(objective: Objective, trials: Sequence[TrialRecord], top: int = 10) -> Table | None:
-    """The ``top`` succeeded trials, best first, with their genotype; None when none succeeded."""
+    """The ``top`` succeeded trials, best first, with their genotype and, when any was bred from
+    another, its parent; None when none succeeded."""
     ranked = top_trials(trials, top)
     if not ranked:
         return None
@@ -27,9 +28,16 @@ def leaderboard(objective: Objective, trials: Sequence[TrialRecord], top: int = 
     table.add_column("#", justify="right")
     table.add_column("trial")
     table.add_column(objective.metric, justify="right")
+    # lineage: which trial a leader was bred from (evolution's parent, the progressive search's centre)
+    names = {t.index: t.name for t in trials}
+    bred = any(t.parents for t in ranked)
+    if bred:
+        table.add_column("parent")
     table.add_column("architecture", overflow="fold")
     for i, t in enumerate(ranked, 1):
-        table.add_row(str(i), t.name, f"{objective_value(objective, t.reward or 0.0):.4g}", genotype(t.architecture))
+        parent = [", ".join(names.get(p) or f"#{p}" for p in t.parents) or "-"] if bred else []
+        value = f"{objective_value(objective, t.reward or 0.0):.4g}"
+        table.add_row(str(i), t.name, value, *parent, genotype(t.architecture))
     return table
 
 
