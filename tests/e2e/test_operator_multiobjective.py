@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from kubenas.operator import names
 from kubenas_dev.operator_fixtures import crds, kube, kubenas_operator
 from kubenas_dev.operator_testing import Kube, OperatorProcess, condition, experiment_manifest, wait_for
@@ -92,5 +94,5 @@ def test_a_gpu_hour_budget_ends_the_experiment_and_cancels_its_running_trials(
         60,
     )
     labels: dict[str, Any] = {"namespace": namespace, "experiment": "gpuhours"}
-    assert kubenas_operator.metric("kubenas_experiment_gpu_hours", **labels) >= 0.004
-    assert kubenas_operator.metric("kubenas_experiment_gpu_hours_limit", **labels) == 0.004
+    assert kubenas_operator.metric("kubenas_experiment_gpu_seconds", **labels) >= 0.004 * 3600
+    assert kubenas_operator.metric("kubenas_experiment_gpu_seconds_limit", **labels) == pytest.approx(0.004 * 3600)

@@ -54,14 +54,15 @@ class OperatorMetrics:
         self.gpu_seconds = Counter(
             "kubenas_gpu_seconds_total", "GPU-seconds held by finished trainer pods.", ex, registry=r
         )
-        self.gpu_hours = Gauge(
-            "kubenas_experiment_gpu_hours",
-            "GPU-hours the experiment's trials have used, running ones included (wall time x GPUs asked).",
+        # in seconds, Prometheus' base unit (promtool refuses hours); budget.maxGpuHours x 3600
+        self.gpu_used = Gauge(
+            "kubenas_experiment_gpu_seconds",
+            "GPU-seconds the experiment's trials have used, running ones included (wall time x GPUs asked).",
             ex,
             registry=r,
         )
-        self.gpu_hours_limit = Gauge(
-            "kubenas_experiment_gpu_hours_limit", "The experiment's budget.maxGpuHours.", ex, registry=r
+        self.gpu_limit = Gauge(
+            "kubenas_experiment_gpu_seconds_limit", "The experiment's budget.maxGpuHours, in seconds.", ex, registry=r
         )
         self.controller_replays = Counter(
             "kubenas_controller_replays_total", "Trial histories replayed into a restarted controller.", ex, registry=r
@@ -128,8 +129,8 @@ class OperatorMetrics:
             self.trial_turnaround,
             self.best_reward,
             self.gpu_seconds,
-            self.gpu_hours,
-            self.gpu_hours_limit,
+            self.gpu_used,
+            self.gpu_limit,
             self.controller_replays,
         ):
             _remove(metric, namespace, experiment)

@@ -733,9 +733,9 @@ class ExperimentReconciler:
         m, labels = self.runtime.metrics, (self.namespace, self.name)
         m.set_trials(*labels, desired.get("trials") or {})
         if self.driver is not None and self.driver.gpus:
-            m.gpu_hours.labels(*labels).set(self.driver.gpu_seconds_used / 3600)
+            m.gpu_used.labels(*labels).set(self.driver.gpu_seconds_used)
             if self.accepted is not None and self.accepted.budget.max_gpu_hours is not None:
-                m.gpu_hours_limit.labels(*labels).set(self.accepted.budget.max_gpu_hours)
+                m.gpu_limit.labels(*labels).set(self.accepted.budget.max_gpu_hours * 3600)
         if best is not None and best.reward is not None and self.accepted is not None:
             value = objective_value(self.accepted.objective, best.reward)
             if math.isfinite(value):
