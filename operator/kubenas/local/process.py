@@ -19,6 +19,7 @@ from kubenas.core.lineage import TrialOutput, start_weights
 from kubenas.core.records import TrialRecord, trial_seed
 from kubenas.core.space import SearchSpace
 from kubenas.local.gpus import ENV_VISIBLE, GpuPlan
+from kubenas.local.launch import launch_of
 
 
 def output_folder(results: Path, experiment: str, where: TrialOutput) -> Path:
@@ -33,7 +34,7 @@ def trial_env(
 ) -> dict[str, str]:
     """The contract's environment for one trial (docs/trial-contract.md), on top of the template's env."""
     spec = exp.spec
-    env = {e.name: e.value for e in spec.trial_template.env}
+    env = dict(launch_of(spec.trial_template).env)
     start = start_weights(spec, exp.metadata.name, rec.parents)
     if isinstance(start, TrialOutput):  # output_dir is <results>/trials/<trial>/output
         env["KUBENAS_INIT_WEIGHTS"] = str(output_folder(output_dir.parents[2], exp.metadata.name, start))
@@ -102,8 +103,9 @@ class TrialLauncher:
         result_file = tdir / "result.json"
         result_file.unlink(missing_ok=True)
         tpl = self.exp.spec.trial_template
+        launch = launch_of(tpl)
         env = {**os.environ, **trial_env(self.exp, self.space, rec, result_file, out)}
-        command = [*tpl.command, *tpl.args]
+        command = [*tpl.command, *launch.args]
         pool = self.gpus.pool if self.gpus is not None else None
         if self.gpus is not None and pool is not None:  # this attempt's own GPUs, one torchrun process each
             env[ENV_VISIBLE] = ",".join(pool.acquire((rec.index, number), self.gpus.per_trial))
@@ -113,7 +115,7 @@ class TrialLauncher:
             proc = subprocess.Popen(
                 command,
                 env=env,
-                cwd=tpl.working_dir or None,
+                cwd=launch.working_dir or None,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

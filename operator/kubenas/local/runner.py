@@ -46,6 +46,7 @@ from kubenas.load import load_experiment
 from kubenas.local.gpus import GpuError
 from kubenas.local.gpus import plan as plan_gpus
 from kubenas.local.journal import Journal, read_journal
+from kubenas.local.launch import launch_of
 from kubenas.local.process import Attempt, TrialLauncher
 from kubenas.local.report import leaderboard, summary, write_results
 from kubenas.local.retrain import resolve as resolve_retrain
@@ -115,7 +116,7 @@ def _check_command(exp: SearchExperiment) -> None:
         raise ResumeError("spec.trialTemplate.command: local mode needs the command that runs a trial")
     program = template.command[0]
     if "/" in program:
-        path = Path(program) if Path(program).is_absolute() else Path(template.working_dir or ".") / program
+        path = Path(program) if Path(program).is_absolute() else Path(launch_of(template).working_dir or ".") / program
         runnable = path.is_file() and os.access(path, os.X_OK)
     else:
         runnable = shutil.which(program) is not None
@@ -153,6 +154,12 @@ def run(exp: SearchExperiment, folder: Path, console: Console | None = None) -> 
         console.print(
             f"{gpus.per_trial} GPU(s) per trial, {len(gpus.pool.devices) if gpus.pool else 0} on this machine:"
             f" at most {gpus.parallel} trials at once (parallelTrials {exp.spec.budget.parallel_trials})",
+            markup=False,
+        )
+    cluster_only = launch_of(exp.spec.trial_template).cluster_only
+    if cluster_only:
+        console.print(
+            f"Not set locally (their values come from the cluster, valueFrom): {', '.join(cluster_only)}",
             markup=False,
         )
     started = time.monotonic() - elapsed_before
