@@ -93,6 +93,7 @@ class TrialLauncher:
         self.gpus = gpus
         self.space = space
         self.results = results
+        self.launch = launch_of(exp.spec.trial_template)  # the same for every trial: read the template once
         self.done: queue.Queue[Attempt | Progress] = queue.Queue()
         self.running: dict[int, Attempt] = {}
 
@@ -103,9 +104,8 @@ class TrialLauncher:
         result_file = tdir / "result.json"
         result_file.unlink(missing_ok=True)
         tpl = self.exp.spec.trial_template
-        launch = launch_of(tpl)
         env = {**os.environ, **trial_env(self.exp, self.space, rec, result_file, out)}
-        command = [*tpl.command, *launch.args]
+        command = [*tpl.command, *self.launch.args]
         pool = self.gpus.pool if self.gpus is not None else None
         if self.gpus is not None and pool is not None:  # this attempt's own GPUs, one torchrun process each
             env[ENV_VISIBLE] = ",".join(pool.acquire((rec.index, number), self.gpus.per_trial))
@@ -115,7 +115,7 @@ class TrialLauncher:
             proc = subprocess.Popen(
                 command,
                 env=env,
-                cwd=launch.working_dir or None,
+                cwd=self.launch.working_dir or None,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
