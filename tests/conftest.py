@@ -47,3 +47,22 @@ def running_status(spec: Any, driver: Any, **extra: Any) -> dict[str, Any]:
         summary=(driver.counts, driver.best),
         **extra,
     )
+
+
+def run_locally(tmp_path: Path, doc: dict[str, Any], console: Any = None, out: str = "out") -> tuple[Any, Path]:
+    """``kubenas run`` of the manifest ``doc`` in ``tmp_path``, quietly unless ``console`` is given:
+    the run's result and its results folder."""
+    import os
+
+    import yaml
+    from rich.console import Console
+
+    from kubenas.local.runner import prepare, run
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    exp, folder = prepare(path, tmp_path / out, None)
+    if console is not None:
+        return run(exp, folder, console), folder
+    with open(os.devnull, "w") as sink:
+        return run(exp, folder, Console(file=sink)), folder

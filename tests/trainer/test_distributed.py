@@ -64,13 +64,10 @@ def test_world_comes_from_torchrun_variables() -> None:
 def test_local_mode_runs_a_two_gpu_trial_under_torchrun(tmp_path: Path, monkeypatch) -> None:
     """``kubenas run`` with ``nvidia.com/gpu: 2`` per trial on a machine faked to hold two: one trial,
     two torchrun processes (gloo, since no GPU is really there), one result."""
-    import yaml
-    from rich.console import Console
 
     from kubenas.local.gpus import ENV_GPU_COUNT
     from kubenas.local.journal import read_journal
-    from kubenas.local.runner import prepare, run
-    from tests.conftest import experiment_dict
+    from tests.conftest import experiment_dict, run_locally
 
     doc = experiment_dict(
         budget={"maxTrials": 1, "parallelTrials": 1},
@@ -80,12 +77,8 @@ def test_local_mode_runs_a_two_gpu_trial_under_torchrun(tmp_path: Path, monkeypa
             "resources": {"limits": {"nvidia.com/gpu": 2}},
         },
     )
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(doc))
     monkeypatch.setenv(ENV_GPU_COUNT, "2")
-    exp, folder = prepare(path, tmp_path / "out", None)
-    with open(os.devnull, "w") as sink:
-        result = run(exp, folder, Console(file=sink))
+    result, folder = run_locally(tmp_path, doc)
     (trial,) = read_journal(folder)[0]
     log = next(folder.glob("trials/*/attempt-1.log")).read_text()
     assert result.phase == "Succeeded", log[-3000:]

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-import yaml
-from rich.console import Console
-
 from kubenas.local.journal import read_journal
-from kubenas.local.runner import prepare, run
-from tests.conftest import experiment_dict
+from tests.conftest import experiment_dict, run_locally
 
 from .conftest import TINY
 
@@ -26,11 +21,7 @@ def test_children_of_a_local_evolution_start_from_their_parents(tmp_path: Path) 
             "inheritWeights": True,
         },
     )
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    exp, folder = prepare(path, tmp_path / "results" / "t", None)
-    with open(os.devnull, "w") as devnull:
-        result = run(exp, folder, Console(file=devnull))
+    result, folder = run_locally(tmp_path, doc, out="results/t")
     assert result.phase == "Succeeded", result.message
     trials, _ = read_journal(folder)
     children = [t for t in trials if t.parents]

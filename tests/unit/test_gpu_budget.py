@@ -4,15 +4,12 @@ cancelled when it runs out, the time kept on each result and shown in status."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import ValidationError
-from rich.console import Console
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
 from kubenas.core.codec import record_from_wire, trial_wire
@@ -30,8 +27,7 @@ from kubenas.core.driver import (
 )
 from kubenas.core.engine import decide
 from kubenas.core.records import TrialRecord
-from kubenas.local.runner import prepare, run
-from tests.conftest import experiment_dict, running_status
+from tests.conftest import experiment_dict, run_locally, running_status
 
 GPU = {"limits": {"nvidia.com/gpu": 2}}
 
@@ -138,11 +134,7 @@ def test_local_mode_ends_a_run_when_its_gpu_hours_are_used(tmp_path: Path, monke
             "resources": {"limits": {"nvidia.com/gpu": 1}},
         },
     )
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    exp, folder = prepare(path, tmp_path / "out", None)
-    with open(os.devnull, "w") as sink:
-        result = run(exp, folder, Console(file=sink))
+    result, folder = run_locally(tmp_path, doc)
     assert result.reason == "GpuHoursExhausted", result
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["trials"] < 20

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
@@ -12,14 +11,13 @@ from typing import Any
 
 import pytest
 import yaml
-from rich.console import Console
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
 from kubenas.core.gpus import launcher_command, starts_torchrun, trial_gpus
 from kubenas.local.gpus import ENV_GPU_COUNT, GpuError, GpuPool, plan, probe_devices
-from kubenas.local.runner import ResumeError, prepare, run
+from kubenas.local.runner import ResumeError, prepare
 from kubenas.operator import manifests
-from tests.conftest import experiment_dict
+from tests.conftest import experiment_dict, run_locally
 
 GPU = "nvidia.com/gpu"
 EXP = manifests.ExperimentRef("team-a", "cells", "uid-exp")
@@ -139,12 +137,8 @@ def test_local_trials_get_disjoint_gpus_and_never_more_at_once(tmp_path: Path, m
         budget={"maxTrials": 6, "parallelTrials": 4},
         trialTemplate={"command": [sys.executable, str(script)], "settings": {"sleep_s": 0.6}, **gpus(1)},
     )
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(doc))
     monkeypatch.setenv(ENV_GPU_COUNT, "2")
-    exp, folder = prepare(path, tmp_path / "out", None)
-    with open(os.devnull, "w") as sink:
-        result = run(exp, folder, Console(file=sink))
+    result, folder = run_locally(tmp_path, doc)
     assert result.phase == "Succeeded"
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("trials/*/output/gpus.json"))]
     assert len(records) == 6 and {r["gpus"] for r in records} <= {"0", "1"}

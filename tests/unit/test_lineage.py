@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import pytest
-import yaml
-from rich.console import Console
 
 from kubenas.controller.protocol import candidate_from_json, candidate_to_json
 from kubenas.core.codec import record_from_wire, trial_wire
@@ -17,8 +14,7 @@ from kubenas.core.driver import Candidate, Create, Driver, Proposed
 from kubenas.core.records import TrialRecord
 from kubenas.core.search import Search
 from kubenas.local.journal import read_journal
-from kubenas.local.runner import prepare, run
-from tests.conftest import experiment_dict
+from tests.conftest import experiment_dict, run_locally
 from tests.unit.test_replay import drive, make_spec
 
 
@@ -105,11 +101,7 @@ def test_a_local_run_records_lineage_in_the_journal_and_the_tables(tmp_path: Pat
         strategy={"name": "evolution", "seed": 2, "evolution": {"populationSize": 3, "sampleSize": 2}},
         budget={"maxTrials": 8, "parallelTrials": 2},
     )
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    exp, folder = prepare(path, tmp_path / "out", None)
-    with open(os.devnull, "w") as devnull:
-        run(exp, folder, Console(file=devnull))
+    _, folder = run_locally(tmp_path, doc)
     history, _ = read_journal(folder)
     children = [t for t in history if t.parents]
     assert children and all(t.index >= 3 for t in children)

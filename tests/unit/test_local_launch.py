@@ -7,13 +7,11 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 
 from kubenas.api.v1alpha1 import TrialTemplate
 from kubenas.local.launch import launch_of
-from kubenas.local.runner import prepare, run
-from tests.conftest import experiment_dict
+from tests.conftest import experiment_dict, run_locally
 
 #: a trial that records what it was started with, then reports a result
 PROBE = """
@@ -56,11 +54,8 @@ def test_a_local_run_starts_trials_as_the_pod_template_says(tmp_path: Path) -> N
     work = tmp_path / "work"
     work.mkdir()
     doc = experiment_dict(budget={"maxTrials": 1, "parallelTrials": 1}, trialTemplate=template(workingDir=str(work)))
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    exp, folder = prepare(path, tmp_path / "out", None)
     console = Console(record=True, width=200, file=open(os.devnull, "w"))  # noqa: SIM115
-    result = run(exp, folder, console)
+    result, folder = run_locally(tmp_path, doc, console)
     assert result.phase == "Succeeded", result
     (seen_file,) = folder.glob("trials/*/output/seen.json")
     seen = json.loads(seen_file.read_text())

@@ -6,13 +6,11 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import ValidationError
 from rich.console import Console
 
@@ -27,9 +25,8 @@ from kubenas.core.records import TrialRecord
 from kubenas.core.search import Search
 from kubenas.core.strategies import make_strategy
 from kubenas.core.strategies.base import Observation
-from kubenas.local.runner import prepare, run
 from kubenas.local.toy_trial import score
-from tests.conftest import experiment_dict, running_status
+from tests.conftest import experiment_dict, run_locally, running_status
 
 TWO = [{"name": "val_accuracy", "direction": "maximize"}, {"name": "latency_ms", "direction": "minimize"}]
 OBJECTIVES = [ObjectiveMetric(name="acc"), ObjectiveMetric(name="lat", direction="minimize")]
@@ -162,11 +159,7 @@ def test_a_local_multi_objective_run_writes_the_front_and_pareto_png(tmp_path: P
     doc = experiment_dict(
         objective={"metrics": TWO}, strategy={"name": "nsga2", "seed": 1}, budget={"maxTrials": 10, "parallelTrials": 5}
     )
-    path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    exp, folder = prepare(path, tmp_path / "out", None)
-    with open(os.devnull, "w") as sink:
-        result = run(exp, folder, Console(file=sink))
+    result, folder = run_locally(tmp_path, doc)
     assert result.reason == "MaxTrialsReached"
     summary = json.loads((folder / "summary.json").read_text())
     pareto = summary["pareto"]
