@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 from collections import deque
 from dataclasses import asdict
@@ -61,6 +60,7 @@ from kubenas.core.records import TrialRecord, objective_value
 from kubenas.core.search import Search
 from kubenas.insights.collapse import operation_mix
 from kubenas.local.journal import Journal, read_journal
+from kubenas.local.process import stop_processes
 from kubenas.local.report import summary, write_results
 from kubenas.local.runner import RunResult
 from kubenas.local.runner import run as run_trials
@@ -101,17 +101,6 @@ def _contract_env(exp: SearchExperiment, phase: TrainSupernet, folder: Path) -> 
     return {**os.environ, **env}
 
 
-def _stop(proc: subprocess.Popen[Any], grace_seconds: float = 10.0) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace_seconds)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def train_supernet(exp: SearchExperiment, folder: Path, phase: TrainSupernet, record: SupernetRecord) -> SupernetRecord:
     """Run one attempt of the supernet trainer and record how it ended."""
     directory = folder / SUPERNET_DIR
@@ -132,7 +121,7 @@ def train_supernet(exp: SearchExperiment, folder: Path, phase: TrainSupernet, re
         try:
             proc.wait()
         except KeyboardInterrupt:
-            _stop(proc)  # the attempt is not recorded: a resumed run trains the supernet again
+            stop_processes([proc])  # the attempt is not recorded: a resumed run trains the supernet again
             raise
     text = result_file.read_text() if result_file.is_file() else None
     record = supernet_outcome(record, phase.attempt, proc.returncode, text, exp.spec.trial_template.retries)
@@ -198,7 +187,7 @@ class EvaluatorProcess:
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                _stop(self.proc)
+                stop_processes([self.proc])
         if self._log is not None:
             self._log.close()
 

@@ -9,6 +9,7 @@ import queue
 import signal
 import subprocess
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,17 +161,23 @@ class TrialLauncher:
         self._stop(list(self.running.values()), grace_seconds)
 
     def _stop(self, attempts: list[Attempt], grace_seconds: float) -> None:
+        stop_processes([a.proc for a in attempts], grace_seconds)
         for a in attempts:
-            _signal(a.proc, signal.SIGTERM)
-        for a in attempts:
-            try:
-                a.proc.wait(timeout=grace_seconds)
-            except subprocess.TimeoutExpired:
-                _signal(a.proc, signal.SIGKILL)
-                a.proc.wait()
             self._release(a)  # now, not when the follower gets to it: the next trial may want these GPUs
 
 
-def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
+def stop_processes(procs: Sequence[subprocess.Popen[Any]], grace_seconds: float = 10.0) -> None:
+    """SIGTERM each process group, then SIGKILL what is left after the grace period; reap them all."""
+    for proc in procs:
+        _signal(proc, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            _signal(proc, signal.SIGKILL)
+            proc.wait()
+
+
+def _signal(proc: subprocess.Popen[Any], sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
