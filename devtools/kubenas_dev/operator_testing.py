@@ -239,7 +239,35 @@ class Kube:
             phase = ((exp or {}).get("status") or {}).get("phase")
             return exp if phase in phases else None
 
-        return wait_for(f"{name} to reach {phases}", check, timeout=timeout, every=0.25)
+        try:
+            return wait_for(f"{name} to reach {phases}", check, timeout=timeout, every=0.25)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.describe(name)}") from None
+
+    def describe(self, name: str) -> str:
+        """Where an experiment stands: its status, and each trial's phase beside its Job's and pods' state,
+        so that a test that times out says which trial is held and where."""
+        status = (self.experiment(name) or {}).get("status") or {}
+        lines = [f"status: phase={status.get('phase')} message={status.get('message')!r} trials={status.get('trials')}"]
+        jobs = {j.metadata.name: j for j in self.jobs(name)}
+        pods: dict[str, list[str]] = {}
+        for pod in self.pods(f"{names.LABEL_EXPERIMENT}={name}"):
+            trial = (pod.metadata.labels or {}).get(names.LABEL_TRIAL, pod.metadata.name)
+            pods.setdefault(trial, []).append(f"{pod.metadata.name}:{pod.status.phase}")
+        for trial in self.trials(name):
+            tname = trial["metadata"]["name"]
+            job = jobs.pop(tname, None)
+            job_state = (
+                "no Job"
+                if job is None
+                else f"Job active={job.status.active} succeeded={job.status.succeeded} failed={job.status.failed}"
+                f" suspend={job.spec.suspend}"
+            )
+            phase = (trial.get("status") or {}).get("phase")
+            lines.append(f"  {tname}: {phase}; {job_state}; pods {pods.pop(tname, [])}")
+        lines += [f"  Job without Trial: {j}" for j in jobs]
+        lines += [f"  pods without Trial: {p}" for p in pods.values()]
+        return "\n".join(lines)
 
     def close(self) -> None:
         self.api.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubenas.api.settings import MAX_SETTINGS_BYTES
 from kubenas.operator import names
 from kubenas_dev.operator_fixtures import crds, kube, kubenas_operator
 from kubenas_dev.operator_testing import Kube, OperatorProcess, condition, experiment_manifest, wait_for
@@ -74,3 +75,20 @@ def test_too_many_failed_trials_fail_the_experiment_with_its_reason(
     assert exp["status"]["trials"]["failed"] >= 3
     assert exp["status"]["trials"]["total"] < 10
     assert "TooManyFailures" in {e.reason for e in kube.events("doomed")}
+
+
+def test_settings_too_large_for_the_environment_fail_the_experiment_before_any_trial(
+    kube: Kube, kubenas_operator: OperatorProcess
+) -> None:
+    # the API server accepts free-form settings of any size (CEL cannot see inside them); the operator,
+    # parsing with the API's own model, must refuse them with the field path rather than start trials
+    # whose containers the kernel would refuse (one environment string is capped at 128 KiB)
+    manifest = experiment_manifest("hoarder", max_trials=2, settings={"blob": "x" * (MAX_SETTINGS_BYTES + 1)})
+    kube.apply_experiment(manifest)
+    exp = kube.wait_phase("hoarder", timeout=60)
+    assert exp["status"]["phase"] == "Failed"
+    failed = condition(exp, "Failed")
+    assert failed["reason"] == "InvalidSpec"
+    assert failed["message"].startswith("spec.trialTemplate.settings: ")
+    assert "bytes as JSON" in failed["message"]
+    assert kube.trials("hoarder") == []

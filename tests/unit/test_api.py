@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from kubenas.api.settings import MAX_SETTINGS_BYTES, MAX_SETTINGS_KEYS
 from kubenas.api.v1alpha1 import parse_duration
 from kubenas.load import ManifestError, load_experiment, parse_experiment
 from tests.conftest import REPO, experiment_dict
@@ -57,6 +58,24 @@ def test_every_example_validates(path: Path) -> None:
             {"objective": {"metric": "acc", "constraints": [{"metric": "params"}]}},
             "spec.objective.constraints[0].max",
             "max or min",
+        ),
+        (
+            {"trialTemplate": {"command": ["x"], "settings": {"blob": "x" * MAX_SETTINGS_BYTES}}},
+            "spec.trialTemplate.settings",
+            "bytes as JSON",
+        ),
+        (
+            {"trialTemplate": {"command": ["x"], "settings": {f"k{i}": i for i in range(MAX_SETTINGS_KEYS + 1)}}},
+            "spec.trialTemplate.settings",
+            "at most 64",
+        ),
+        (
+            {
+                "searchSpace": {"cell": {"nodes": 3}},
+                "oneShot": {"supernetSettings": {"layers": [["x" * 100] * 100] * 7}},
+            },
+            "spec.oneShot.supernetSettings",
+            "bytes as JSON",
         ),
     ],
 )

@@ -16,11 +16,12 @@ hyperparameters such as a width or a learning rate.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
 from kubenas.api.base import ApiModel, Rule
+from kubenas.api.settings import Settings
 
 #: what runs phases 1 and 2: ``train`` or ``evaluate ...`` is appended
 DEFAULT_COMMAND = ("python3", "-m", "kubenas_trainer.oneshot")
@@ -47,9 +48,8 @@ class OneShot(ApiModel):
         max_length=64,
         description="Command of the supernet trainer and evaluator, in the trial image; train or evaluate is appended.",
     )
-    supernet_settings: dict[str, Any] = Field(
+    supernet_settings: Settings = Field(
         default_factory=dict,
-        max_length=64,
         description="Trial settings overridden for the supernet's training (e.g. more epochs).",
     )
     evaluations: int = Field(100, ge=1, le=100000, description="Candidates the strategy evaluates on the supernet.")

@@ -18,6 +18,7 @@ from kubenas.api import kube
 from kubenas.api.base import ApiModel, Rule, cel, immutable, keyed_list, with_rules
 from kubenas.api.early_stopping import EarlyStopping
 from kubenas.api.oneshot import OneShot
+from kubenas.api.settings import Settings
 from kubenas.api.space import SearchSpaceSpec
 from kubenas.api.strategy import LINEAGE_STRATEGIES, MULTI_OBJECTIVE_STRATEGIES, StrategySpec
 from kubenas.api.template import TEMPLATE_RULES, ArtifactLocation, Artifacts, PodTemplate
@@ -40,8 +41,6 @@ Quantity = (
 Text = Annotated[str, StringConstraints(max_length=4096)]
 #: the resource whose count makes a trial's GPU time
 GPU_RESOURCE = "nvidia.com/gpu"
-#: the most bytes KUBENAS_SETTINGS may hold: one environment variable, which Linux caps at 128 KiB.
-MAX_SETTINGS_KEYS = 64
 
 
 def parse_duration(text: str) -> float:
@@ -450,9 +449,8 @@ class TrialTemplate(ApiModel):
         json_schema_extra=keyed_list("name"),
         description="Extra environment variables.",
     )
-    settings: dict[str, Any] = Field(
+    settings: Settings = Field(
         default_factory=dict,
-        max_length=MAX_SETTINGS_KEYS,
         description="Free-form settings handed to the trainer as KUBENAS_SETTINGS (dataset, epochs, budget...).",
     )
     working_dir: str | None = Field(None, max_length=4096, description="Working directory of the trial process.")

@@ -311,8 +311,9 @@ class PodWrites:
         }
         try:
             _discard(self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False))
-        except ApiException as err:  # events are best effort, as in the kubelet
-            log.debug("event not recorded", reason=reason, status=err.status)
+        except Exception as err:  # events are best effort, as in the kubelet: an API server that is down
+            # must not end the pod's worker (its pod would stay Pending for ever)
+            log.debug("event not recorded", reason=reason, error=err)
 
 
 def _version_of(response: Any) -> str:

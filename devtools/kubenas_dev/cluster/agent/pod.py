@@ -160,7 +160,7 @@ class PodWorker(threading.Thread):
                 return
             grace = self.deletion_grace
             if grace is not None:
-                self._delete(grace)
+                self._remove(grace)
                 return
             self._handle_faults()
             if self.phase in ("Succeeded", "Failed"):
@@ -171,7 +171,7 @@ class PodWorker(threading.Thread):
                     with self._lock:
                         self.exiting = True
                     if self.deletion_grace is not None:
-                        self._delete(0)
+                        self._remove(0)
                     return
                 self._updated.wait(1.0)
                 self._updated.clear()
@@ -216,7 +216,7 @@ class PodWorker(threading.Thread):
         """Volumes, retried while a referenced object is missing (CreateContainerConfigError)."""
         while not self.stop_event.is_set() and not self.vanished.is_set():
             if self.deletion_grace is not None:
-                self._delete(0)
+                self._remove(0)
                 return None
             try:
                 return materialize_volumes(self.pod, self.pod_dir, self.ctx.lookups, self.ip, HOST_IP)
@@ -224,6 +224,9 @@ class PodWorker(threading.Thread):
                 for c in self.inits + self.containers:
                     c.waiting_reason, c.waiting_message = "CreateContainerConfigError", str(err)
                 self.push_status()
+                time.sleep(1.0)
+            except Exception as exc:  # the API server is away (restart, overload): the kubelet retries too
+                log.warning("volume setup failed, retrying", pod=self.name, error=exc)
                 time.sleep(1.0)
         return None
 
@@ -382,7 +385,7 @@ class PodWorker(threading.Thread):
             c.done = True
         self._finish("Failed", reason, message)
 
-    def _delete(self, grace: float) -> None:
+    def _remove(self, grace: float) -> None:
         """Graceful deletion: SIGTERM, grace period, SIGKILL, final status, then delete with grace 0."""
         was_terminal = self.phase in ("Succeeded", "Failed")
         if not was_terminal:
