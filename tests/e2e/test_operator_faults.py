@@ -55,9 +55,6 @@ def assert_same_as_unbroken(exp: dict[str, Any], trials: list[dict[str, Any]], m
 # -- the control plane restarts ---------------------------------------------------------------------
 
 
-# Before a fix of the operator, some runs on a loaded machine left the trial created as the API server
-# went down held back for ever (docs/validation.md): one more try, never more, until runs confirm it.
-@pytest.mark.flaky(reruns=1)
 def test_api_server_and_etcd_restart_mid_run_loses_and_doubles_nothing(
     kube: Kube, kubenas_operator: OperatorProcess, cluster: Cluster
 ) -> None:
