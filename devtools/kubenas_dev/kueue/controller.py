@@ -9,6 +9,7 @@ webhook configurations first, so the rest of a test run never calls a webhook th
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -26,10 +27,11 @@ from kubenas_dev.cluster.log import get_logger
 from kubenas_dev.cluster.pki import ClusterPKI, write_kubeconfig
 from kubenas_dev.cluster.state import MARKER_ENV, pid_alive, terminate
 from kubenas_dev.kueue import manifests
-from kubenas_dev.kueue.build import KueueManifest
+from kubenas_dev.kueue.build import NAMESPACE, KueueManifest
 
 log = get_logger("kubenas_dev.kueue.controller")
 
+CERT_FILES = ("tls.crt", "tls.key")  # the Secret's keys, and the file names the webhook server reads
 WEBHOOK_CONFIGURATIONS = (
     ("MutatingWebhookConfiguration", f"{manifests.RELEASE}-mutating-webhook-configuration"),
     ("ValidatingWebhookConfiguration", f"{manifests.RELEASE}-validating-webhook-configuration"),
@@ -97,7 +99,7 @@ class KueueController:
         with port_lock():
             ports = manifests.KueuePorts(*free_ports(3))
             config = manifests.configuration(
-                manifests.upstream_configuration(upstream), ports, directory / "serving-certs"
+                manifests.upstream_configuration(upstream), ports, cls.cert_dir_in(directory)
             )
             config_path = directory / "controller_manager_config.yaml"
             config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -117,11 +119,37 @@ class KueueController:
 
     _process: subprocess.Popen[bytes] | None = None
 
+    @staticmethod
+    def cert_dir_in(directory: Path) -> Path:
+        return directory / "serving-certs"
+
+    @property
+    def cert_dir(self) -> Path:
+        return self.cert_dir_in(self.directory)
+
     def wait_ready(self, timeout: float) -> None:
-        """Ready means: the controller says so (certificates made, webhook server up), and a dry-run
-        create of a ResourceFlavor passes both of its webhooks through the API server."""
+        """Ready means: the serving certificate is where the controller reads it, the controller says
+        so (certificates made and injected, webhook server up), and a dry-run create of a
+        ResourceFlavor passes both of its webhooks through the API server."""
+        wait_for("kueue's serving certificate", self._mount_certificate, timeout, self._process, self.log_path)
         wait_for("kueue", self.ready, timeout, self._process, self.log_path)
         wait_for("kueue webhooks via the API server", self._webhooks_answer, timeout, self._process, self.log_path)
+
+    def _mount_certificate(self) -> bool:
+        """What the kubelet does for the Deployment's Secret volume: Kueue's certificate rotator writes
+        the serving certificate into the Secret and waits for it to appear in its certificate
+        directory. Written once it is in the Secret (it is valid for years; tests never see a rotation)."""
+        core = k8s.CoreV1Api(self.cluster.api_client())
+        data = core.read_namespaced_secret(manifests.WEBHOOK_SECRET, NAMESPACE).data or {}
+        if not all(data.get(key) for key in CERT_FILES):
+            return False
+        self.cert_dir.mkdir(parents=True, exist_ok=True)
+        for key in CERT_FILES:
+            tmp = self.cert_dir / f".{key}.tmp"
+            tmp.write_bytes(base64.b64decode(data[key]))
+            tmp.chmod(0o600)
+            tmp.replace(self.cert_dir / key)
+        return True
 
     def _webhooks_answer(self) -> bool:
         custom = k8s.CustomObjectsApi(self.cluster.api_client())
