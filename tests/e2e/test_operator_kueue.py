@@ -47,6 +47,7 @@ class TrainerPods:
         self.most = 0
         self.stopped: set[str] = set()  # trials whose pod was deleted while its trainer ran
         self._watch = watch.Watch()
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> TrainerPods:
@@ -54,6 +55,7 @@ class TrainerPods:
         return self
 
     def __exit__(self, *_: object) -> None:
+        self._stopping = True
         self._watch.stop()
         self._thread.join(timeout=10)
         self.api.close()
@@ -62,17 +64,24 @@ class TrainerPods:
         from kubernetes import client
 
         core = client.CoreV1Api(self.api)
-        for event in self._watch.stream(core.list_namespaced_pod, self.namespace, label_selector=TRAINERS):
-            pod = event["object"]
-            uid, trial = pod.metadata.uid, pod.metadata.labels.get(names.LABEL_TRIAL, "")
-            ended = event["type"] == "DELETED" or pod.status.phase in ("Succeeded", "Failed")
-            if pod.metadata.deletion_timestamp is not None and uid in self.live and pod.status.phase == "Running":
-                self.stopped.add(trial)
-            if ended:
-                self.live.pop(uid, None)
-            else:
-                self.live[uid] = trial
-            self.most = max(self.most, len(self.live))
+        try:
+            for event in self._watch.stream(core.list_namespaced_pod, self.namespace, label_selector=TRAINERS):
+                self._see(event)
+        except Exception:
+            if not self._stopping:
+                raise
+
+    def _see(self, event: dict[str, Any]) -> None:
+        pod = event["object"]
+        uid, trial = pod.metadata.uid, pod.metadata.labels.get(names.LABEL_TRIAL, "")
+        ended = event["type"] == "DELETED" or pod.status.phase in ("Succeeded", "Failed")
+        if pod.metadata.deletion_timestamp is not None and uid in self.live and pod.status.phase == "Running":
+            self.stopped.add(trial)
+        if ended:
+            self.live.pop(uid, None)
+        else:
+            self.live[uid] = trial
+        self.most = max(self.most, len(self.live))
 
 
 @pytest.fixture
@@ -108,7 +117,7 @@ def gpu_queue(k8s: KubeApis, namespace: str, kueue: KueueController) -> Iterator
 def urgent_job(queue: str, priority_class: str) -> dict[str, Any]:
     """A one-GPU Job of higher priority in the same queue: Kueue makes room by preempting a trial."""
     container = python_container("urgent", "import time; time.sleep(3)")
-    container["resources"] = {"limits": {GPU: 1}, "requests": {"cpu": "100m", GPU: 1}}
+    container["resources"] = {"limits": {GPU: "1"}, "requests": {"cpu": "100m", GPU: "1"}}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
