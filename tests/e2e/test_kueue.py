@@ -24,7 +24,7 @@ __all__ = ["kueue"]
 
 
 def create(k8s: KubeApis, body: dict[str, Any]) -> None:
-    plural = body["kind"].lower() + "es" if body["kind"].endswith("s") else body["kind"].lower() + "s"
+    plural = body["kind"].lower() + "s"  # resourceflavors, clusterqueues, localqueues
     namespace = body["metadata"].get("namespace")
     if namespace:
         k8s.custom.create_namespaced_custom_object(objects.GROUP, objects.VERSION, namespace, plural, body)

@@ -38,7 +38,7 @@ TRAINERS = f"{names.LABEL_COMPONENT}={names.COMPONENT_TRAINER}"
 
 class TrainerPods:
     """Watches the namespace's trainer pods: how many exist at once (not yet ended), and which were
-    deleted before their trainer ended (stopped from outside: Kueue's preemption)."""
+    deleted before they ended (stopped from outside: Kueue's preemption)."""
 
     def __init__(self, cluster: Any, namespace: str) -> None:
         self.api = api_client(cluster.kubeconfig)
@@ -75,7 +75,7 @@ class TrainerPods:
         pod = event["object"]
         uid, trial = pod.metadata.uid, pod.metadata.labels.get(names.LABEL_TRIAL, "")
         ended = event["type"] == "DELETED" or pod.status.phase in ("Succeeded", "Failed")
-        if pod.metadata.deletion_timestamp is not None and uid in self.live and pod.status.phase == "Running":
+        if pod.metadata.deletion_timestamp is not None and uid in self.live and not ended:
             self.stopped.add(trial)
         if ended:
             self.live.pop(uid, None)
