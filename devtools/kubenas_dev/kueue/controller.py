@@ -62,9 +62,10 @@ class KueueState:
 class KueueController:
     """Kueue installed in ``cluster`` with its controller running (see :meth:`start`)."""
 
-    def __init__(self, cluster: Cluster, state: KueueState) -> None:
+    def __init__(self, cluster: Cluster, state: KueueState, process: subprocess.Popen[bytes] | None = None) -> None:
         self.cluster = cluster
         self.state = state
+        self._process = process  # when started here: kept so that it is reaped, and its exit seen at once
 
     @property
     def directory(self) -> Path:
@@ -111,13 +112,10 @@ class KueueController:
             process = _spawn(cluster, build, config_path, kubeconfig)
             state = KueueState(pid=process.pid, ports=asdict(ports), version=build.version)
             state.save(directory)
-            controller = cls(cluster, state)
-            controller._process = process
+            controller = cls(cluster, state, process)
             controller.wait_ready(timeout)
         log.info("kueue ready", pid=process.pid, ports=state.ports)
         return controller
-
-    _process: subprocess.Popen[bytes] | None = None
 
     @staticmethod
     def cert_dir_in(directory: Path) -> Path:
