@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 .PHONY: deps test run crds lint cluster-build cluster-up cluster-down cluster-status e2e
 
-## cluster-build: build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and helm (once)
+## cluster-build: build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, helm and Kueue (once)
 cluster-build:
 	$(KUBENAS) cluster build
 

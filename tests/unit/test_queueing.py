@@ -122,3 +122,57 @@ def test_the_operator_counts_suspended_trials_as_waiting_until_admitted() -> Non
             await world.close()
 
     asyncio.run(main())
+
+
+def test_a_trainer_stopped_by_kueues_preemption_is_no_result_even_before_the_suspension_is_seen() -> None:
+    body = job(spec(queueName=QUEUE))
+    body["metadata"]["uid"] = "uid-job"
+    body["spec"]["suspend"] = False  # admitted; the watch has not delivered Kueue's suspension yet
+    admitted = JobView.parse(body)
+    assert admitted.queued and not admitted.suspended
+    stopped = _pod(0, {"val_accuracy": 0.4, "status": "partial"})
+    stopped = PodView(**{**stopped.__dict__, "deleting": True})  # the Job controller deletes it (suspension)
+    assert outcomes.events_of(0, [stopped], admitted) == []
+    plain = JobView.parse({**body, "metadata": {**body["metadata"], "labels": {}}})
+    assert not plain.queued and outcomes.decided(outcomes.events_of(0, [stopped], plain))  # no Kueue: as before
+    complete = JobView.parse({**body, "status": {"conditions": [{"type": "Complete", "status": "True"}]}})
+    assert outcomes.decided(outcomes.events_of(0, [stopped], complete))  # the Job counted it: a result
+
+
+def _turnarounds(rec: Any) -> float:
+    value = rec.runtime.metrics.registry.get_sample_value(
+        "kubenas_trial_turnaround_seconds_count", {"namespace": NS, "experiment": "exp"}
+    )
+    return value or 0.0
+
+
+def test_with_a_queue_the_turnaround_ends_when_kueue_admits_the_next_trial_not_when_its_job_is_created() -> None:
+    async def main() -> None:
+        api = FakeApi()
+        body = experiment({"maxTrials": 3, "parallelTrials": 1})
+        body["spec"]["queueName"] = QUEUE
+        await api.create(body)
+        api.objects[(API_VERSION, "SearchExperiment", NS, "exp")]["metadata"]["uid"] = "uid-exp"
+        world = World(api, body["spec"]["budget"])
+        try:
+            rec = await started(world)
+            await step(rec)
+            await settle(rec)
+            await _admit(world, 1)
+            await world.run_pods()
+            for pod in api.of_kind("Pod"):
+                rec.note_termination(pod["metadata"]["uid"])  # the pod handler's part
+            await step(rec)
+            await step(rec)
+            await settle(rec)
+            jobs = {j["metadata"]["name"]: j for j in api.of_kind("Job")}
+            assert jobs["exp-00001"]["spec"]["suspend"] is True  # the next trial's Job exists, queued
+            assert _turnarounds(rec) == 0
+            assert await _admit(world, 1) == ["exp-00001"]
+            await step(rec)
+            await settle(rec)
+            assert _turnarounds(rec) == 1
+        finally:
+            await world.close()
+
+    asyncio.run(main())

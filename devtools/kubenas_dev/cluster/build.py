@@ -376,10 +376,10 @@ def system_kubectl(server_version: str) -> Path | None:
 
 
 @contextlib.contextmanager
-def build_lock(tc: Toolchain) -> Iterator[None]:
-    """Serialise concurrent builds of one version set (CI and a developer, two test runs)."""
-    tc.home.mkdir(parents=True, exist_ok=True)
-    with (tc.home / ".lock").open("w") as fh:
+def build_lock(home: Path) -> Iterator[None]:
+    """Serialise concurrent builds into ``home`` (CI and a developer, two test runs)."""
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".lock").open("w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -399,7 +399,7 @@ def ensure_built(
     cached = tc.manifest()
     if cached and not force:
         return cached
-    with build_lock(tc):
+    with build_lock(tc.home):
         cached = tc.manifest()  # another process may have finished while we waited
         if cached and not force:
             return cached

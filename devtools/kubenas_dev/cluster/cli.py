@@ -40,18 +40,25 @@ def build_cmd(
     force: bool = typer.Option(False, help="Rebuild even if the cache holds the binaries."),
     jobs: int = typer.Option(0, help="Go build parallelism (default: CPUs, at most 4)."),
 ) -> None:
-    """Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and helm (once per machine)."""
+    """Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, helm and Kueue (once per machine)."""
+    from kubenas_dev.kueue import build as kueue_build
+
     devlog.configure()
     tc = build.toolchain()
     cached = tc.manifest()
+    kb = kueue_build.kueue_build()
+    kueue_cached = kb.manifest()
     try:
         manifest = build.ensure_built(force=force, parallelism=jobs or None)
+        kueue = kueue_build.ensure_built(force=force, parallelism=jobs or None)
     except DevClusterError as err:
         _fail(err)
         return
     if cached and not force:
         typer.echo(f"cached: {tc.home} (built in {manifest.build_seconds:.0f}s on {manifest.built_at})")
-    for name, path in sorted(manifest.binaries.items()):
+    if kueue_cached and not force:
+        typer.echo(f"cached: {kb.home} (built in {kueue.build_seconds:.0f}s on {kueue.built_at})")
+    for name, path in sorted({**manifest.binaries, "kueue": kueue.binary}.items()):
         typer.echo(f"  {name:<24} {path}")
 
 

@@ -117,6 +117,10 @@ def apiserver_args(
         "--requestheader-extra-headers-prefix=X-Remote-Extra-",
         f"--proxy-client-cert-file={front_proxy.cert}",
         f"--proxy-client-key-file={front_proxy.key}",
+        # Webhook, conversion and aggregated-API Services are called at their endpoints' addresses,
+        # not their ClusterIPs (nothing routes those here): a controller on loopback (Kueue) can
+        # serve webhooks through a selector-less Service whose Endpoints say 127.0.0.1:<port>.
+        "--enable-aggregator-routing=true",
         "--profiling=false",
         "--enable-priority-and-fairness=false",
         "--v=1",

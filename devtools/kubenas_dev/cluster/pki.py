@@ -70,6 +70,14 @@ class ClusterPKI:
         self._ca_key: ec.EllipticCurvePrivateKey | None = None
         self._ca_cert: x509.Certificate | None = None
 
+    def load_ca(self) -> None:
+        """Read the CA written by :meth:`create_ca`, to issue certificates for a running cluster."""
+        key = serialization.load_pem_private_key(self.ca.key.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise TypeError(f"{self.ca.key} is not an EC private key")
+        self._ca_key = key
+        self._ca_cert = x509.load_pem_x509_certificate(self.ca.cert.read_bytes())
+
     # ---- generation
 
     def create_ca(self) -> None:

@@ -105,32 +105,44 @@ class KubeApis:
         return result
 
 
-_BUILD_ERROR: list[str] = []
+#: what could not be built ("control plane", "kueue") and why; the fixtures that need it fail with it
+BUILD_ERRORS: dict[str, str] = {}
+
+
+def _uses(items: list[pytest.Item], fixture: str) -> bool:
+    return any(fixture in getattr(i, "fixturenames", ()) for i in items)
 
 
 def prebuild(items: list[pytest.Item]) -> None:
-    """Build the binaries before the first test if any selected test needs the cluster.
+    """Build the binaries before the first test if any selected test needs the cluster (and Kueue
+    if one needs the ``kueue`` fixture).
 
     Called from ``pytest_collection_finish``: a cold build takes 15-40 minutes, far beyond a per-test
     timeout, so it must not happen inside the first test's fixture setup. A failure is remembered
-    and reported by the ``cluster`` fixture, so the tests fail rather than skip.
+    and reported by the ``cluster`` or ``kueue`` fixture, so the tests fail rather than skip.
     """
-    if os.environ.get("KUBENAS_CLUSTER_DIR") or not any("cluster" in getattr(i, "fixturenames", ()) for i in items):
-        return
     from kubenas_dev.cluster import build
 
-    if build.toolchain().manifest() is not None:
-        return
-    try:
-        build.ensure_built()
-    except DevClusterError as err:
-        _BUILD_ERROR.append(str(err))
+    if not os.environ.get("KUBENAS_CLUSTER_DIR") and _uses(items, "cluster") and build.toolchain().manifest() is None:
+        try:
+            build.ensure_built()
+        except DevClusterError as err:
+            BUILD_ERRORS["control plane"] = str(err)
+            return
+    if _uses(items, "kueue"):
+        from kubenas_dev.kueue import build as kueue_build
+
+        if kueue_build.kueue_build().manifest() is None:
+            try:
+                kueue_build.ensure_built()
+            except DevClusterError as err:
+                BUILD_ERRORS["kueue"] = str(err)
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    if _BUILD_ERROR:
-        pytest.fail(f"control-plane binaries could not be built: {_BUILD_ERROR[0]}", pytrace=False)
+    if "control plane" in BUILD_ERRORS:
+        pytest.fail(f"control-plane binaries could not be built: {BUILD_ERRORS['control plane']}", pytrace=False)
     existing = os.environ.get("KUBENAS_CLUSTER_DIR")
     if existing:
         try:

@@ -36,3 +36,11 @@ class Versions:
 
 
 VERSIONS = Versions(kubernetes=KUBE_VERSION, etcd="v3.5.35", helm="v3.22.0")
+
+KUEUE = "v0.17.0"
+"""The Kueue release whose controller, CRDs and webhooks the tests of queued trials run.
+
+The oldest release the module proxy serves; it supports Kubernetes 1.29 and newer (its README), so
+it runs against the control plane above. It is cached apart from the control plane
+(``<cache>/kueue-<version>``): bumping it rebuilds Kueue alone, never the control plane.
+"""

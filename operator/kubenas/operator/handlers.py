@@ -177,9 +177,10 @@ async def trainer_pod_event(
 async def trainer_job_event(
     type: str | None, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
-    """A trainer Job gave its verdict (retries exhausted, deadline, complete)."""
+    """A trainer Job gave its verdict (retries exhausted, deadline, complete), or Kueue admitted or
+    preempted it (unsuspended it, suspended it again): the waiting count changes."""
     view = JobView.parse(body)
-    state = "complete" if view.complete else "failed" if view.failed else None
+    state = "complete" if view.complete else "failed" if view.failed else "suspended" if view.suspended else None
     if memo.runtime.transitions.changed(view.uid, state, gone=type == "DELETED"):
         _wake(memo, namespace, labels)
 

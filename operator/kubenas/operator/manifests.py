@@ -24,8 +24,7 @@ from kubenas.core.records import trial_seed
 from kubenas.core.space import Architecture
 from kubenas.operator import names
 
-#: the label that puts a Job in a Kueue LocalQueue
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_QUEUE_LABEL = names.KUEUE_QUEUE_LABEL
 #: shared memory for the processes of a multi-GPU trial (NCCL's buffers; a container's own is 64 MiB)
 SHM_VOLUME = "kubenas-shm"
 

@@ -17,6 +17,8 @@ LABEL_EXPERIMENT = f"{GROUP}/experiment"
 LABEL_TRIAL = f"{GROUP}/trial"
 LABEL_COMPONENT = f"{GROUP}/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+#: the label that puts a Job in a Kueue LocalQueue
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MANAGED_BY = "kubenas"
 COMPONENT_CONTROLLER = "controller"
 COMPONENT_TRAINER = "trainer"

@@ -65,6 +65,11 @@ def events_of(index: int, pods: Sequence[PodView], job: JobView | None, pods_lis
     if job is not None and job.suspended and not (job.failed or job.complete):
         # queued, or preempted by Kueue: waiting for admission, whatever its stopped pods said
         return []
+    if job is not None and job.queued and not job.complete:
+        # Kueue's preemption suspends the Job and the Job controller deletes its pods (uncounted): a
+        # trainer stopped that way (a partial result, a signal exit) is no result, and the pod may be
+        # seen before the Job's suspension on the other watch stream. Re-admitted, the trial runs again.
+        pods = [p for p in pods if not (p.deleting and p.terminated is not None)]
     ordered = _ordered(pods)
     events: list[Event] = []
     if is_running(pods):

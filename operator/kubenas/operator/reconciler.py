@@ -497,6 +497,8 @@ class ExperimentReconciler:
                 continue
             pods = [p for p in indexes.pods_of(self.namespace, name) if p.owner_uid == jobs[0].uid]
             self.waiting_trials += jobs[0].suspended
+            if jobs[0].queued and not jobs[0].suspended:
+                writes.note_admission(name)
             if not pods and not jobs[0].failed and not jobs[0].complete and not jobs[0].suspended:
                 await self._check_pod_creation(jobs[0])
             seen = outcomes.events_of(rec.index, pods, jobs[0])
@@ -506,6 +508,7 @@ class ExperimentReconciler:
                 writes.started_at[name] = writes.started_at.get(name) or outcomes.started_at(pods)
                 deciding = outcomes.deciding_pod(pods)
                 writes.slot_freed(deciding.uid if deciding is not None else None)
+                writes.admitted.discard(name)
             events.extend(seen)
         return events
 

@@ -70,6 +70,7 @@ class TrialWriter:
         self.jobs_created: set[str] = set()
         self.terminated_at: dict[str, float] = {}  # trainer pod uid -> when its end was first seen
         self.turnarounds: deque[float] = deque()  # ends of trials whose slot waits for the next Job
+        self.admitted: set[str] = set()  # active trials whose Job Kueue has admitted (spec.queueName)
         #: where new trainers post their epochs (None: the controller's address is not known yet)
         self.channel: Callable[[], manifests.ProgressChannel | None] = lambda: None
         self.curves: dict[str, asyncio.Task[None]] = {}  # curve writes under way
@@ -106,9 +107,21 @@ class TrialWriter:
         self.terminated_at.setdefault(pod_uid, time.monotonic())
 
     def slot_freed(self, pod_uid: str | None) -> None:
-        """The trial whose pod ended is decided: the next Job created closes its turnaround."""
+        """The trial whose pod ended is decided: the next Job created (admitted, with Kueue) closes its turnaround."""
         if pod_uid is not None and pod_uid in self.terminated_at:
             self.turnarounds.append(self.terminated_at.pop(pod_uid))
+
+    def note_admission(self, name: str) -> None:
+        """Kueue admitted the trial's Job (first sight): with a queue the slot is filled now, not when the
+        Job was created suspended, so the turnaround is measured to here."""
+        if name not in self.admitted:
+            self.admitted.add(name)
+            self._observe_turnaround()
+
+    def _observe_turnaround(self) -> None:
+        if self.turnarounds:
+            elapsed = time.monotonic() - self.turnarounds.popleft()
+            self.runtime.metrics.trial_turnaround.labels(self.ref.namespace, self.ref.name).observe(elapsed)
 
     # -- the writes ----------------------------------------------------------------------------
     def _begin(
@@ -194,9 +207,8 @@ class TrialWriter:
         except BaseException:
             self.jobs_created.discard(rec.name)
             raise
-        if self.turnarounds:
-            elapsed = time.monotonic() - self.turnarounds.popleft()
-            self.runtime.metrics.trial_turnaround.labels(self.ref.namespace, self.ref.name).observe(elapsed)
+        if not (self.accepted and self.accepted.queue_name):  # queued: the admission closes the turnaround
+            self._observe_turnaround()
 
     def create_job_of(self, rec: TrialRecord) -> None:
         """A Trial without its Job (an operator stopped between the two writes): create the Job now."""

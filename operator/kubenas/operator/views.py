@@ -180,6 +180,8 @@ class JobView:
     created: str | None = None
     #: suspended: queued in Kueue and not admitted yet, or preempted (Kueue suspends it again)
     suspended: bool = False
+    #: in a Kueue LocalQueue: Kueue admits it, and may preempt it (suspend it again) at any time
+    queued: bool = False
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> JobView:
@@ -205,6 +207,7 @@ class JobView:
             message=message,
             created=meta.get("creationTimestamp"),
             suspended=bool((body.get("spec") or {}).get("suspend")),
+            queued=names.KUEUE_QUEUE_LABEL in (meta.get("labels") or {}),
         )
 
 
