@@ -22,12 +22,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from kubenas.api.augment import AUGMENT_OPERATIONS
+from kubenas.api.augment import AUGMENT_OPERATIONS, POLICY_FILE, SNIPPET_FILE
 from kubenas_trainer.errors import BadCandidate
 
 AUG_RE = re.compile(r"^aug_(\d+)_(\d+)_(op|prob|mag)$")
-POLICY_FILE = "augment_policy.json"
-SNIPPET_FILE = "augment_policy.py"
 FORMAT = "kubenas.io/augment-policy/v1"
 
 #: the operation names of ``spec.searchSpace.augmentation`` (one list, shared with the API's enum)
@@ -86,7 +84,13 @@ INTERPOLATION = "bilinear"
 def _affine(angle: float = 0.0, translate: tuple[int, int] = (0, 0), shear: tuple[float, float] = (0.0, 0.0)) -> Call:
     return Call(
         "affine",
-        (("angle", angle), ("translate", translate), ("scale", 1.0), ("shear", shear), ("interpolation", INTERPOLATION)),
+        (
+            ("angle", angle),
+            ("translate", translate),
+            ("scale", 1.0),
+            ("shear", shear),
+            ("interpolation", INTERPOLATION),
+        ),
     )
 
 
