@@ -39,26 +39,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import typer
 
+from kubenas.api.augment import AUGMENT_OPERATIONS
+
 RA_GRID_N = (1, 2)
 RA_GRID_M = (5, 10, 15)
 #: AutoAugment's operations with identity and cutout, less colour (saturation: nothing on grey images) and
 #: invert (an inverted digit or shape never occurs at test); the set of examples/digits-autoaugment.yaml
-OPERATIONS = (
-    "identity",
-    "shear_x",
-    "shear_y",
-    "translate_x",
-    "translate_y",
-    "rotate",
-    "auto_contrast",
-    "equalize",
-    "solarize",
-    "posterize",
-    "contrast",
-    "brightness",
-    "sharpness",
-    "cutout",
-)
+OPERATIONS = tuple(op for op in AUGMENT_OPERATIONS if op not in ("color", "invert"))
 #: share of the data held out, halved into val and test; the rest is the pool training images come from
 HELD_OUT = 0.6
 
