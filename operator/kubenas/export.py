@@ -5,7 +5,9 @@ resolved settings and input shape that rebuild the network) and ``metrics.jsonl`
 folder: ``trials/<trial>/output`` of a local results folder, or ``<path>/<experiment>/<trial>`` of
 the experiment's artifact store (``spec.artifacts``) on Kubernetes. Export finds the best trial's
 folder (``summary.json`` locally, ``status.bestTrial.artifacts`` of the SearchExperiment on a
-cluster), copies those files and writes ``load_model.py``, a few lines of PyTorch that load them.
+cluster), copies those files and writes ``load_model.py``, a few lines of PyTorch that load them. A
+trial with a searched augmentation policy also left ``augment_policy.json`` and ``augment_policy.py``
+(the policy, and a few lines that apply it with torchvision): they are copied too.
 
 On a cluster the artifact store is a PersistentVolumeClaim; export reads it where this machine can:
 a PersistentVolume backed by a ``hostPath`` or ``local`` directory (the test cluster's, a
@@ -23,6 +25,7 @@ from typing import Annotated, Any
 
 import typer
 
+from kubenas.api.augment import POLICY_FILE, SNIPPET_FILE
 from kubenas.core.errors import SpecError
 
 WEIGHTS_FILE = "model.pt"
@@ -129,13 +132,16 @@ def from_cluster(custom: Any, core: Any, namespace: str, name: str) -> BestTrial
 
 
 def export(best: BestTrial, to: Path) -> list[Path]:
-    """Copy the best trial's weights, architecture and curve into ``to`` and write the loader; return the files."""
+    """Copy the best trial's weights, architecture, curve and augmentation policy into ``to``, write the loader.
+
+    Returns the files written.
+    """
     missing = [f for f in (WEIGHTS_FILE, ARCHITECTURE_FILE) if not (best.folder / f).is_file()]
     if missing:
         raise ExportError(str(best.folder), f"{' and '.join(missing)} missing: did the trial keep its outputs?")
     to.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in (WEIGHTS_FILE, ARCHITECTURE_FILE, METRICS_FILE):
+    for name in (WEIGHTS_FILE, ARCHITECTURE_FILE, METRICS_FILE, POLICY_FILE, SNIPPET_FILE):
         if (best.folder / name).is_file():
             written.append(Path(shutil.copyfile(best.folder / name, to / name)))
     described = json.loads((best.folder / ARCHITECTURE_FILE).read_text())

@@ -90,6 +90,19 @@ def test_translation_is_scaled_to_the_image_and_never_leaves_the_canvas() -> Non
     assert moved.sum() == x.sum()
 
 
+def test_rotations_and_shears_resample_smoothly() -> None:
+    """A round blob rotated by 7 degrees stays the blob: nearest-pixel resampling would leave jags.
+
+    With torchvision's default (nearest) the largest pixel error here is 0.077; bilinear keeps it under 0.01.
+    """
+    grid = torch.arange(32) + 0.5 - 16
+    blob = torch.exp(-(grid[:, None] ** 2 + grid[None, :] ** 2) / (2 * 5.0**2))[None, None]
+    moved = apply_call(blob, resolve("rotate", 7 / 30, 1, 32, 32), torch.Generator())
+    assert float((moved - blob).abs().max()) < 0.01
+    for operation in ("shear_x", "shear_y", "translate_x", "translate_y"):
+        assert resolve(operation, 0.5, 1, 32, 32).arguments()["interpolation"] == "bilinear"
+
+
 @pytest.mark.parametrize("operation", OPERATIONS)
 @pytest.mark.parametrize("sign", [1, -1])
 def test_every_operation_keeps_shape_and_range(operation: str, sign: int) -> None:

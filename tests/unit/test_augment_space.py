@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from kubenas.api.augment import AUGMENT_OPERATIONS
 from kubenas.api.space import SearchSpaceSpec
 from kubenas.api.strategy import StrategySpec
-from kubenas.core.augment import operation_frequencies, policy_of
+from kubenas.core.augment import join_policies, operation_frequencies, policy_of
 from kubenas.core.errors import SpecError
 from kubenas.core.space import Categorical, build_space
 from kubenas.core.strategies import Observation, make_strategy
@@ -113,6 +113,20 @@ def test_policy_of_turns_bins_into_probabilities_and_magnitudes() -> None:
     assert operation_frequencies([policy], weighted=True) == {"rotate": 1.0, "cutout": 0.0}
     with pytest.raises(SpecError) as info:
         policy_of({"aug_0_0_op": "rotate"}, space.families["augmentation"])
+    assert info.value.field == "architecture.aug_0_0_prob"
+
+
+def test_joined_policies_hold_every_sub_policy_in_turn() -> None:
+    space = _space(subPolicies=2, probabilityBins=3, magnitudeBins=3)
+    family = space.families["augmentation"]
+    rng = np.random.default_rng(2)
+    first, second = space.sample(rng), space.sample(rng)
+    joined = join_policies([first, second], family)
+    assert len(joined) == 2 * len(first)
+    policy = policy_of(joined, {**family, "subPolicies": 4})
+    assert policy == policy_of(first, family) + policy_of(second, family)
+    with pytest.raises(SpecError) as info:
+        join_policies([first, {"aug_0_0_op": "rotate"}], family)
     assert info.value.field == "architecture.aug_0_0_prob"
 
 

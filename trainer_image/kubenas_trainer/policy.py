@@ -22,12 +22,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from kubenas.api.augment import AUGMENT_OPERATIONS
+from kubenas.api.augment import AUGMENT_OPERATIONS, POLICY_FILE, SNIPPET_FILE
 from kubenas_trainer.errors import BadCandidate
 
 AUG_RE = re.compile(r"^aug_(\d+)_(\d+)_(op|prob|mag)$")
-POLICY_FILE = "augment_policy.json"
-SNIPPET_FILE = "augment_policy.py"
 FORMAT = "kubenas.io/augment-policy/v1"
 
 #: the operation names of ``spec.searchSpace.augmentation`` (one list, shared with the API's enum)
@@ -78,8 +76,22 @@ class Call:
         return {"function": self.function, "kwargs": self.arguments()}
 
 
+#: resampling of rotations and shears: torchvision's default (nearest) duplicates and drops pixel rows, a
+#: jagged pattern that small, smooth images (digits resized to 32x32) never show at test time
+INTERPOLATION = "bilinear"
+
+
 def _affine(angle: float = 0.0, translate: tuple[int, int] = (0, 0), shear: tuple[float, float] = (0.0, 0.0)) -> Call:
-    return Call("affine", (("angle", angle), ("translate", translate), ("scale", 1.0), ("shear", shear)))
+    return Call(
+        "affine",
+        (
+            ("angle", angle),
+            ("translate", translate),
+            ("scale", 1.0),
+            ("shear", shear),
+            ("interpolation", INTERPOLATION),
+        ),
+    )
 
 
 @lru_cache(maxsize=4096)
@@ -105,7 +117,7 @@ def resolve(
         return _affine(translate=(pixels, 0) if operation == "translate_x" else (0, pixels))
     if operation == "rotate":
         angle = round(s * m * ranges.rotate, 4)
-        return Call("rotate", (("angle", angle),)) if angle else None
+        return Call("rotate", (("angle", angle), ("interpolation", INTERPOLATION))) if angle else None
     enhance = {
         "brightness": ("adjust_brightness", "brightness_factor"),
         "color": ("adjust_saturation", "saturation_factor"),

@@ -36,6 +36,11 @@ AugmentOperation = Literal[
 #: plus identity (so a sub-policy can do less) and Cutout.
 AUGMENT_OPERATIONS: tuple[str, ...] = get_args(AugmentOperation)
 
+#: what a trial with a searched policy leaves in its output folder: the policy with its torchvision calls,
+#: and a few lines that apply it (written by the trainer, copied by ``kubenas export``)
+POLICY_FILE = "augment_policy.json"
+SNIPPET_FILE = "augment_policy.py"
+
 
 class AugmentationSpace(ApiModel):
     """An AutoAugment policy: ``subPolicies`` sub-policies of ``operationsPerSubPolicy`` operations each.

@@ -10,7 +10,7 @@ out of an architecture, for exports and reports; the trainer reads the same name
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kubenas.api.augment import AugmentationSpace
@@ -79,6 +79,24 @@ def policy_of(architecture: Mapping[str, Any], family: Mapping[str, Any]) -> lis
             )
         policy.append(sub)
     return policy
+
+
+def join_policies(architectures: Sequence[Mapping[str, Any]], family: Mapping[str, Any]) -> dict[str, Any]:
+    """One policy holding the sub-policies of every architecture in turn, renumbered ``aug_0_*`` onwards.
+
+    AutoAugment's final policy is its five best policies joined this way: more sub-policies to draw
+    from, and less weight on any one search trial's luck. Other decisions are left out.
+    """
+    subs, per = int(family["subPolicies"]), int(family["operationsPerSubPolicy"])
+    joined: dict[str, Any] = {}
+    for i, architecture in enumerate(architectures):
+        for k in range(subs):
+            for j in range(per):
+                for old, new in zip(slot_names(k, j), slot_names(i * subs + k, j), strict=True):
+                    if old not in architecture:
+                        raise SpecError(f"architecture.{old}", "is missing")
+                    joined[new] = architecture[old]
+    return joined
 
 
 def operation_frequencies(policies: Iterable[list[list[dict[str, Any]]]], weighted: bool = False) -> dict[str, float]:
