@@ -72,8 +72,10 @@ from kubenas.operator.manifests import ExperimentRef
 from kubenas.operator.runtime import Runtime
 from kubenas.operator.views import PodView
 
-#: how long one pass scores candidates before it writes the record and yields (another pass follows)
+#: how long, and how many candidates, one pass scores before it writes the record and yields (another
+#: pass follows): at most that much scoring is done again after a kill
 PASS_SECONDS = 5.0
+PASS_EVALUATIONS = 20
 
 
 def supernet_from_status(block: Mapping[str, Any] | None) -> SupernetRecord:
@@ -342,7 +344,7 @@ class OneShotPhases:
             self.synced = (controller.endpoint, state.instance)
             self.runtime.metrics.controller_replays.labels(self.ref.namespace, self.ref.name).inc()
         deadline = time.monotonic() + PASS_SECONDS
-        while self.pending and time.monotonic() < deadline:
+        while self.pending and time.monotonic() < deadline and len(self.unwritten) < PASS_EVALUATIONS:
             command = self.pending.popleft()
             if isinstance(command, AskFor):
                 candidates, state = await controller.ask(command.index, command.count)
