@@ -147,9 +147,12 @@ def test_an_operator_killed_in_each_phase_ends_with_the_same_record_and_trials(
         # phase 1: killed while the supernet trains; the new operator follows the same Job
         wait_for(
             "the supernet pod running",
-            lambda: one_shot(kube, "restarts").get("phase") == "Supernet"
-            and any(
-                p.status.phase == "Running" for p in kube.pods(f"{names.LABEL_TRIAL}={names.supernet_name('restarts')}")
+            lambda: (
+                one_shot(kube, "restarts").get("phase") == "Supernet"
+                and any(
+                    p.status.phase == "Running"
+                    for p in kube.pods(f"{names.LABEL_TRIAL}={names.supernet_name('restarts')}")
+                )
             ),
             timeout=120,
         )
