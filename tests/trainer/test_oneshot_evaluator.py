@@ -19,18 +19,8 @@ from kubenas.controller.evaluator import PROCESS_KEY, make_app
 from kubenas.operator.controller_client import ControllerClient, ControllerUnavailable, Endpoint
 from kubenas_trainer.oneshot import Evaluator, train_supernet
 from kubenas_trainer.settings import resolve_settings
+from tests.trainer.test_oneshot_run import SETTINGS
 
-SETTINGS = {
-    "dataset": "synthetic",
-    "syntheticSamples": 200,
-    "syntheticChannels": 1,
-    "imageSize": 6,
-    "width": 4,
-    "stages": 2,
-    "cellsPerStage": 1,
-    "epochs": 1,
-    "threads": 1,
-}
 SPACE = {"cell": {"nodes": 3, "operations": ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3"]}}
 ARCH = {"edge_1_0": "nor_conv_3x3", "edge_2_0": "skip_connect", "edge_2_1": "nor_conv_1x1"}
 

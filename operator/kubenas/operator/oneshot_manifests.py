@@ -26,6 +26,8 @@ from kubenas.operator import names
 from kubenas.operator.manifests import (
     ExperimentRef,
     _meta,
+    headless_service,
+    one_pod_deployment,
     output_dir,
     restricted_container_security,
     trainer_image,
@@ -87,24 +89,7 @@ def evaluator_command(spec: SearchExperimentSpec, experiment: str) -> list[str]:
 
 def evaluator_service(exp: ExperimentRef) -> dict[str, Any]:
     """A headless Service for the evaluator's EndpointSlice (its pod IP), like the controller's."""
-    selector = names.evaluator_selector(exp.name)
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _meta(names.evaluator_name(exp.name), exp.namespace, selector, exp.owner),
-        "spec": {
-            "clusterIP": "None",
-            "selector": selector,
-            "ports": [
-                {
-                    "name": names.CONTROLLER_PORT_NAME,
-                    "port": EVALUATOR_PORT,
-                    "targetPort": names.CONTROLLER_PORT_NAME,
-                    "protocol": "TCP",
-                }
-            ],
-        },
-    }
+    return headless_service(exp, names.evaluator_name(exp.name), names.evaluator_selector(exp.name))
 
 
 def evaluator_deployment(exp: ExperimentRef, spec: SearchExperimentSpec, replicas: int = 1) -> dict[str, Any]:
@@ -135,17 +120,7 @@ def evaluator_deployment(exp: ExperimentRef, spec: SearchExperimentSpec, replica
     pod_spec["restartPolicy"] = "Always"
     metadata = {**pod["metadata"], "labels": {**pod["metadata"]["labels"], **labels}}
     metadata["labels"].pop(names.LABEL_TRIAL, None)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _meta(name, exp.namespace, labels, exp.owner),
-        "spec": {
-            "replicas": replicas,
-            "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": selector},
-            "template": {"metadata": metadata, "spec": pod_spec},
-        },
-    }
+    return one_pod_deployment(exp, name, selector, {"metadata": metadata, "spec": pod_spec}, replicas)
 
 
 # -- the evaluation record -----------------------------------------------------------------------
