@@ -66,7 +66,7 @@ from kubenas.core.retrain import top_architectures
 from kubenas.insights.collapse import operation_mix
 from kubenas.operator import names, oneshot_manifests, outcomes
 from kubenas.operator.controller_client import ControllerClient, ControllerOutOfSync, Endpoint
-from kubenas.operator.failures import ExperimentLog, Fatal, owned_by
+from kubenas.operator.failures import ExperimentLog, Fatal, Requeue, owned_by
 from kubenas.operator.kube import AlreadyExists, NotFound
 from kubenas.operator.manifests import ExperimentRef
 from kubenas.operator.runtime import Runtime
@@ -329,6 +329,8 @@ class OneShotPhases:
             if not written:
                 self.driver, self.synced = None, None
                 self.pending.clear()
+        if not written:  # a later pass writes them again, from a driver rebuilt on the record
+            raise Requeue("the evaluation record was not written; the candidates after it are scored again", 1.0)
 
     async def _evaluate(
         self, spec: SearchExperimentSpec, controller: ControllerClient, evaluator: ControllerClient
@@ -388,9 +390,10 @@ class OneShotPhases:
                     try:
                         await api.create(oneshot_manifests.record_config_map(self.ref, chunk, data))
                     except AlreadyExists:
-                        await api.patch(
-                            "v1", "ConfigMap", ns, names.evaluations_name(self.ref.name, chunk), {"data": data}
-                        )
+                        name = names.evaluations_name(self.ref.name, chunk)
+                        if not owned_by(await api.get("v1", "ConfigMap", ns, name), self.ref.uid):
+                            raise Requeue(f"an older experiment's ConfigMap {name} is still being deleted") from None
+                        await api.patch("v1", "ConfigMap", ns, name, {"data": data})
                     self.chunks.add(chunk)
                 else:
                     await api.patch("v1", "ConfigMap", ns, names.evaluations_name(self.ref.name, chunk), {"data": data})
