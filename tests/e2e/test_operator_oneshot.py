@@ -1,22 +1,177 @@
-"""A one-shot SearchExperiment on the cluster: admitted, then failed with a condition, never run as an
-ordinary search (the operator side of one-shot search is not built; docs/oneshot.md)."""
+"""A one-shot search on the development cluster: the three phases, and an operator killed in each.
+
+The shipped example (examples/digits-oneshot.yaml, its sizes cut) runs with the real trainer on
+digits: the supernet Job writes its checkpoint to a claim bound to a local PersistentVolume, the
+evaluator pod loads it once and scores the candidates the controller's evolution proposes, the
+record of those scores lives in ConfigMaps (no Trial each), and the top k are retrained as Trials.
+
+What a run must end with is checked against the record itself, so no second run is needed: the
+record replays through the strategy (every re-asked architecture is checked), each recorded score is
+what a fresh evaluator gives that candidate on the checkpoint, and the Trials are the record's top k.
+An unbroken run ends with exactly such a record, so a run killed anywhere must too.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubenas.api.v1alpha1 import SearchExperimentSpec
+from kubenas.core.codec import record_from_wire
+from kubenas.core.oneshot import evaluation_spec
+from kubenas.core.records import TrialRecord
+from kubenas.core.retrain import top_architectures
+from kubenas.core.search import Search
+from kubenas.operator import names
 from kubenas_dev.operator_fixtures import crds, kube, kubenas_operator
-from kubenas_dev.operator_testing import Kube, OperatorProcess, condition, experiment_manifest
+from kubenas_dev.operator_testing import Kube, OperatorProcess, condition, wait_for
+from kubenas_trainer.oneshot import CHECKPOINT_FILE, Evaluator
+from tests.e2e.test_operator_artifacts import bound_claim
 
 __all__ = ["crds", "kube", "kubenas_operator"]
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits-oneshot.yaml"
+SMALL = {"epochs": 1, "width": 8, "stages": 2, "cellsPerStage": 1, "timeBudgetS": 120}
 
-def test_a_one_shot_search_fails_with_one_shot_unsupported_and_starts_no_trial(
-    kube: Kube, kubenas_operator: OperatorProcess
+
+def shipped(name: str, evaluations: int) -> dict[str, Any]:
+    """The example as shipped, its sizes cut, on its own artifact store claim."""
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["metadata"]["name"] = name
+    spec = doc["spec"]
+    spec["oneShot"].update({"evaluations": evaluations, "topK": 2, "recalibrationBatches": 2})
+    spec["oneShot"]["supernetSettings"] = {"epochs": 2, "timeBudgetS": 120}
+    spec["budget"] = {"maxTrials": 2, "parallelTrials": 2}
+    spec["trialTemplate"]["settings"].update(SMALL)
+    spec["trialTemplate"]["command"] = ["kubenas-trainer"]
+    assert spec["artifacts"] == {"persistentVolumeClaim": "kubenas-artifacts"}
+    return doc
+
+
+def one_shot(kube: Kube, name: str) -> dict[str, Any]:
+    return ((kube.experiment(name) or {}).get("status") or {}).get("oneShot") or {}
+
+
+def record(kube: Kube, name: str) -> list[TrialRecord]:
+    """The evaluation record as the ConfigMaps hold it, by index."""
+    selector = f"{names.LABEL_EXPERIMENT}={name},{names.LABEL_COMPONENT}={names.COMPONENT_EVALUATIONS}"
+    found: dict[int, TrialRecord] = {}
+    for cm in kube.core.list_namespaced_config_map(kube.namespace, label_selector=selector).items:
+        for key, text in (cm.data or {}).items():
+            found[int(key)] = record_from_wire(json.loads(text))
+    return [found[i] for i in sorted(found)]
+
+
+def check_outcome(kube: Kube, name: str, store: Path, evaluations: int) -> dict[str, Any]:
+    """The finished search: its status, record, Trials and objects are what an unbroken run leaves."""
+    exp = kube.experiment(name)
+    assert exp is not None
+    status = exp["status"]
+    assert status["phase"] == "Succeeded", status
+    assert condition(exp, "Succeeded")["reason"] == "MaxTrialsReached"
+    spec = SearchExperimentSpec.model_validate(exp["spec"])
+    shot = status["oneShot"]
+    assert shot["phase"] == "Retrain"
+    assert shot["supernet"]["succeeded"] and shot["supernet"]["attempts"] == 1, shot["supernet"]
+    assert shot["evaluations"]["told"] == evaluations == shot["evaluations"]["target"]
+
+    # the record: a replayable history of exactly `evaluations` candidates, no Trial each
+    evaluated = record(kube, name)
+    assert [e.index for e in evaluated] == list(range(evaluations))
+    assert all(e.told and e.name == f"{name}-eval-{e.index:05d}" for e in evaluated)
+    Search(evaluation_spec(spec), evaluated)  # raises ReplayError if any architecture differs from a replay's
+
+    # each score is what the supernet gives the candidate (a cell with no path from input to output is a
+    # bad candidate, recorded as such): the record is the one an unbroken run writes
+    checkpoint = store / "runs" / name / names.supernet_name(name)
+    assert (checkpoint / CHECKPOINT_FILE).is_file()
+    evaluator = Evaluator(checkpoint, spec.one_shot.recalibration_batches if spec.one_shot else 4)
+    scored = [e for e in evaluated if e.phase == "Succeeded"]
+    assert len(scored) >= evaluations // 2, [e.reason for e in evaluated]
+    for e in scored:
+        score = evaluator.evaluate(e.architecture)["val_accuracy"]
+        assert score == pytest.approx(e.metrics["val_accuracy"], abs=1e-6), e.name  # results carry 6 decimals
+
+    # phase 3: the top 2 of the record, best first, retrained as the experiment's only Trials
+    top = top_architectures(evaluated, spec.objective, 2)
+    assert [c["architecture"] for c in shot["top"]] == [c.architecture for c in top]
+    assert shot["bestScore"] == top[0].value
+    trials = kube.trials(name)
+    assert [t["metadata"]["name"] for t in trials] == [f"{name}-00000", f"{name}-00001"]
+    assert [t["spec"]["architecture"] for t in trials] == [c.architecture for c in top]
+    assert all(t["status"]["phase"] == "Succeeded" for t in trials)
+
+    # one supernet pod (never trained twice), the evaluator stopped, a PhaseStarted event per phase
+    supernet = kube.pods(f"{names.LABEL_TRIAL}={names.supernet_name(name)}")
+    assert len(supernet) == 1
+    evaluator_deployment = kube.apps.read_namespaced_deployment(names.evaluator_name(name), kube.namespace)
+    assert evaluator_deployment.spec.replicas == 0
+    started = [e.message.split(":")[0] for e in kube.events(name) if e.reason == "PhaseStarted"]
+    assert sorted(set(started)) == ["phase Retrain", "phase Search", "phase Supernet"], started
+    return status
+
+
+def test_the_three_phases_of_the_shipped_one_shot_example(
+    kube: Kube, kubenas_operator: OperatorProcess, tmp_path: Path
 ) -> None:
-    manifest = experiment_manifest("oneshot", max_trials=2, parallel=2)
-    manifest["spec"]["oneShot"] = {"evaluations": 4, "topK": 2}
-    kube.apply_experiment(manifest)
-    exp = kube.wait_phase("oneshot", timeout=120)
-    assert exp["status"]["phase"] == "Failed"
-    failed = condition(exp, "Failed")
-    assert failed["reason"] == "OneShotUnsupported" and "spec.oneShot" in failed["message"]
-    assert kube.trials("oneshot") == []
+    store = tmp_path / "pv"
+    pv = bound_claim(kube, store, "kubenas-artifacts")
+    try:
+        manifest = shipped("oneshot", evaluations=12)
+        manifest["spec"]["artifacts"]["path"] = "runs"
+        kube.apply_experiment(manifest)
+        kube.wait_phase("oneshot", timeout=420)
+        check_outcome(kube, "oneshot", store, 12)
+        assert kubenas_operator.metric("kubenas_oneshot_evaluations", experiment="oneshot") == 12
+        # the supernet is not a Trial, nor is any evaluation: the leaderboard holds trained networks only
+        assert {t["metadata"]["name"] for t in kube.trials("oneshot")} == {"oneshot-00000", "oneshot-00001"}
+    finally:
+        kube.core.delete_persistent_volume(pv)
+
+
+def test_an_operator_killed_in_each_phase_ends_with_the_same_record_and_trials(
+    kube: Kube, kubenas_operator: OperatorProcess, tmp_path: Path
+) -> None:
+    store = tmp_path / "pv"
+    pv = bound_claim(kube, store, "kubenas-artifacts")
+    evaluations = 60
+    try:
+        manifest = shipped("restarts", evaluations=evaluations)
+        manifest["spec"]["artifacts"]["path"] = "runs"
+        kube.apply_experiment(manifest)
+
+        # phase 1: killed while the supernet trains; the new operator follows the same Job
+        wait_for(
+            "the supernet pod running",
+            lambda: (
+                one_shot(kube, "restarts").get("phase") == "Supernet"
+                and any(
+                    p.status.phase == "Running"
+                    for p in kube.pods(f"{names.LABEL_TRIAL}={names.supernet_name('restarts')}")
+                )
+            ),
+            timeout=120,
+        )
+        kubenas_operator.kill()
+        kubenas_operator.start()
+
+        # phase 2: killed once part of the record is written
+        told = wait_for("evaluations recorded", lambda: len(record(kube, "restarts")) or None, timeout=240, every=0.1)
+        kubenas_operator.kill()
+        assert told < evaluations, "the search ended before the kill: nothing was tested in phase 2"
+        kubenas_operator.start()
+
+        # phase 3: killed once the retraining Trials exist
+        wait_for("the retraining Trials", lambda: kube.trials("restarts"), timeout=240)
+        assert one_shot(kube, "restarts")["phase"] == "Retrain"
+        kubenas_operator.kill()
+        kubenas_operator.start()
+
+        kube.wait_phase("restarts", timeout=300)
+        check_outcome(kube, "restarts", store, evaluations)
+    finally:
+        kube.core.delete_persistent_volume(pv)

@@ -16,8 +16,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestServer
 
-from kubenas.api.v1alpha1 import API_VERSION
+from kubenas.api.v1alpha1 import API_VERSION, SearchExperimentSpec
 from kubenas.controller.server import make_app
+from kubenas.core.oneshot import supernet_seed
 from kubenas.core.search import Search
 from kubenas.operator import names
 from kubenas.operator.kube import AlreadyExists, ApiError, Invalid, NotFound
@@ -299,6 +300,10 @@ async def settle(rec: ExperimentReconciler) -> None:
 
 def exp_status(world: World) -> dict[str, Any]:
     return world.api.objects[(API_VERSION, "SearchExperiment", NS, "exp")].get("status") or {}
+
+
+def exp_status_spec(world: World) -> dict[str, Any]:
+    return world.api.objects[(API_VERSION, "SearchExperiment", NS, "exp")]["spec"]
 
 
 def trials(world: World) -> list[dict[str, Any]]:
@@ -686,13 +691,64 @@ def test_a_pass_that_fails_after_results_were_stored_loses_none_of_them() -> Non
     scenario(budget, body)
 
 
-def test_a_one_shot_search_fails_with_a_condition_instead_of_running_as_an_ordinary_search() -> None:
+def one_shot(world: World) -> dict[str, Any]:
+    """Make the experiment a one-shot search (with the artifact store the cluster requires)."""
+    exp = world.api.objects[(API_VERSION, "SearchExperiment", NS, "exp")]
+    exp["spec"]["oneShot"] = {"evaluations": 4, "topK": 2, "supernetSettings": {"epochs": 9}}
+    exp["spec"]["artifacts"] = {"persistentVolumeClaim": "store", "path": "runs"}
+    return exp
+
+
+def test_a_one_shot_search_starts_with_its_supernet_job_then_starts_the_evaluator() -> None:
     budget = {"maxTrials": 2, "parallelTrials": 1}
 
     async def body(world: World) -> None:
-        exp = world.api.objects[(API_VERSION, "SearchExperiment", NS, "exp")]
-        exp["spec"]["oneShot"] = {"evaluations": 4, "topK": 2}
-        rec = world.reconciler()
+        one_shot(world)
+        rec = await started(world)
+        await step(rec)
+        await settle(rec)
+        [job] = world.api.of_kind("Job")
+        assert job["metadata"]["name"] == "exp-supernet" and trials(world) == []  # the supernet is no Trial
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert container["command"] == ["python3", "-m", "kubenas_trainer.oneshot", "train"]
+        assert json.loads(env["KUBENAS_SETTINGS"]) == {"epochs": 9}
+        assert env["KUBENAS_SEED"] == str(supernet_seed(SearchExperimentSpec.model_validate(exp_status_spec(world))))
+        assert env["KUBENAS_OUTPUT_DIR"] == "/kubenas/output/runs/exp/exp-supernet"
+        assert exp_status(world)["oneShot"]["phase"] == "Supernet"
+
+        await world.run_pods()  # the supernet trains and reports
+        await step(rec)
+        await settle(rec)
+        shot = exp_status(world)["oneShot"]
+        assert shot["phase"] == "Search"
+        assert shot["supernet"] == {"attempts": 1, "succeeded": True, "failed": False, "metrics": {"val_accuracy": 0.0}}
+        [evaluator] = [d for d in world.api.of_kind("Deployment") if d["metadata"]["name"] == "exp-evaluator"]
+        command = evaluator["spec"]["template"]["spec"]["containers"][0]["command"]
+        assert command[:3] == ["kubenas", "controller", "evaluator"]
+        assert command[command.index("--checkpoint") + 1] == "/kubenas/output/runs/exp/exp-supernet"
+        assert [m.split(":")[0] for r, m in world.api.events if r == "PhaseStarted"] == [
+            "phase Supernet",
+            "phase Search",
+        ]
+        # a restarted operator reads phase 1's record from the status: no second supernet, no repeated event
+        again = world.reconciler()
+        await step(again)
+        await settle(again)
+        assert [j["metadata"]["name"] for j in world.api.of_kind("Job")] == ["exp-supernet"]
+        assert exp_status(world)["oneShot"]["phase"] == "Search"
+        assert sum(1 for r, _ in world.api.events if r == "PhaseStarted") == 2
+
+    scenario(budget, body)
+
+
+def test_a_one_shot_search_whose_supernet_fails_fails_with_a_condition() -> None:
+    budget = {"maxTrials": 2, "parallelTrials": 1}
+
+    async def body(world: World) -> None:
+        one_shot(world)
+        rec = await started(world)
+        await world.run_pods(fail=lambda arch: 2)  # the trainer refuses its configuration: never retried
         for _ in range(3):
             await rec._pass()  # as the loop runs it: a Fatal ends the experiment
             await rec.writes.done()
@@ -700,7 +756,8 @@ def test_a_one_shot_search_fails_with_a_condition_instead_of_running_as_an_ordin
         st = exp_status(world)
         assert st["phase"] == "Failed"
         failed = {c["type"]: c for c in st["conditions"]}["Failed"]
-        assert failed["reason"] == "OneShotUnsupported" and "spec.oneShot" in failed["message"]
-        assert trials(world) == [] and world.api.of_kind("Job") == []
+        assert failed["reason"] == "SupernetFailed" and "ConfigurationError" in failed["message"]
+        assert st["oneShot"]["supernet"]["failed"] and st["oneShot"]["phase"] == "Supernet"
+        assert trials(world) == [] and [j["metadata"]["name"] for j in world.api.of_kind("Job")] == ["exp-supernet"]
 
     scenario(budget, body)

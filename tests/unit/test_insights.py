@@ -228,3 +228,19 @@ def test_status_view_shows_progress_budget_leaderboard_and_what_matters() -> Non
     assert "Leaderboard (acc, maximize)" in text and genotype(records[7].architecture) in text
     assert "What explains acc (ped-anova, 120 trials)" in text
     assert "Motifs of the top 3 of 120" in text
+    assert "one-shot" not in text
+
+    status["oneShot"] = {
+        "phase": "Search",
+        "supernet": {"attempts": 1, "succeeded": True, "failed": False},
+        "evaluations": {"told": 12, "succeeded": 11, "failed": 1, "target": 60},
+        "bestScore": 0.8125,
+        "top": [{"evaluation": "gen-eval-00003", "architecture": {}, "score": 0.8125}] * 3,
+        "parameterFree": 0.5,
+    }
+    console = Console(record=True, width=240)
+    console.print(status_view(Snapshot(exp, status, tuple(records), datetime.now(UTC)), top=3))
+    assert (
+        "one-shot phase Search: supernet trained, 12/60 candidates scored on it (1 failed), best one-shot acc 0.8125,"
+        " top 3 parameter-free edges 50%" in console.export_text()
+    )

@@ -107,7 +107,8 @@ Services and Deployments are created and read by name only: no list or watch on 
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
   verbs: ["list", "watch"]
-# The experiment's controller: Deployment (scaled to 0 when the search ends), Service, token Secret.
+# The experiment's controller (and a one-shot search's evaluator): Deployment (scaled to 0 when done), Service,
+# token Secret.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "create", "patch"]
@@ -120,4 +121,8 @@ Services and Deployments are created and read by name only: no list or watch on 
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "list"]
+# A one-shot search's evaluation record (phase 2): a chain of ConfigMaps.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["list", "create", "patch"]
 {{- end }}

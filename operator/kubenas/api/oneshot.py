@@ -57,3 +57,46 @@ class OneShot(ApiModel):
         4, ge=1, le=1000, description="Training batches each candidate's batch-norm statistics are re-estimated on."
     )
     top_k: int = Field(3, ge=1, le=1000, description="Best evaluated candidates retrained from scratch as Trials.")
+
+
+class SupernetStatus(ApiModel):
+    """Phase 1 as recorded: the record a restarted operator decides from (``core.oneshot.SupernetRecord``)."""
+
+    attempts: int = Field(0, ge=0, description="Trainer attempts made (pods of the supernet Job).")
+    succeeded: bool = Field(False, description="The supernet is trained and its checkpoint written.")
+    failed: bool = Field(False, description="The supernet's training failed for good.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="What its training reported.")
+    reason: str | None = Field(None, description="Why it ended as it did.")
+    message: str | None = Field(None, description="The trainer's or the Job's message.")
+
+
+class OneShotEvaluations(ApiModel):
+    """Phase 2 in numbers: candidates scored on the supernet (a light record, not Trials)."""
+
+    told: int = Field(0, ge=0, description="Candidates scored and told to the strategy.")
+    succeeded: int = Field(0, ge=0, description="Of those, scored with a result.")
+    failed: int = Field(0, ge=0, description="Of those, refused or failed.")
+    target: int = Field(0, ge=0, description="oneShot.evaluations.")
+
+
+class OneShotCandidate(ApiModel):
+    """One of the best candidates by one-shot score, retrained in phase 3."""
+
+    evaluation: str = Field(..., description="The evaluation that scored it (<experiment>-eval-<index>).")
+    architecture: dict[str, Any] = Field(default_factory=dict, description="Its decisions.")
+    score: float | None = Field(None, description="Its objective value on the supernet's weights.")
+
+
+class OneShotStatus(ApiModel):
+    """Where a one-shot search stands: its phase and what each phase recorded."""
+
+    phase: Literal["Supernet", "Search", "Retrain"] = Field(..., description="Supernet, Search or Retrain.")
+    supernet: SupernetStatus = Field(default_factory=SupernetStatus, description="Phase 1's record.")
+    evaluations: OneShotEvaluations = Field(default_factory=OneShotEvaluations, description="Phase 2's counts.")
+    best_score: float | None = Field(None, description="The best one-shot score (objective value) so far.")
+    top: list[OneShotCandidate] = Field(
+        default_factory=list, max_length=1000, description="The top k by one-shot score, best first."
+    )
+    parameter_free: float | None = Field(
+        None, ge=0, le=1, description="Share of parameter-free edges in the top k (a collapse guard)."
+    )

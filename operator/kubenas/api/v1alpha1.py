@@ -17,7 +17,7 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 from kubenas.api import kube
 from kubenas.api.base import ApiModel, Rule, cel, immutable, keyed_list, with_rules
 from kubenas.api.early_stopping import EarlyStopping
-from kubenas.api.oneshot import OneShot
+from kubenas.api.oneshot import OneShot, OneShotStatus
 from kubenas.api.settings import Settings
 from kubenas.api.space import SearchSpaceSpec
 from kubenas.api.strategy import LINEAGE_STRATEGIES, MULTI_OBJECTIVE_STRATEGIES, StrategySpec
@@ -592,6 +592,14 @@ class SearchExperimentSpec(ApiModel):
             ".budget.maxTrials",
         ),
         Rule(
+            "!has(self.oneShot) || has(self.artifacts)",
+            "on Kubernetes a one-shot search keeps its supernet in the artifact store, where the evaluator"
+            " reads it: set spec.artifacts",
+            lambda s: s.one_shot is None or s.artifacts is not None,
+            ".artifacts",
+            kubernetes_only=True,
+        ),
+        Rule(
             "!has(self.oneShot) || !has(self.earlyStopping)",
             "a one-shot search does not prune its retraining: leave earlyStopping out",
             lambda s: s.one_shot is None or s.early_stopping is None,
@@ -780,6 +788,7 @@ class SearchExperimentStatus(ApiModel):
     start_time: datetime | None = Field(None, description="When the search started.")
     completion_time: datetime | None = Field(None, description="When it finished.")
     message: str | None = Field(None, description="Why it is in its phase.")
+    one_shot: OneShotStatus | None = Field(None, description="A one-shot search's phase and the record of each phase.")
 
 
 class SearchExperiment(ApiModel):

@@ -44,3 +44,28 @@ def serve(
         "serving", extra={"experiment": experiment, "host": bind, "port": port}
     )
     web.run_app(make_app(token, experiment), host=bind, port=port, print=None, access_log=None)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def evaluator(
+    ctx: typer.Context,
+    host: str = typer.Option("", help="Address to listen on (default: $POD_IP, else 0.0.0.0)."),
+    port: int = typer.Option(DEFAULT_PORT, help="Port to listen on."),
+    token_env: str = typer.Option(TOKEN_ENV, help="Environment variable that holds the bearer token."),
+) -> None:
+    """A one-shot search's evaluator pod: serve the evaluate command given after ``--`` over HTTP."""
+    from aiohttp import web
+
+    from kubenas.controller import logs
+    from kubenas.controller.evaluator import make_app
+
+    logs.configure(logging.INFO)
+    token = os.environ.get(token_env, "")
+    if not token:
+        raise typer.BadParameter(f"${token_env} is empty: the evaluator refuses to run without a token")
+    command = list(ctx.args)
+    if not command:
+        raise typer.BadParameter("give the evaluate command after --")
+    bind = host or os.environ.get("POD_IP") or "0.0.0.0"
+    logging.getLogger("kubenas.controller").info("evaluator serving", extra={"host": bind, "port": port})
+    web.run_app(make_app(token, command), host=bind, port=port, print=None, access_log=None)

@@ -148,6 +148,20 @@ def _reason(status: dict[str, Any]) -> str:
     return ""
 
 
+def one_shot_line(shot: dict[str, Any], metric: str) -> str:
+    """A one-shot search's phases in one line: the phase, the supernet, the candidates scored on it."""
+    supernet = shot.get("supernet") or {}
+    trained = "trained" if supernet.get("succeeded") else "failed" if supernet.get("failed") else "training"
+    told = shot.get("evaluations") or {}
+    line = f"one-shot phase {shot.get('phase')}: supernet {trained}"
+    line += f", {told.get('told', 0)}/{told.get('target', 0)} candidates scored on it ({told.get('failed', 0)} failed)"
+    if shot.get("bestScore") is not None:
+        line += f", best one-shot {metric} {_num(shot['bestScore'])}"
+    if shot.get("parameterFree") is not None:
+        line += f", top {len(shot.get('top') or [])} parameter-free edges {shot['parameterFree']:.0%}"
+    return line
+
+
 def status_view(snap: Snapshot, top: int = 10, cache: ImportanceCache | None = None) -> RenderableType:
     """Everything ``kubenas status`` prints: phase, progress, budget, leaderboard, best genotype, insights."""
     exp, st = snap.experiment, snap.status
@@ -185,6 +199,8 @@ def status_view(snap: Snapshot, top: int = 10, cache: ImportanceCache | None = N
     if gpu:
         budget.append(f"GPU-hours {gpu['used']:.3g}" + (f" of {gpu['limit']:g}" if gpu.get("limit") else ""))
     parts: list[RenderableType] = [head, bar, Text("; ".join(budget))]
+    if st.get("oneShot"):
+        parts.append(Text(one_shot_line(st["oneShot"], objective.metric)))
     board = tables.leaderboard(objective, list(snap.trials), top)
     parts.append(board if board is not None else Text("no trial has succeeded yet"))
     if st.get("paretoFront"):

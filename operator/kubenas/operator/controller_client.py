@@ -116,6 +116,11 @@ class ControllerClient:
         data = await self._call("POST", "/tell", {"index": trial.index, "status": status_wire(trial)})
         return bool(data["told"]), protocol.State.from_json(data["state"])
 
+    async def evaluate(self, index: int, architecture: Mapping[str, Any]) -> dict[str, Any]:
+        """A one-shot search's evaluator (same transport, another pod): one candidate scored on the supernet,
+        ``{"index", "exitCode", "result"}`` (exitCode None: the evaluate process died before answering)."""
+        return await self._call("POST", "/evaluate", {"index": index, "architecture": dict(architecture)})
+
     async def points(
         self, instance: str | None, after: int, wait: float = 0.0
     ) -> tuple[list[progress.Point], bool, protocol.State]:

@@ -41,7 +41,10 @@ SLICES = ("discovery.k8s.io", "v1", "endpointslices")
 TRAINERS = f"{names.LABEL_COMPONENT}={names.COMPONENT_TRAINER},{names.LABEL_EXPERIMENT}"
 #: trainer exit codes that carry a result (success, bad candidate): the turnaround clock starts there
 ENDS_WITH_RESULT = frozenset({0, *names.FINAL_EXIT_CODES})
-CONTROLLERS = f"{names.LABEL_COMPONENT}={names.COMPONENT_CONTROLLER},{names.LABEL_EXPERIMENT}"
+#: EndpointSlices of the controllers' Services and of one-shot searches' evaluators
+CONTROLLERS = (
+    f"{names.LABEL_COMPONENT} in ({names.COMPONENT_CONTROLLER},{names.COMPONENT_EVALUATOR}),{names.LABEL_EXPERIMENT}"
+)
 
 
 # -- lifecycle ---------------------------------------------------------------------------------
@@ -187,5 +190,5 @@ async def trainer_job_event(
 
 @kopf.on.event(*SLICES)
 async def controller_endpoint_event(namespace: str, labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> None:
-    """The controller pod became ready, moved or went away."""
+    """The controller pod (or a one-shot search's evaluator) became ready, moved or went away."""
     _wake(memo, namespace, labels)

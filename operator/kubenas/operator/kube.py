@@ -30,6 +30,7 @@ FIELD_MANAGER = "kubenas-operator"
 #: (apiVersion, kind) → plural resource name, for every kind the operator writes or reads.
 RESOURCES: dict[tuple[str, str], str] = {
     ("v1", "Secret"): "secrets",
+    ("v1", "ConfigMap"): "configmaps",
     ("v1", "Service"): "services",
     ("v1", "Pod"): "pods",
     ("v1", "Event"): "events",

@@ -135,11 +135,15 @@ def spec_json(spec: SearchExperimentSpec) -> str:
 
 def controller_service(exp: ExperimentRef) -> dict[str, Any]:
     """A headless Service: it exists for its EndpointSlice (the pod IP), never for a ClusterIP."""
-    selector = names.controller_selector(exp.name)
+    return headless_service(exp, names.controller_name(exp.name), names.controller_selector(exp.name))
+
+
+def headless_service(exp: ExperimentRef, name: str, selector: Mapping[str, str]) -> dict[str, Any]:
+    """A headless Service named ``name`` over the pods ``selector`` picks, on the controller port's name."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(names.controller_name(exp.name), exp.namespace, selector, exp.owner),
+        "metadata": _meta(name, exp.namespace, selector, exp.owner),
         "spec": {
             "clusterIP": "None",
             "selector": selector,
@@ -183,23 +187,28 @@ def controller_deployment(exp: ExperimentRef, spec: SearchExperimentSpec, replic
     resources = _resources(spec.controller.resources)
     if resources:
         container["resources"] = resources
+    pod_spec = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": restricted_pod_security(),
+        "containers": [container],
+    }
+    return one_pod_deployment(exp, name, selector, {"metadata": {"labels": labels}, "spec": pod_spec}, replicas)
+
+
+def one_pod_deployment(
+    exp: ExperimentRef, name: str, selector: Mapping[str, str], pod: Mapping[str, Any], replicas: int = 1
+) -> dict[str, Any]:
+    """A Deployment of one pod (``pod``: its template) that never runs two at once (Recreate)."""
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(name, exp.namespace, labels, exp.owner),
+        "metadata": _meta(name, exp.namespace, pod["metadata"]["labels"], exp.owner),
         "spec": {
             "replicas": replicas,
             "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": selector},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": restricted_pod_security(),
-                    "containers": [container],
-                },
-            },
+            "selector": {"matchLabels": dict(selector)},
+            "template": dict(pod),
         },
     }
 

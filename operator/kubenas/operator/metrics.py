@@ -64,6 +64,12 @@ class OperatorMetrics:
         self.gpu_limit = Gauge(
             "kubenas_experiment_gpu_seconds_limit", "The experiment's budget.maxGpuHours, in seconds.", ex, registry=r
         )
+        self.oneshot_evaluations = Gauge(
+            "kubenas_oneshot_evaluations",
+            "Candidates of a one-shot search scored on its supernet and recorded (phase 2).",
+            ex,
+            registry=r,
+        )
         self.controller_replays = Counter(
             "kubenas_controller_replays_total", "Trial histories replayed into a restarted controller.", ex, registry=r
         )
@@ -132,6 +138,7 @@ class OperatorMetrics:
             self.gpu_used,
             self.gpu_limit,
             self.controller_replays,
+            self.oneshot_evaluations,
         ):
             _remove(metric, namespace, experiment)
         for phase in TRIAL_PHASES:

@@ -22,6 +22,9 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MANAGED_BY = "kubenas"
 COMPONENT_CONTROLLER = "controller"
 COMPONENT_TRAINER = "trainer"
+#: a one-shot search's evaluator pod (phase 2) and the ConfigMaps of its light record
+COMPONENT_EVALUATOR = "evaluator"
+COMPONENT_EVALUATIONS = "evaluations"
 
 #: Only used if a handler ever needs to block deletion; the operator registers none that do.
 FINALIZER = f"{GROUP}/finalizer"
@@ -52,6 +55,26 @@ MAX_EXPERIMENT_NAME = 63 - len("-controller")
 def controller_name(experiment: str) -> str:
     """Name of the controller's Deployment, Service and Secret."""
     return f"{experiment}-controller"
+
+
+def supernet_name(experiment: str) -> str:
+    """Name of a one-shot search's supernet Job (phase 1), also the trial label of its pods."""
+    return f"{experiment}-supernet"
+
+
+def evaluator_name(experiment: str) -> str:
+    """Name of a one-shot search's evaluator Deployment and Service (phase 2)."""
+    return f"{experiment}-evaluator"
+
+
+def evaluations_name(experiment: str, chunk: int) -> str:
+    """Name of the ``chunk``-th ConfigMap of a one-shot search's evaluation record."""
+    return f"{experiment}-evaluations-{chunk}"
+
+
+def evaluator_selector(experiment: str) -> dict[str, str]:
+    """Labels that select the evaluator pod (and only it)."""
+    return {LABEL_EXPERIMENT: experiment, LABEL_COMPONENT: COMPONENT_EVALUATOR}
 
 
 def experiment_labels(experiment: str) -> dict[str, str]:

@@ -75,6 +75,7 @@ from kubenas.operator.controller_client import (
 )
 from kubenas.operator.failures import PERMANENT_STATUSES, ExperimentLog, Fatal, Requeue, owned_by
 from kubenas.operator.kube import AlreadyExists, ApiError, NotFound
+from kubenas.operator.oneshot import OneShotPhases
 from kubenas.operator.progress_feed import ProgressFeed
 from kubenas.operator.recovery import recovery_step
 from kubenas.operator.runtime import Runtime
@@ -109,6 +110,7 @@ class ExperimentReconciler:
         self.children_at: float | None = None
         self.synced: tuple[Endpoint, str] | None = None
         self.driver: Driver | None = None  # rebuilt from the Trials on the first pass that reaches the controller
+        self.oneshot: OneShotPhases | None = None  # a one-shot search's phases 1 and 2 (phase 3 is ordinary)
         self.fatal: Fatal | None = None
         self._pod_checks: dict[str, float] = {}  # Job uid -> when its FailedCreate events were last read
         self.refusal_reported: int | None = None
@@ -237,12 +239,25 @@ class ExperimentReconciler:
         spec = self._spec()
         await self._load_accepted(spec)
         assert self.accepted is not None
+        if self.accepted.one_shot is not None and self.oneshot is None:
+            self.oneshot = OneShotPhases(
+                self.runtime,
+                self.ref,
+                self.accepted,
+                self.log,
+                lambda: self.body.get("status") or {},
+                self._write_status,
+                self._event,
+                self.wake,
+            )
         self._judge_edit(spec)
         if self.final is not None or self.phase in status.TERMINAL_PHASES:
             await self._settle_finished()
             return
         if self.children_at is None:
             await self._ensure_controller()
+        if self.oneshot is not None and not await self._one_shot_phase():
+            return  # phase 1 or 2 ran this pass
         endpoint = self._endpoint()
         if endpoint is None:
             if time.monotonic() - (self.children_at or 0.0) > 30.0:
@@ -297,11 +312,6 @@ class ExperimentReconciler:
             raise Fatal("InvalidSpec", f"spec.{path}: {first['msg']}") from None
         except SpecError as exc:
             raise Fatal("InvalidSpec", str(exc)) from None
-        if spec.one_shot is not None:  # not run as an ordinary search: its phases are local mode's for now
-            raise Fatal(
-                "OneShotUnsupported",
-                "spec.oneShot: one-shot search runs in local mode (kubenas run) only; the operator does not run it yet",
-            )
         return spec
 
     async def _load_accepted(self, spec: SearchExperimentSpec) -> None:
@@ -342,7 +352,8 @@ class ExperimentReconciler:
     def _judge_edit(self, spec: SearchExperimentSpec) -> None:
         assert self.accepted is not None
         generation = self.body["metadata"].get("generation")
-        accepted, verdict = judge_edit(self.accepted, spec)
+        base = self.oneshot.spec if self.oneshot is not None else self.accepted  # what the Secret holds
+        accepted, verdict = judge_edit(base, spec)
         self.spec_verdict = verdict
         if not verdict.accepted:
             if self.refusal_reported != generation:
@@ -350,10 +361,10 @@ class ExperimentReconciler:
                 self.log.warning("spec edit refused", extra={"reason": verdict.reason, "detail": verdict.message})
                 self._event("Warning", "SpecChangeRefused", verdict.message)
             return
-        if accepted is not self.accepted:
-            change = describe_budget_change(self.accepted, accepted)
+        if accepted is not base:
+            change = describe_budget_change(base, accepted)
             self.runtime.spawn(self._store_accepted(accepted), f"store spec {self.name}")
-            self.accepted = accepted
+            self.accepted = accepted if self.oneshot is None else self.oneshot.respec(accepted)
             self.log.info("budget changed", extra={"change": change})
             self._event("Normal", "BudgetChanged", change)
 
@@ -377,6 +388,27 @@ class ExperimentReconciler:
         if created:
             self._event("Normal", "ControllerCreated", "created " + ", ".join(created))
         self.children_at = time.monotonic()
+
+    async def _one_shot_phase(self) -> bool:
+        """A one-shot search's phases 1 and 2 are the executor's (:mod:`kubenas.operator.oneshot`); True
+        once phase 3 runs, with the retrain of the top k as the spec of the ordinary pass that follows."""
+        assert self.oneshot is not None
+        endpoint = self._endpoint()
+        client = None
+        if endpoint is not None:
+            client = ControllerClient(
+                self.runtime.http,
+                endpoint,
+                observer=lambda path, s: self.runtime.metrics.controller_calls.labels(path).observe(s),
+            )
+            self.controller_ready = (True, "Ready", f"controller at {endpoint.url}")
+        retrain_spec = await self.oneshot.run(client)
+        if retrain_spec is None:
+            self._publish(status.Verdict("Running", f"OneShot{self.oneshot.phase}", self.oneshot.message))
+            return False
+        if self.accepted is not retrain_spec and self.accepted.to_wire() != retrain_spec.to_wire():
+            self.accepted, self.driver, self.synced = retrain_spec, None, None  # phase 3: rebuilt on its spec
+        return True
 
     async def _exists(self, obj: Mapping[str, Any]) -> bool:
         try:
@@ -652,6 +684,8 @@ class ExperimentReconciler:
     async def _scale_controller_down(self) -> None:
         """Stop the controller pod (once; a restarted operator only reads that it is stopped)."""
         await self.feed.stop()
+        if self.oneshot is not None:
+            await self.oneshot.stop_evaluator()
         if self.scaled_down:
             return
         name = names.controller_name(self.name)
@@ -704,6 +738,7 @@ class ExperimentReconciler:
             waiting=self.waiting_trials,
             front=driver.front if driver is not None else None,
             gpu_hours=gpu_hours,
+            one_shot=self.oneshot.status_block() if self.oneshot is not None else None,
         )
         self._metrics(desired, summary[1])
         self.runtime.set_phase((self.namespace, self.name), desired["phase"])

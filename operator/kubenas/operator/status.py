@@ -86,6 +86,7 @@ def experiment_status(
     waiting: int = 0,
     front: Front | None = None,
     gpu_hours: float | None = None,
+    one_shot: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The whole status the experiment should show now (camelCase, ready for a merge patch);
     ``summary``: the trial counts and the best trial (the driver keeps both current);
@@ -93,7 +94,8 @@ def experiment_status(
     pending trials, those whose Job Kueue holds suspended (shown with ``spec.queueName`` only);
     ``front``: the Pareto front of a multi-objective search (shown bounded, spread along it);
     ``gpu_hours``: the GPU time of the finished trials, when trials ask for GPUs (running trials count
-    toward ``maxGpuHours`` as they run, but the status changes only when one ends: no write per pass)."""
+    toward ``maxGpuHours`` as they run, but the status changes only when one ends: no write per pass);
+    ``one_shot``: a one-shot search's ``status.oneShot`` (its phase and each phase's record)."""
     counts, best = summary
     done = counts.succeeded + counts.failed + counts.infeasible + counts.pruned
     terminal = verdict.phase in TERMINAL_PHASES
@@ -139,6 +141,8 @@ def experiment_status(
         status["paretoSize"] = len(front)
     if gpu_hours is not None:
         status["gpuHours"] = {"used": round(gpu_hours, 6), "limit": spec.budget.max_gpu_hours}
+    if one_shot:
+        status["oneShot"] = dict(one_shot)
     if terminal:
         status["completionTime"] = current.get("completionTime") or format_time(now)
     # through the API's own model: what the operator writes is what the CRD describes

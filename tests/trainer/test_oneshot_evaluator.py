@@ -1,0 +1,65 @@
+"""The one-shot evaluator pod's HTTP bridge (``kubenas controller evaluator``) around the real evaluate command.
+
+A tiny supernet is trained on the synthetic set; the bridge starts ``kubenas_trainer.oneshot evaluate``
+on it, is ready only once the supernet is loaded, answers each candidate as the command answers it
+(a refused one as a bad candidate), needs the token, and starts the command again after it died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from kubenas.controller.evaluator import PROCESS_KEY, make_app
+from kubenas.operator.controller_client import ControllerClient, ControllerUnavailable, Endpoint
+from kubenas_trainer.oneshot import Evaluator, train_supernet
+from kubenas_trainer.settings import resolve_settings
+from tests.trainer.test_oneshot_run import SETTINGS
+
+SPACE = {"cell": {"nodes": 3, "operations": ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3"]}}
+ARCH = {"edge_1_0": "nor_conv_3x3", "edge_2_0": "skip_connect", "edge_2_1": "nor_conv_1x1"}
+
+
+def test_the_bridge_scores_candidates_with_the_evaluate_command(tmp_path: Path) -> None:
+    settings, _ = resolve_settings(SETTINGS, {})
+    train_supernet(SPACE, settings, 1, tmp_path)
+    expected = Evaluator(tmp_path, 2).evaluate(ARCH)["val_accuracy"]
+    command = [sys.executable, "-m", "kubenas_trainer.oneshot", "evaluate", "--checkpoint", str(tmp_path)]
+
+    async def main() -> None:
+        app = make_app("tok", [*command, "--recalibration-batches", "2"])
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            async with aiohttp.ClientSession() as session:
+                url = f"http://127.0.0.1:{server.port}/health"
+                for _ in range(600):
+                    async with session.get(url) as response:
+                        if response.status == 200:
+                            break
+                    await asyncio.sleep(0.1)
+                assert response.status == 200  # ready: the supernet is loaded
+                client = ControllerClient(session, Endpoint("127.0.0.1", server.port or 0, "tok"))
+                answer = await client.evaluate(0, ARCH)
+                assert answer["exitCode"] == 0 and answer["index"] == 0
+                assert answer["result"]["val_accuracy"] == pytest.approx(expected, abs=1e-6)
+                refused = await client.evaluate(1, {**ARCH, "edge_1_0": "bogus"})
+                assert refused["exitCode"] == 3 and refused["result"]["status"] == "bad_candidate"
+                with pytest.raises(ControllerUnavailable, match="bearer token"):
+                    await ControllerClient(session, Endpoint("127.0.0.1", server.port or 0, "wrong")).evaluate(2, ARCH)
+                process = app[PROCESS_KEY]
+                assert process.proc is not None
+                process.proc.kill()  # the command dies: the next request starts it again
+                await process.proc.wait()
+                again = await client.evaluate(3, ARCH)
+                assert again["exitCode"] == 0 and again["result"]["val_accuracy"] == answer["result"]["val_accuracy"]
+                assert process.starts == 2
+        finally:
+            await server.close()
+
+    asyncio.run(main())

@@ -1,0 +1,149 @@
+"""A one-shot search's objects on Kubernetes (pure builders) and the executor's pure parts: the supernet's
+record from its pods and Job, the evaluation record in ConfigMaps, the ``status.oneShot`` figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubenas.api.v1alpha1 import SearchExperimentSpec
+from kubenas.core.driver import AttemptEnded, AttemptStarted, TrialLost
+from kubenas.core.oneshot import SupernetRecord
+from kubenas.core.records import TrialRecord
+from kubenas.operator import names
+from kubenas.operator.manifests import ExperimentRef
+from kubenas.operator.oneshot import evaluations_wire, supernet_events_record, supernet_from_status, supernet_wire
+from kubenas.operator.oneshot_manifests import (
+    CHUNK,
+    evaluator_deployment,
+    read_record,
+    record_config_map,
+    record_patches,
+    supernet_job,
+)
+
+REF = ExperimentRef("ns", "exp", "uid-1")
+OPS = ["none", "skip_connect", "nor_conv_3x3"]
+
+
+def spec(**one_shot: Any) -> SearchExperimentSpec:
+    return SearchExperimentSpec.model_validate(
+        {
+            "searchSpace": {"cell": {"nodes": 3, "operations": OPS}},
+            "strategy": {"name": "evolution", "seed": 2},
+            "objective": {"metric": "val_accuracy"},
+            "oneShot": {"evaluations": 10, "topK": 2, **one_shot},
+            "budget": {"maxTrials": 2},
+            "artifacts": {"persistentVolumeClaim": "store"},
+            "trialTemplate": {
+                "image": "trainer:1",
+                "command": ["kubenas-trainer"],
+                "args": ["--verbose"],
+                "settings": {"epochs": 3, "width": 8},
+                "deadlineSeconds": 60,
+                "resources": {"limits": {"nvidia.com/gpu": 1}},
+            },
+        }
+    )
+
+
+def evaluation(index: int, value: float | None, arch: dict[str, str] | None = None) -> TrialRecord:
+    arch = arch or {"edge_1_0": OPS[index % 3], "edge_2_0": "nor_conv_3x3", "edge_2_1": OPS[(index + 1) % 3]}
+    phase = "Succeeded" if value is not None else "Failed"
+    return TrialRecord(
+        index=index,
+        architecture=arch,
+        name=f"exp-eval-{index:05d}",
+        phase=phase,
+        reward=value,
+        metrics={"val_accuracy": value} if value is not None else {},
+        tell_sequence=index,
+        asks_before_tell=index + 1,
+    )
+
+
+def test_the_supernet_job_trains_with_the_supernet_settings_into_the_artifact_store() -> None:
+    job = supernet_job(REF, spec(supernetSettings={"epochs": 20}))
+    assert job["metadata"]["name"] == "exp-supernet"
+    assert "activeDeadlineSeconds" not in job["spec"]  # a trial's deadline is not the supernet's
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert container["command"] == ["python3", "-m", "kubenas_trainer.oneshot", "train"] and "args" not in container
+    assert env["KUBENAS_SETTINGS"] == '{"epochs": 20, "width": 8}'
+    assert env["KUBENAS_OUTPUT_DIR"] == "/kubenas/output/exp/exp-supernet"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels[names.LABEL_TRIAL] == "exp-supernet" and labels[names.LABEL_COMPONENT] == "trainer"
+
+
+def test_the_evaluator_runs_the_evaluate_command_behind_the_http_bridge_in_the_trial_pod() -> None:
+    deployment = evaluator_deployment(REF, spec(recalibrationBatches=6))
+    pod = deployment["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert container["command"] == [
+        "kubenas",
+        "controller",
+        "evaluator",
+        "--port",
+        "8080",
+        "--",
+        "python3",
+        "-m",
+        "kubenas_trainer.oneshot",
+        "evaluate",
+        "--checkpoint",
+        "/kubenas/output/exp/exp-supernet",
+        "--recalibration-batches",
+        "6",
+    ]
+    assert container["image"] == "trainer:1" and container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"name": "kubenas-output", "persistentVolumeClaim": {"claimName": "store"}} in pod["spec"]["volumes"]
+    assert pod["spec"]["restartPolicy"] == "Always"
+    contract = [e["name"] for e in container["env"] if e["name"].startswith("KUBENAS_")]
+    assert contract == [names.TOKEN_ENV]  # no trial contract (no trial), only the token requests carry
+    token = next(e for e in container["env"] if e["name"] == names.TOKEN_ENV)
+    assert token["valueFrom"]["secretKeyRef"]["name"] == "exp-controller"
+    # its own selector: neither the controller Service nor the trainer watches pick the evaluator up
+    labels = pod["metadata"]["labels"]
+    assert labels[names.LABEL_COMPONENT] == "evaluator" and names.LABEL_TRIAL not in labels
+    assert deployment["spec"]["selector"]["matchLabels"] == names.evaluator_selector("exp")
+
+
+def test_the_record_round_trips_through_config_maps_in_chunks_up_to_the_first_gap() -> None:
+    records = [evaluation(i, 0.5 + i / 1000) for i in range(CHUNK + 3)]
+    patches = record_patches("exp", records)
+    assert sorted(patches) == [0, 1] and len(patches[0]) == CHUNK and len(patches[1]) == 3
+    maps = [record_config_map(REF, chunk, data) for chunk, data in patches.items()]
+    assert [m["metadata"]["name"] for m in maps] == ["exp-evaluations-0", "exp-evaluations-1"]
+    assert sum(len(v) for m in maps for v in m["data"].values()) < 1_000_000  # a ConfigMap holds 1 MiB
+    back = read_record(maps)
+    assert [(r.index, r.architecture, r.reward, r.tell_sequence) for r in back] == [
+        (r.index, r.architecture, r.reward, r.tell_sequence) for r in records
+    ]
+    del maps[0]["data"]["00007"]  # a gap: what follows it is not history
+    assert [r.index for r in read_record(maps)] == list(range(7))
+
+
+def test_the_supernet_record_follows_the_trial_rule_and_survives_the_status() -> None:
+    fresh = SupernetRecord()
+    running = supernet_events_record(fresh, [AttemptStarted(0, 1)], pods=1, retries=2)
+    assert (running.attempts, running.succeeded, running.failed) == (1, False, False)
+    done = supernet_events_record(running, [AttemptEnded(0, 1, 0, '{"val_accuracy": 0.4}')], pods=1, retries=2)
+    assert done.succeeded and dict(done.metrics) == {"val_accuracy": 0.4}
+    assert supernet_from_status({"supernet": supernet_wire(done)}) == done
+    refused = supernet_events_record(running, [AttemptEnded(0, 1, 2, None)], pods=1, retries=2)
+    assert refused.failed and refused.reason == "ConfigurationError"
+    lost = supernet_events_record(running, [TrialLost(0, "RetriesExhausted", "gave up", 3)], pods=3, retries=2)
+    assert lost.failed and lost.attempts == 3 and lost.reason == "RetriesExhausted"
+    assert supernet_from_status(None) == SupernetRecord()
+
+
+def test_the_status_shows_counts_the_top_k_by_one_shot_score_and_the_parameter_free_share() -> None:
+    best = {"edge_1_0": "none", "edge_2_0": "skip_connect", "edge_2_1": "none"}
+    second = {"edge_1_0": "nor_conv_3x3", "edge_2_0": "nor_conv_3x3", "edge_2_1": "skip_connect"}
+    records = [evaluation(0, 0.3), evaluation(1, 0.9, best), evaluation(2, None), evaluation(3, 0.8, second)]
+    records.append(evaluation(4, 0.9, best))  # the same cell again: the top k is distinct
+    shot = evaluations_wire(spec(), records)
+    assert shot["evaluations"] == {"told": 5, "succeeded": 4, "failed": 1, "target": 10}
+    assert [c["evaluation"] for c in shot["top"]] == ["exp-eval-00001", "exp-eval-00003"]
+    assert shot["bestScore"] == 0.9
+    assert shot["parameterFree"] == round(4 / 6, 4)  # none, skip, none; skip: 4 of the 6 edges
