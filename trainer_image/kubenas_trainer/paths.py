@@ -121,7 +121,10 @@ class PathsClient:
             return self._post(path, body)
         except _ReplayFirst:
             self._replay()
+        try:
             return self._post(path, body)
+        except _ReplayFirst as exc:  # a record the controller does not accept: no second replay fixes it
+            raise PathsUnavailable(ENV_PATHS_URL, f"{path} is out of step with the record: {exc}") from None
 
     def _post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         data = json.dumps(body).encode()
