@@ -92,6 +92,13 @@ def path_from_wire(data: Mapping[str, Any]) -> TrialRecord:
     )
 
 
+def last_rewarded(paths: Sequence[Mapping[str, Any]], count: int) -> list[dict[str, Any]]:
+    """The architectures of the last ``count`` rewarded paths of a record (wire form), in tell order:
+    what the policy draws at the end of training, for the collapse guard."""
+    rewarded = sorted((p for p in paths if "tellSequence" in p), key=lambda p: int(p["tellSequence"]))
+    return [dict(p["architecture"]) for p in rewarded[len(rewarded) - count :]] if count > 0 else []
+
+
 class UnknownPath(ValueError):
     """A reward for a path that was never drawn, or a draw that skips paths."""
 
@@ -143,4 +150,12 @@ class PathPolicy:
         return record
 
 
-__all__ = ["PathPolicy", "PolicyConfig", "UnknownPath", "path_from_wire", "path_to_wire", "policy_config"]
+__all__ = [
+    "PathPolicy",
+    "PolicyConfig",
+    "UnknownPath",
+    "last_rewarded",
+    "path_from_wire",
+    "path_to_wire",
+    "policy_config",
+]

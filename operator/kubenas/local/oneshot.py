@@ -47,7 +47,7 @@ from kubenas.core.driver import (
     Tell,
     Tick,
 )
-from kubenas.core.enas import policy_config
+from kubenas.core.enas import last_rewarded, policy_config
 from kubenas.core.oneshot import (
     Evaluate,
     OneShotFailed,
@@ -245,9 +245,7 @@ def enas_policy_paths(output: Path, spec: SearchExperimentSpec) -> list[dict[str
     record = output / PATHS_RECORD
     if enas is None or not record.is_file():
         return None
-    rewarded = [p for p in map(json.loads, record.read_text().splitlines()) if "tellSequence" in p]
-    rewarded.sort(key=lambda p: p["tellSequence"])
-    return [p["architecture"] for p in rewarded[-enas.paths_per_batch :]]
+    return last_rewarded([json.loads(line) for line in record.read_text().splitlines()], enas.paths_per_batch)
 
 
 def write_figures(
