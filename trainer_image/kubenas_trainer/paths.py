@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kubenas_trainer.contract import _json_object
 from kubenas_trainer.errors import ContractError, TrainerError
 
 ENV_PATHS_URL = "KUBENAS_PATHS_URL"
@@ -68,15 +69,9 @@ class PathsClient:
     @classmethod
     def from_env(cls, env: Mapping[str, str], **options: Any) -> PathsClient | None:
         """The client the environment names; None without ``KUBENAS_ENAS`` (uniform sampling)."""
-        raw = env.get(ENV_ENAS, "").strip()
-        if not raw:
+        config = _json_object(env, ENV_ENAS)
+        if config is None:
             return None
-        try:
-            config = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ContractError(ENV_ENAS, f"is not valid JSON: {exc.msg}") from None
-        if not isinstance(config, dict):
-            raise ContractError(ENV_ENAS, "must be a JSON object")
         urls = env.get(ENV_PATHS_URL, "").split()
         if not urls:
             raise ContractError(ENV_PATHS_URL, "is not set: ENAS sampling draws its paths from the controller")
