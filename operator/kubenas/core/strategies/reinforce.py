@@ -258,9 +258,20 @@ class PathSampler(Reinforce):
 
     name = "reinforce-paths"
 
+    def __init__(self, space: SearchSpace, settings: ReinforceSettings, seed: int) -> None:
+        super().__init__(space, settings, seed)
+        #: draws of the current policy not handed out yet: one LSTM run serves a block of asks
+        self._drawn: list[tuple[int, ...]] = []
+
     def _ask(self) -> Architecture:
-        chosen = self._sample(1)[0]
+        if not self._drawn:
+            self._drawn = self._sample(SAMPLE_BATCH)[::-1]
+        chosen = self._drawn.pop()
         arch = self.grid.from_indices(chosen)
         self.choices[self.asked] = chosen
         self.ledger.record_ask(arch)
         return arch
+
+    def _tell(self, index: int, architecture: Architecture, observation: Observation) -> None:
+        super()._tell(index, architecture, observation)
+        self._drawn = []  # the policy moved: later asks draw from the new one
