@@ -242,7 +242,6 @@ async def replay_paths(request: web.Request) -> web.Response:
         raise ControllerError(protocol.BAD_REQUEST, "a path replay needs config (object) and paths (list)")
     service = request.app[PATHS_KEY]
     state = await request.app[RUNNER_KEY].run(lambda: service.replay(trial, config, record))
-    request.app[METRICS_KEY].replays.inc()
     log.info("replayed paths", extra={"trial": trial, "paths": state.drawn, "told": state.told})
     return web.json_response({"state": state.to_json()})
 
