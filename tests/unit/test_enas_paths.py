@@ -12,6 +12,7 @@ from kubenas.controller import paths as channel
 from kubenas.controller.progress import trial_token
 from kubenas.core.enas import PathPolicy, PolicyConfig, UnknownPath, path_from_wire, path_to_wire, policy_config
 from kubenas.core.errors import ReplayError
+from kubenas.core.outcome import judge
 from kubenas.local.controller import LoopbackController
 from kubenas_trainer.paths import PathsClient, PathsUnavailable
 from tests.conftest import experiment_dict
@@ -141,3 +142,12 @@ def test_the_path_channel_needs_its_own_credential() -> None:
         bad.draw(2)
         with pytest.raises(PathsUnavailable, match="finite number"):
             bad._post("/rewards", {"trial": TRIAL, "rewards": [{"index": 0, "reward": "high"}]})
+
+
+def test_an_unreachable_controller_fails_the_attempt_for_a_retry() -> None:
+    with LoopbackController("exp") as gone:
+        url = gone.url
+    trainer = PathsClient([url], "t", TRIAL, config().to_wire(), attempts=2, backoff=0.01, timeout=2)
+    with pytest.raises(PathsUnavailable, match="unreachable") as info:
+        trainer.start()
+    assert judge(info.value.exit_code, None, 1, 1).verdict == "retry"  # not a configuration fault

@@ -7,7 +7,7 @@ The runner (local mode, or the operator for the supernet Job) gives the supernet
 
 Unlike the progress channel this one is on the training path: ENAS trains on the policy's paths, so
 a request waits for its answer and is retried with backoff; a controller unreachable for longer
-than the retries fails the attempt (:class:`PathsUnavailable`, exit code 2), which the trial rule
+than the retries fails the attempt (:class:`PathsUnavailable`, exit code 1), which the trial rule
 retries. **The record of paths and rewards is kept here** (:attr:`PathsClient.record`): when the
 controller answers 409 (it restarted and lost the policy, or is out of step) the client replays the
 record, which rebuilds the policy exactly, and repeats the request. Standard library only.
@@ -34,7 +34,13 @@ REPLAY_FIRST = 409
 
 
 class PathsUnavailable(TrainerError):
-    """The controller could not be reached, or refused a path request that a replay cannot fix."""
+    """The controller could not be reached, or refused a path request that a replay cannot fix.
+
+    Exit code 1, an ordinary failure, not 2: the attempt is retried (``trialTemplate.retries``), as a
+    controller that is being rescheduled answers again a moment later.
+    """
+
+    exit_code = 1
 
 
 class PathsClient:
