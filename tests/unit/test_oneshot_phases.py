@@ -149,7 +149,8 @@ def test_an_interrupted_search_phase_replays_to_the_same_evaluations() -> None:
             },
             "spec.searchSpace",
         ),
-        ({"oneShot": {"sampling": "enas"}}, "spec.oneShot.sampling"),
+        ({"oneShot": {"sampling": "darts"}}, "spec.oneShot.sampling"),
+        ({"oneShot": {"enas": {"pathsPerBatch": 4}}}, "spec.oneShot.enas"),
     ],
 )
 def test_a_one_shot_spec_is_refused_with_the_field_at_fault(change: dict[str, Any], field: str) -> None:

@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -39,14 +39,16 @@ from kubenas_trainer.contract import (
 )
 from kubenas_trainer.costs import count_flops, count_params
 from kubenas_trainer.data import Dataset, load_dataset
+from kubenas_trainer.enas import PolicyPaths
 from kubenas_trainer.errors import EXIT_OK, BadCandidate, ContractError, TrainerError
 from kubenas_trainer.main import install_stop_handlers
 from kubenas_trainer.model import MacroConfig, build_network
+from kubenas_trainer.paths import PathsClient
 from kubenas_trainer.report import Reporter, result_object
 from kubenas_trainer.runtime import configure, pick_device
 from kubenas_trainer.settings import Settings, resolve_settings
 from kubenas_trainer.supernet import SinglePath, SuperNetwork, SuperSpace, recalibrate
-from kubenas_trainer.train import StopControl, Trainer
+from kubenas_trainer.train import StopControl, Trainer, batch_count
 
 CHECKPOINT_FILE = "supernet.pt"
 DESCRIPTION_FILE = "supernet.json"
@@ -64,6 +66,13 @@ class SupernetRun:
     cpu_seconds: float
     paths: int
     epochs: float
+    #: ENAS sampling only: rounds, rewarded and unbuildable paths, replays of a lost policy
+    policy: Mapping[str, float] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        """The result object's metrics: the figures above, the policy's flattened in."""
+        out = {k: v for k, v in self.__dict__.items() if k != "policy"}
+        return {**out, **self.policy}
 
 
 def train_supernet(
@@ -73,24 +82,35 @@ def train_supernet(
     output_dir: Path,
     stop: StopControl | None = None,
     data: Dataset | None = None,
+    paths: PathsClient | None = None,
 ) -> SupernetRun:
     """Train the supernet of ``search_space`` with ``settings`` and write its checkpoint to ``output_dir``.
 
     The seed fixes the initial weights, the batches and every path drawn (a generator of its own,
     seed + 2, beside the trainer's shuffling and augmentation generators), so the same seed gives the
-    same checkpoint on CPU.
+    same checkpoint on CPU. With ``paths`` the training paths come from the controller's policy
+    instead (ENAS, :mod:`kubenas_trainer.enas`); the record of paths and rewards is written beside
+    the checkpoint (``paths.jsonl``).
     """
     cpu_start = time.process_time()
     space = SuperSpace.from_search_space(search_space)
     device = pick_device(settings)
     configure(settings, seed, device)
-    data = data if data is not None else load_dataset(settings)
+    data = (data if data is not None else load_dataset(settings)).to(device)
     macro = MacroConfig.from_settings(settings, data.sample_shape[0], data.num_classes)
-    supernet = SuperNetwork(space, macro)
-    sampler = SinglePath(supernet, torch.Generator().manual_seed(seed + 2))
-    trainer = Trainer(sampler, data.to(device), settings, device, seed, stop)
+    supernet = SuperNetwork(space, macro).to(device)
+    generator = torch.Generator().manual_seed(seed + 2)
+    policy: PolicyPaths | None = None
+    if paths is not None:
+        steps = batch_count(len(data.y_train), settings.batch_size)
+        policy = PolicyPaths(paths, supernet, data, settings.batch_size, steps, generator)
+    sampler = SinglePath(supernet, generator, policy)
+    trainer = Trainer(sampler, data, settings, device, seed, stop)
     fit = trainer.fit()
     output_dir.mkdir(parents=True, exist_ok=True)
+    if policy is not None:
+        policy.finish()
+        policy.write_record(output_dir)
     state = {k: v.detach().to("cpu") for k, v in supernet.state_dict().items()}
     torch.save(state, output_dir / CHECKPOINT_FILE)
     run = SupernetRun(
@@ -100,13 +120,14 @@ def train_supernet(
         cpu_seconds=time.process_time() - cpu_start,
         paths=sampler.paths,
         epochs=fit.epochs,
+        policy=policy.figures() if policy is not None else {},
     )
     described = {
         "searchSpace": dict(search_space),
         "settings": settings.model_dump(),
         "seed": seed,
         "input": {"shape": list(data.sample_shape), "classes": data.num_classes},
-        "result": run.__dict__,
+        "result": run.metrics(),
     }
     (output_dir / DESCRIPTION_FILE).write_text(json.dumps(described, indent=2) + "\n")
     return run
@@ -221,7 +242,7 @@ def _train_command(env: Mapping[str, str]) -> int:
         if settings.time_budget_s is not None:
             stop.deadline = started + settings.time_budget_s
         SuperSpace.from_search_space(space)  # a space that cannot be one-shot fails before any data loads
-        run = train_supernet(space, settings, int(seed_text), Path(output), stop)
+        run = train_supernet(space, settings, int(seed_text), Path(output), stop, paths=PathsClient.from_env(env))
     except TrainerError as exc:
         reporter.event("error", field=exc.field, message=exc.message, exit_code=exc.exit_code)
         print(f"kubenas-trainer oneshot: {exc}", file=sys.stderr)
@@ -232,7 +253,9 @@ def _train_command(env: Mapping[str, str]) -> int:
         return exc.exit_code
     status = "partial" if stop.reason() in ("signal", "deadline") else "completed"
     message = f"supernet trained for {run.epochs:.2f} epochs, {run.paths} paths drawn"
-    reporter.final(run.__dict__, status, message)
+    if run.policy:
+        message += f", {run.policy['rewarded_paths']:.0f} rewarded by the ENAS policy"
+    reporter.final(run.metrics(), status, message)
     return EXIT_OK
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -205,22 +205,42 @@ class SuperNetwork(nn.Module):
         return self.head(x)
 
 
+class PathSource(Protocol):
+    """Where the supernet's training steps get their paths: uniform draws, or a learned policy (ENAS,
+    :class:`kubenas_trainer.enas.PolicyPaths`). Called once per training step, before its forward pass."""
+
+    def next_path(self) -> dict[str, str]: ...
+
+
+class UniformPaths:
+    """SPOS: each training step's path drawn uniformly over buildable candidates."""
+
+    def __init__(self, space: SuperSpace, generator: torch.Generator) -> None:
+        self.space = space
+        self.generator = generator
+
+    def next_path(self) -> dict[str, str]:
+        return self.space.sample(self.generator)
+
+
 class SinglePath(nn.Module):
     """The supernet as the training loop sees it: every forward pass in training mode runs a fresh path.
 
-    Paths are drawn from ``generator`` (seeded by the trainer), one per step, uniformly over buildable
-    candidates. In evaluation mode it draws too, so a validation of the supernet during training is an
-    average over random paths: a measure of the supernet as a whole, not of any one candidate.
+    Training paths come from ``source`` (by default uniform draws from ``generator``), one per step.
+    In evaluation mode it draws uniformly from ``generator`` whatever the source, so a validation of
+    the supernet during training is an average over random paths: a measure of the supernet as a
+    whole, not of any one candidate, and the same measure for uniform and ENAS sampling.
     """
 
-    def __init__(self, supernet: SuperNetwork, generator: torch.Generator) -> None:
+    def __init__(self, supernet: SuperNetwork, generator: torch.Generator, source: PathSource | None = None) -> None:
         super().__init__()
         self.supernet = supernet
         self.generator = generator
+        self.source = source if source is not None else UniformPaths(supernet.space, generator)
         self.paths = 0  # paths trained on
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        arch = self.supernet.space.sample(self.generator)
+        arch = self.source.next_path() if self.training else self.supernet.space.sample(self.generator)
         self.supernet.use(self.supernet.space.candidate(arch))
         self.paths += int(self.training)  # training steps, not validation batches
         return self.supernet(x)

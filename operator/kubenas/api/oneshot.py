@@ -12,19 +12,69 @@
 
 The search space may hold a cell and a layer chain only: weights cannot be shared across
 hyperparameters such as a width or a learning rate.
+
+``sampling: enas`` (Pham et al. 2018) draws phase 1's paths from an LSTM policy (the REINFORCE
+strategy's controller) held by the experiment's controller: the trainer alternates training steps on
+policy-drawn paths with rounds in which a batch of policy-drawn paths is scored on validation
+minibatches with the shared weights, each path's own accuracy its reward (``oneShot.enas``).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
 from kubenas.api.base import ApiModel, Rule
 from kubenas.api.settings import Settings
+from kubenas.api.strategy import ReinforceSettings
 
 #: what runs phases 1 and 2: ``train`` or ``evaluate ...`` is appended
 DEFAULT_COMMAND = ("python3", "-m", "kubenas_trainer.oneshot")
+
+
+def enas_policy() -> ReinforceSettings:
+    """The path policy's defaults, after ENAS's controller (Pham et al. 2018, micro search): logits
+    clipped to 1.1 tanh (a choice is at most e^2.2 times as likely as another: the policy cannot
+    collapse onto one operation), raw accuracy as reward against a moving-average baseline, learning
+    rate 0.0035, entropy bonus 1e-4, so that thousands of per-path rewards move it gradually."""
+    return ReinforceSettings(
+        learning_rate=0.0035,
+        entropy_weight=0.0001,
+        baseline_decay=0.99,
+        tanh_constant=1.1,
+        reward_normalization="none",
+    )
+
+
+class EnasSettings(ApiModel):
+    """ENAS path sampling while the supernet trains: how often the policy is rewarded, and the policy."""
+
+    paths_per_batch: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="Paths the policy draws per round and the trainer rewards, each scored on its own validation"
+        " minibatch with the shared weights.",
+    )
+    batches_per_epoch: int = Field(
+        2,
+        ge=1,
+        le=1000,
+        description="Rounds per supernet epoch: the epoch's training steps are split between them, each followed by"
+        " a batch of rewarded paths.",
+    )
+    warmup_epochs: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="Epochs of uniform paths before the policy draws them (no rewards meanwhile): the shared"
+        " weights of every operation get some training before the policy compares them.",
+    )
+    policy: ReinforceSettings = Field(
+        default_factory=enas_policy,
+        description="The LSTM policy (the reinforce strategy's settings; defaults as in ENAS).",
+    )
 
 
 class OneShot(ApiModel):
@@ -37,11 +87,20 @@ class OneShot(ApiModel):
             lambda o: o.top_k <= o.evaluations,
             ".topK",
         ),
+        Rule(
+            "!has(self.enas) || (has(self.sampling) && self.sampling == 'enas')",
+            "enas settings apply to sampling: enas only",
+            lambda o: o.enas is None or o.sampling == "enas",
+            ".enas",
+        ),
     )
 
-    sampling: Literal["uniform"] = Field(
-        "uniform", description="How paths are drawn while the supernet trains: uniform over buildable candidates."
+    sampling: Literal["uniform", "enas"] = Field(
+        "uniform",
+        description="How paths are drawn while the supernet trains: uniform over buildable candidates, or by the"
+        " controller's LSTM policy rewarded per path (enas).",
     )
+    enas: EnasSettings | None = Field(None, description="ENAS path sampling settings (sampling: enas).")
     command: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = Field(
         default_factory=lambda: list(DEFAULT_COMMAND),
         min_length=1,
@@ -57,6 +116,12 @@ class OneShot(ApiModel):
         4, ge=1, le=1000, description="Training batches each candidate's batch-norm statistics are re-estimated on."
     )
     top_k: int = Field(3, ge=1, le=1000, description="Best evaluated candidates retrained from scratch as Trials.")
+
+    def enas_settings(self) -> EnasSettings | None:
+        """The ENAS settings in force (their defaults when ``enas`` is left out), None for uniform sampling."""
+        if self.sampling != "enas":
+            return None
+        return self.enas or EnasSettings()
 
 
 class SupernetStatus(ApiModel):

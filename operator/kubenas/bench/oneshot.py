@@ -30,6 +30,8 @@ loads torch.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import itertools
 import json
 import math
@@ -70,10 +72,25 @@ class Config:
     recalibration_batches: int = 4
     resamples: int = 2000
     seed: int = 0
+    #: one supernet per sampling, ranked and searched alike; the first one's figures are the headline
+    sampling: tuple[str, ...] = ("uniform",)
+    paths_per_batch: int = 16
+    batches_per_epoch: int = 2
+    warmup_epochs: int = 0
 
     @property
     def search_space(self) -> dict[str, Any]:
         return {"cell": {"nodes": self.nodes, "operations": list(self.operations)}}
+
+    def enas(self) -> Any:
+        """The ENAS settings of an ``enas`` supernet (the policy's defaults are the API's)."""
+        from kubenas.api.oneshot import EnasSettings
+
+        return EnasSettings(
+            paths_per_batch=self.paths_per_batch,
+            batches_per_epoch=self.batches_per_epoch,
+            warmup_epochs=self.warmup_epochs,
+        )
 
     def settings(self, epochs: int) -> dict[str, Any]:
         """Trainer settings of every training: small and fast, one thread, validation only at the end."""
@@ -106,11 +123,7 @@ class Lab:
 
     config: Config
     _standalone: dict[tuple[str, int], Run | None] = field(default_factory=dict)
-    _oneshot: dict[str, Run | None] = field(default_factory=dict)
-    supernet_cpu: float = 0.0
-    supernet_accuracy: float = 0.0
     _data: Any = None
-    _evaluator: Any = None
 
     def data(self) -> Any:
         if self._data is None:
@@ -152,31 +165,59 @@ class Lab:
         fit = Trainer(model, data, settings, torch.device("cpu"), seed).fit()
         return Run(fit.final.accuracy, time.process_time() - started, count_params(model))
 
-    def train_supernet(self, folder: Path) -> None:
+    def train_supernet(self, folder: Path, sampling: str = "uniform") -> Supernet:
+        """One supernet trained with ``sampling``; for ``enas`` the policy is the controller's own app on
+        loopback, in this process, so its CPU seconds are charged to the supernet like the trainer's."""
+        from kubenas.api.space import SearchSpaceSpec
+        from kubenas.controller.paths import paths_token
+        from kubenas.core.enas import PolicyConfig, last_rewarded
+        from kubenas.local.controller import LoopbackController
         from kubenas_trainer.oneshot import Evaluator, train_supernet
+        from kubenas_trainer.paths import PathsClient
         from kubenas_trainer.settings import Settings
 
         settings = Settings(**self.config.settings(self.config.supernet_epochs))
+        space, seed = self.config.search_space, self.config.seed
         started = time.process_time()
-        run = train_supernet(self.config.search_space, settings, self.config.seed, folder, data=self.data())
-        self._evaluator = Evaluator(folder, self.config.recalibration_batches, data=self.data())
-        self.supernet_cpu = time.process_time() - started
-        self.supernet_accuracy = run.val_accuracy
+        with contextlib.ExitStack() as stack:
+            client = None
+            if sampling == "enas":
+                controller = stack.enter_context(LoopbackController("bench"))
+                policy = PolicyConfig(SearchSpaceSpec.model_validate(space), seed, self.config.enas())
+                token = paths_token(controller.token, "bench-supernet")
+                client = PathsClient([controller.url], token, "bench-supernet", policy.to_wire())
+            run = train_supernet(space, settings, seed, folder, data=self.data(), paths=client)
+        evaluator = Evaluator(folder, self.config.recalibration_batches, data=self.data())
+        last = last_rewarded(client.record, self.config.paths_per_batch) if client is not None else []
+        return Supernet(sampling, time.process_time() - started, run.val_accuracy, evaluator, last)
 
-    def oneshot(self, arch: Arch) -> Run | None:
+
+@dataclass
+class Supernet:
+    """One trained supernet (one sampling), its cost, and its evaluations, each done once and cached."""
+
+    sampling: str
+    cpu_seconds: float
+    accuracy: float
+    evaluator: Any
+    #: ENAS: the paths of the policy's last rewarded batch (what it prefers at the end of training)
+    policy_last_batch: list[Arch] = field(default_factory=list)
+    scores: dict[str, Run | None] = field(default_factory=dict)
+
+    def score(self, arch: Arch) -> Run | None:
         """``arch`` scored with the supernet's weights (None: not buildable)."""
         from kubenas_trainer.errors import BadCandidate
 
         key = key_of(arch)
-        if key not in self._oneshot:
+        if key not in self.scores:
             started = time.process_time()
             try:
-                metrics = self._evaluator.evaluate(arch)
+                metrics = self.evaluator.evaluate(arch)
             except BadCandidate:
-                self._oneshot[key] = None
+                self.scores[key] = None
             else:
-                self._oneshot[key] = Run(metrics["val_accuracy"], time.process_time() - started, int(metrics["params"]))
-        return self._oneshot[key]
+                self.scores[key] = Run(metrics["val_accuracy"], time.process_time() - started, int(metrics["params"]))
+        return self.scores[key]
 
 
 def buildable_architectures(config: Config) -> list[Arch]:
@@ -287,15 +328,15 @@ def multitrial(lab: Lab, seed: int) -> Outcome:
     return Outcome(arch, final.accuracy, cost)
 
 
-def oneshot(lab: Lab, seed: int) -> Outcome:
-    history = evolve(lab.config, seed, lab.config.evaluations, lab.oneshot)
+def oneshot(lab: Lab, supernet: Supernet, seed: int) -> Outcome:
+    history = evolve(lab.config, seed, lab.config.evaluations, supernet.score)
     top = [arch for arch, _ in best_of(history, lab.config.top_k)]
     retrained = [(arch, lab.standalone(arch, 0)) for arch in top]
     arch, _ = best_of(retrained, 1)[0]
     final = lab.standalone(arch, 1)
     assert final is not None
     cost = (
-        lab.supernet_cpu
+        supernet.cpu_seconds
         + sum(run.cpu_seconds for _, run in history if run is not None)
         + sum(run.cpu_seconds for _, run in retrained if run is not None)
         + final.cpu_seconds
@@ -333,50 +374,47 @@ def benchmark(config: Config, workdir: Path, log: Callable[[str], None] = lambda
         truth_runs.append((a, b))
         if (i + 1) % 10 == 0:
             log(f"  {i + 1}/{len(sample)} trained")
-    log(f"supernet: {config.supernet_epochs} epochs")
-    lab.train_supernet(workdir / "supernet")
-    scores = []
-    for arch in sample:
-        run = lab.oneshot(arch)
-        assert run is not None
-        scores.append(run.accuracy)
     truth = [(a.accuracy + b.accuracy) / 2 for a, b in truth_runs]
-    figures = rank_figures(
-        scores,
-        truth,
-        [a.accuracy for a, _ in truth_runs],
-        [b.accuracy for _, b in truth_runs],
-        [a.params for a, _ in truth_runs],
-        config.resamples,
-        config.seed,
-    )
-    log(f"pipelines: {config.repeats} search seeds")
-    multi = [multitrial(lab, seed) for seed in range(config.repeats)]
-    one = [oneshot(lab, seed) for seed in range(config.repeats)]
-    cost_multi = statistics.fmean(o.cpu_seconds for o in multi)
-    cost_one = statistics.fmean(o.cpu_seconds for o in one)
-    chosen = [arch for o in one for arch in o.chosen]
     truth_top = [arch for arch, _ in sorted(zip(sample, truth, strict=True), key=lambda p: -p[1])[: config.top_k]]
+    log(f"multi-trial pipelines: {config.repeats} search seeds")
+    multi = [multitrial(lab, seed) for seed in range(config.repeats)]
+    by_sampling: dict[str, dict[str, Any]] = {}
+    scores: dict[str, list[float]] = {}
+    for sampling in config.sampling:
+        log(f"supernet ({sampling} paths): {config.supernet_epochs} epochs, then {config.repeats} one-shot searches")
+        folder = workdir / ("supernet" if sampling == "uniform" else f"supernet-{sampling}")
+        supernet = lab.train_supernet(folder, sampling)
+        scores[sampling] = [_scored(supernet, arch) for arch in sample]
+        figures = rank_figures(
+            scores[sampling],
+            truth,
+            [a.accuracy for a, _ in truth_runs],
+            [b.accuracy for _, b in truth_runs],
+            [a.params for a, _ in truth_runs],
+            config.resamples,
+            config.seed,
+        )
+        one = [oneshot(lab, supernet, seed) for seed in range(config.repeats)]
+        by_sampling[sampling] = figures | pipeline_figures(config, supernet, multi, one)
+    figures = copy.deepcopy(by_sampling[config.sampling[0]])
+    figures["cpu_seconds"]["standalone_training_mean"] = round(
+        statistics.fmean(r.cpu_seconds for pair in truth_runs for r in pair), 3
+    )
+    figures["collapse_guard"] |= {
+        "ground_truth_top": operation_mix(truth_top, config.operations),
+        "space": operation_mix(everything, config.operations),
+    }
     figures |= {
-        "cost_ratio": round(cost_multi / cost_one, 3),
-        "oneshot_retrained": _mean_std([o.retrained for o in one]),
-        "multitrial_best": _mean_std([o.retrained for o in multi]),
-        "cpu_seconds": {
-            "multitrial": round(cost_multi, 2),
-            "oneshot": round(cost_one, 2),
-            "supernet": round(lab.supernet_cpu, 2),
-            "standalone_training_mean": round(statistics.fmean(r.cpu_seconds for pair in truth_runs for r in pair), 3),
-            "evaluation_mean": round(statistics.fmean(r.cpu_seconds for r in lab._oneshot.values() if r), 4),
-        },
-        "collapse_guard": {
-            "oneshot_chosen": operation_mix(chosen, config.operations),
-            "ground_truth_top": operation_mix(truth_top, config.operations),
-            "space": operation_mix(everything, config.operations),
-        },
-        "supernet_val_accuracy_random_paths": round(lab.supernet_accuracy, 4),
+        "by_sampling": by_sampling,
         "rows": [
-            {"architecture": arch, "standalone": [a.accuracy, b.accuracy], "oneshot": score, "params": a.params}
-            for arch, (a, b), score in zip(sample, truth_runs, scores, strict=True)
+            {
+                "architecture": arch,
+                "standalone": [a.accuracy, b.accuracy],
+                "oneshot": scores[config.sampling[0]][i],
+                "oneshot_by_sampling": {s: scores[s][i] for s in config.sampling},
+                "params": a.params,
+            }
+            for i, (arch, (a, b)) in enumerate(zip(sample, truth_runs, strict=True))
         ],
         "architectures": len(sample),
         "space_size": len(everything),
@@ -384,6 +422,34 @@ def benchmark(config: Config, workdir: Path, log: Callable[[str], None] = lambda
         "wall_seconds": round(time.perf_counter() - wall, 1),
     }
     return figures
+
+
+def _scored(supernet: Supernet, arch: Arch) -> float:
+    run = supernet.score(arch)
+    assert run is not None
+    return run.accuracy
+
+
+def pipeline_figures(config: Config, supernet: Supernet, multi: list[Outcome], one: list[Outcome]) -> dict[str, Any]:
+    """One supernet's one-shot pipelines against multi-trial evolution: accuracy, cost, collapse guard."""
+    cost_multi = statistics.fmean(o.cpu_seconds for o in multi)
+    cost_one = statistics.fmean(o.cpu_seconds for o in one)
+    guard = {"oneshot_chosen": operation_mix([arch for o in one for arch in o.chosen], config.operations)}
+    if supernet.policy_last_batch:
+        guard["policy_last_batch"] = operation_mix(supernet.policy_last_batch, config.operations)
+    return {
+        "cost_ratio": round(cost_multi / cost_one, 3),
+        "oneshot_retrained": _mean_std([o.retrained for o in one]),
+        "multitrial_best": _mean_std([o.retrained for o in multi]),
+        "cpu_seconds": {
+            "multitrial": round(cost_multi, 2),
+            "oneshot": round(cost_one, 2),
+            "supernet": round(supernet.cpu_seconds, 2),
+            "evaluation_mean": round(statistics.fmean(r.cpu_seconds for r in supernet.scores.values() if r), 4),
+        },
+        "collapse_guard": guard,
+        "supernet_val_accuracy_random_paths": round(supernet.accuracy, 4),
+    }
 
 
 GOALS = (
@@ -406,6 +472,14 @@ def verdict(figures: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _samplings(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    unknown = [s for s in names if s not in ("uniform", "enas")]
+    if not names or unknown:
+        raise typer.BadParameter("uniform, enas, or both comma-separated", param_hint="--sampling")
+    return names
+
+
 def command(
     json_out: Path | None = typer.Option(None, "--json", dir_okay=False, help="Also write the figures as JSON here."),
     archs: int = typer.Option(30, "--archs", min=3, help="Architectures trained stand-alone (at most the space)."),
@@ -421,6 +495,15 @@ def command(
     top_k: int = typer.Option(2, "--top-k", min=1, help="One-shot candidates retrained from scratch."),
     repeats: int = typer.Option(5, "--repeats", min=1, help="Search seeds of each pipeline."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the sample, the supernet and the bootstrap."),
+    sampling: str = typer.Option(
+        "uniform",
+        "--sampling",
+        help="Path sampling of the supernet: uniform, enas, or both comma-separated (one supernet each, compared"
+        " against the same ground truth and multi-trial runs; the first is the headline).",
+    ),
+    paths_per_batch: int = typer.Option(16, "--paths-per-batch", min=1, help="ENAS: paths rewarded per round."),
+    batches_per_epoch: int = typer.Option(2, "--batches-per-epoch", min=1, help="ENAS: rounds per supernet epoch."),
+    warmup_epochs: int = typer.Option(0, "--warmup-epochs", min=0, help="ENAS: uniform epochs before the policy."),
     workdir: Path = typer.Option(Path("results/bench-oneshot"), "--workdir", help="Where the supernet is written."),
 ) -> None:
     """Kendall tau of supernet scores against stand-alone training, and one-shot search against
@@ -437,6 +520,10 @@ def command(
         top_k=top_k,
         repeats=repeats,
         seed=seed,
+        sampling=_samplings(sampling),
+        paths_per_batch=paths_per_batch,
+        batches_per_epoch=batches_per_epoch,
+        warmup_epochs=warmup_epochs,
     )
     figures = benchmark(config, workdir, log=typer.echo)
     headline = {k: figures[k] for k in ("kendall_tau", "tau_ci", "spearman", "tau_params", "tau_seed_ceiling")}
@@ -444,8 +531,12 @@ def command(
     typer.echo(json.dumps(headline))
     typer.echo(json.dumps({"collapse_guard": figures["collapse_guard"], "cpu_seconds": figures["cpu_seconds"]}))
     typer.echo(GOALS)
-    for line in verdict(figures):
-        typer.echo(line)
+    for name, found in figures["by_sampling"].items():
+        if len(config.sampling) > 1:
+            headline = {k: found[k] for k in ("kendall_tau", "tau_ci", "cost_ratio", "oneshot_retrained")}
+            typer.echo(f"{name}: {json.dumps(headline)} collapse guard {json.dumps(found['collapse_guard'])}")
+        for line in verdict(found):
+            typer.echo(f"{name} {line}" if len(config.sampling) > 1 else line)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(figures, indent=2) + "\n")

@@ -43,17 +43,18 @@ MAX_METRIC_NAME = 128
 TRIALS_REMEMBERED = 4096
 #: the longest a reader may wait for new points in one call
 MAX_WAIT_SECONDS = 30.0
-_TRIAL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+TRIAL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DOMAIN = b"kubenas-progress\0"
 
 
-def trial_token(secret: str, trial: str) -> str:
-    """The credential of one trial: it proves the trial's name to the controller, and nothing else."""
-    return hmac.new(secret.encode(), _DOMAIN + trial.encode(), hashlib.sha256).hexdigest()
+def trial_token(secret: str, trial: str, purpose: bytes = _DOMAIN) -> str:
+    """The credential of one trial: it proves the trial's name to the controller, and nothing else.
+    ``purpose`` keeps credentials of different channels apart (a progress credential draws no paths)."""
+    return hmac.new(secret.encode(), purpose + trial.encode(), hashlib.sha256).hexdigest()
 
 
-def token_matches(secret: str, trial: str, given: str) -> bool:
-    return hmac.compare_digest(trial_token(secret, trial).encode(), given.encode())
+def token_matches(secret: str, trial: str, given: str, purpose: bytes = _DOMAIN) -> bool:
+    return hmac.compare_digest(trial_token(secret, trial, purpose).encode(), given.encode())
 
 
 class BadPoint(ValueError):
@@ -85,7 +86,7 @@ class Point:
 def parse_point(data: Mapping[str, Any]) -> tuple[str, int, dict[str, float]]:
     """``(trial, step, metrics)`` of a posted body; non-finite and non-numeric metrics are dropped."""
     trial = data.get("trial")
-    if not isinstance(trial, str) or not _TRIAL_NAME.match(trial):
+    if not isinstance(trial, str) or not TRIAL_NAME.match(trial):
         raise BadPoint("trial", "must be the trial's name (a DNS-1123 label)")
     step = data.get("step", data.get("epoch"))
     if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= 10**9:

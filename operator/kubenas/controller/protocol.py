@@ -20,6 +20,8 @@ Endpoints (all JSON; POST ones need ``Authorization: Bearer <token>``):
 - ``POST /points`` ``{"instance", "after", "wait"}`` → ``{"points": [Point], "dropped", "state"}``: the
   operator reads the epochs posted after ``after`` (all of them when ``instance`` is not this
   process), waiting up to ``wait`` seconds for the first. See :mod:`kubenas.controller.progress`.
+- ``POST /paths/replay``, ``/paths``, ``/rewards``: the ENAS path channel of a one-shot supernet
+  trainer, with a path credential of its own (:mod:`kubenas.controller.paths`).
 - ``GET /metrics``: Prometheus text format.
 
 Every answer carries ``state`` (``instance``, ``configured``, ``asked``, ``told``): a new ``instance``

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from kubenas.controller import progress, protocol
+from kubenas.controller import paths, progress, protocol
 from kubenas.controller.service import ControllerError, ControllerService
 
 log = logging.getLogger("kubenas.controller")
@@ -105,6 +105,7 @@ METRICS_KEY = web.AppKey("metrics", ControllerMetrics)
 STORE_KEY = web.AppKey("progress", progress.ProgressStore)
 ARRIVED_KEY = web.AppKey("arrived", PointsArrived)
 TOKEN_KEY = web.AppKey("token", str)
+PATHS_KEY = web.AppKey("paths", paths.PathService)
 
 
 def _error(code: str, message: str) -> web.Response:
@@ -223,8 +224,46 @@ async def points(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+async def _path_request(request: web.Request) -> tuple[dict[str, Any], str]:
+    """The body and trial of a path-channel request, once its credential (``paths.paths_token``) checks out."""
+    data = await _body(request)
+    trial = paths.trial_of(data)
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    if not paths.authorized(request.app[TOKEN_KEY], trial, given):
+        raise ControllerError(protocol.UNAUTHORIZED, f"missing or wrong path token for trial {trial}")
+    return data, trial
+
+
+async def replay_paths(request: web.Request) -> web.Response:
+    """The supernet trainer (re)builds the ENAS path policy from its config and its record of paths."""
+    data, trial = await _path_request(request)
+    config, record = data.get("config"), data.get("paths") or []
+    if not isinstance(config, dict) or not isinstance(record, list):
+        raise ControllerError(protocol.BAD_REQUEST, "a path replay needs config (object) and paths (list)")
+    service = request.app[PATHS_KEY]
+    state = await request.app[RUNNER_KEY].run(lambda: service.replay(trial, config, record))
+    log.info("replayed paths", extra={"trial": trial, "paths": state.drawn, "told": state.told})
+    return web.json_response({"state": state.to_json()})
+
+
+async def draw_paths(request: web.Request) -> web.Response:
+    data, trial = await _path_request(request)
+    index, count = _int(data, "index"), _int(data, "count", 1)
+    service = request.app[PATHS_KEY]
+    drawn = await request.app[RUNNER_KEY].run(lambda: service.draw(trial, index, count))
+    return web.json_response({"paths": drawn, "state": service.state().to_json()})
+
+
+async def reward_paths(request: web.Request) -> web.Response:
+    data, trial = await _path_request(request)
+    rewards = paths.parse_rewards(data)
+    service = request.app[PATHS_KEY]
+    told = await request.app[RUNNER_KEY].run(lambda: service.reward(trial, rewards))
+    return web.json_response({"paths": told, "state": service.state().to_json()})
+
+
 #: POSTs that carry their own credential instead of the controller token
-OWN_CREDENTIAL = frozenset({progress.PROGRESS_PATH})
+OWN_CREDENTIAL = frozenset({progress.PROGRESS_PATH, *paths.ENDPOINTS})
 
 
 def _middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
@@ -258,7 +297,16 @@ def _middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.St
     return middleware
 
 
-ENDPOINTS = ("/health", "/metrics", "/replay", "/ask", "/tell", progress.PROGRESS_PATH, progress.POINTS_PATH)
+ENDPOINTS = (
+    "/health",
+    "/metrics",
+    "/replay",
+    "/ask",
+    "/tell",
+    progress.PROGRESS_PATH,
+    progress.POINTS_PATH,
+    *paths.ENDPOINTS,
+)
 
 
 def make_app(token: str, experiment: str = "") -> web.Application:
@@ -272,6 +320,7 @@ def make_app(token: str, experiment: str = "") -> web.Application:
     app[STORE_KEY] = progress.ProgressStore()
     app[ARRIVED_KEY] = PointsArrived()
     app[TOKEN_KEY] = token
+    app[PATHS_KEY] = paths.PathService(app[SERVICE_KEY].instance)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/replay", replay)
@@ -279,6 +328,9 @@ def make_app(token: str, experiment: str = "") -> web.Application:
     app.router.add_post("/tell", tell)
     app.router.add_post(progress.PROGRESS_PATH, report_progress)
     app.router.add_post(progress.POINTS_PATH, points)
+    app.router.add_post(paths.REPLAY_PATH, replay_paths)
+    app.router.add_post(paths.PATHS_PATH, draw_paths)
+    app.router.add_post(paths.REWARDS_PATH, reward_paths)
 
     async def _close(app: web.Application) -> None:
         app[RUNNER_KEY].close()

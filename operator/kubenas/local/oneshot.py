@@ -32,6 +32,7 @@ from typing import IO, Any
 from rich.console import Console
 
 from kubenas.api.v1alpha1 import SearchExperiment, SearchExperimentSpec
+from kubenas.controller import paths
 from kubenas.core.driver import (
     AskFor,
     AttemptEnded,
@@ -46,6 +47,7 @@ from kubenas.core.driver import (
     Tell,
     Tick,
 )
+from kubenas.core.enas import last_rewarded, policy_config
 from kubenas.core.oneshot import (
     Evaluate,
     OneShotFailed,
@@ -59,6 +61,7 @@ from kubenas.core.oneshot import (
 from kubenas.core.records import TrialRecord, objective_value
 from kubenas.core.search import Search
 from kubenas.insights.collapse import operation_mix
+from kubenas.local.controller import LoopbackController
 from kubenas.local.journal import Journal, read_journal
 from kubenas.local.process import stop_processes
 from kubenas.local.report import summary, write_results
@@ -69,6 +72,8 @@ SUPERNET_DIR = "supernet"
 EVALUATIONS_DIR = "evaluations"
 RECORD_FILE = "record.json"
 FIGURES_FILE = "oneshot.json"
+#: the ENAS supernet trainer's record of paths and rewards, beside its checkpoint
+PATHS_RECORD = "paths.jsonl"
 
 
 def read_supernet(folder: Path) -> SupernetRecord:
@@ -108,10 +113,15 @@ def train_supernet(exp: SearchExperiment, folder: Path, phase: TrainSupernet, re
     result_file = directory / "result.json"
     result_file.unlink(missing_ok=True)
     assert exp.spec.one_shot is not None
-    with (directory / f"attempt-{phase.attempt}.log").open("wb") as log:
+    env = _contract_env(exp, phase, folder)
+    config = policy_config(exp.spec, phase.seed)
+    with contextlib.ExitStack() as stack, (directory / f"attempt-{phase.attempt}.log").open("wb") as log:
+        if config is not None:  # ENAS: the policy is the controller's app, on loopback for this attempt
+            controller = stack.enter_context(LoopbackController(exp.metadata.name))
+            env |= paths.trainer_env([controller.url], controller.token, env["KUBENAS_TRIAL"], config)
         proc = subprocess.Popen(
             [*exp.spec.one_shot.command, "train"],
-            env=_contract_env(exp, phase, folder),
+            env=env,
             cwd=exp.spec.trial_template.working_dir or None,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -227,6 +237,17 @@ def evaluate(exp: SearchExperiment, folder: Path, spec: SearchExperimentSpec, co
     return driver.trials
 
 
+def enas_policy_paths(output: Path, spec: SearchExperimentSpec) -> list[dict[str, Any]] | None:
+    """ENAS only: the paths the policy drew in its last rewarded batch (what it prefers at the end of
+    training), from the trainer's record ``paths.jsonl``; None without one."""
+    assert spec.one_shot is not None
+    enas = spec.one_shot.enas_settings()
+    record = output / PATHS_RECORD
+    if enas is None or not record.is_file():
+        return None
+    return last_rewarded([json.loads(line) for line in record.read_text().splitlines()], enas.paths_per_batch)
+
+
 def write_figures(
     folder: Path, spec: SearchExperimentSpec, supernet: SupernetRecord, evaluations: list[TrialRecord]
 ) -> dict[str, Any]:
@@ -261,6 +282,9 @@ def write_figures(
             "evaluated": operation_mix([e.architecture for e in scored], operations),
         },
     }
+    policy = enas_policy_paths(folder / SUPERNET_DIR / "output", spec)
+    if policy is not None:
+        figures["collapse_guard"]["policy_last_batch"] = operation_mix(policy, operations)
     (folder / FIGURES_FILE).write_text(json.dumps(figures, indent=2) + "\n")
     return figures
 

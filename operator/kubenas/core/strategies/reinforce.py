@@ -146,7 +146,8 @@ class Reinforce(Strategy):
         self.baseline: float | None = None
 
     # -- ask ----------------------------------------------------------------------------------
-    def _sample(self) -> list[tuple[int, ...]]:
+    def _sample(self, batch: int = SAMPLE_BATCH) -> list[tuple[int, ...]]:
+        """``batch`` independent draws from the current policy, as decision indices."""
         import torch
 
         def sample(step: int, log_probs: torch.Tensor) -> torch.Tensor:
@@ -163,7 +164,7 @@ class Reinforce(Strategy):
             return idx
 
         with torch.no_grad():
-            self.controller.run(SAMPLE_BATCH, self.settings, record)
+            self.controller.run(batch, self.settings, record)
         stacked = torch.stack(picks, dim=1).tolist()
         return [tuple(int(i) for i in row) for row in stacked]
 
@@ -244,3 +245,33 @@ class Reinforce(Strategy):
             for key in sorted(state):
                 h.update(state[key].detach().numpy().tobytes())
         return fingerprint(self.name, self.ledger.digest_parts(), self.baseline, h.hexdigest(), rng_state(self.rng))
+
+
+class PathSampler(Reinforce):
+    """The same policy as a sampler of supernet paths (ENAS): every ask is one plain draw from the policy.
+
+    Unlike the search strategy it does not look for architectures not proposed before: while a
+    supernet trains the policy is meant to draw its favourite paths again and again, and each draw's
+    own reward (told per path) is what it learns from. Not a ``spec.strategy``: the one-shot search's
+    controller uses it (:mod:`kubenas.core.enas`).
+    """
+
+    name = "reinforce-paths"
+
+    def __init__(self, space: SearchSpace, settings: ReinforceSettings, seed: int) -> None:
+        super().__init__(space, settings, seed)
+        #: draws of the current policy not handed out yet: one LSTM run serves a block of asks
+        self._drawn: list[tuple[int, ...]] = []
+
+    def _ask(self) -> Architecture:
+        if not self._drawn:
+            self._drawn = self._sample(SAMPLE_BATCH)[::-1]
+        chosen = self._drawn.pop()
+        arch = self.grid.from_indices(chosen)
+        self.choices[self.asked] = chosen
+        self.ledger.record_ask(arch)
+        return arch
+
+    def _tell(self, index: int, architecture: Architecture, observation: Observation) -> None:
+        super()._tell(index, architecture, observation)
+        self._drawn = []  # the policy moved: later asks draw from the new one
