@@ -166,7 +166,11 @@ def test_queued_trials_stay_within_the_gpu_quota_and_survive_a_preemption(
         k8s.batch.create_namespaced_job(namespace, urgent_job(gpu_queue, namespace))
         wait_until("a running trial preempted", lambda: pods.stopped, timeout=60)
 
+        held: list[int] = []  # trials the status shows running or waiting, sampled while the urgent Job runs
+
         def urgent_done() -> bool:
+            trials = ((kube.experiment("queued") or {}).get("status") or {}).get("trials") or {}
+            held.append(trials.get("running", 0) + trials.get("waiting", 0))
             job = k8s.raw(k8s.batch.read_namespaced_job("urgent", namespace))
             return objects.condition(job, "Complete") is not None
 
@@ -178,6 +182,8 @@ def test_queued_trials_stay_within_the_gpu_quota_and_survive_a_preemption(
     assert status["trials"]["succeeded"] == 6 and status["trials"]["failed"] == 0, status["trials"]
     assert status["trials"]["waiting"] == 0
     assert pods.most <= 2, f"{pods.most} trainer pods at once with a quota of 2 GPUs"
+    # a preempted trial waits again: it is shown waiting, not also running (never more than the 4 Jobs)
+    assert held and max(held) <= 4, held
     trials = kube.trials("queued")
     assert len(trials) == 6 and all(t["status"]["phase"] == "Succeeded" for t in trials)
     preempted = sorted(pods.stopped)

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from kubenas.api.v1alpha1 import API_VERSION, SearchExperimentSpec
 from kubenas.operator import manifests, names, outcomes
+from kubenas.operator.status import queued_counts
 from kubenas.operator.views import JobView, PodView
 
 from .test_controller_reconciler import NS, FakeApi, World, exp_status, experiment, settle, started, step
@@ -176,3 +177,12 @@ def test_with_a_queue_the_turnaround_ends_when_kueue_admits_the_next_trial_not_w
             await world.close()
 
     asyncio.run(main())
+
+
+def test_a_preempted_trial_is_shown_waiting_and_pending_not_running() -> None:
+    counts = {"pending": 1, "running": 2, "succeeded": 3, "failed": 0, "total": 6}
+    # 2 Jobs suspended: one never admitted (pending), one preempted after it started (the driver's running)
+    shown = queued_counts(counts, waiting=2, requeued=1)
+    assert (shown["pending"], shown["running"], shown["waiting"]) == (2, 1, 2)
+    assert shown["succeeded"] == 3 and shown["total"] == 6
+    assert queued_counts(counts, waiting=0, requeued=0) == {**counts, "waiting": 0}

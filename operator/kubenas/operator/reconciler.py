@@ -119,6 +119,7 @@ class ExperimentReconciler:
         self.final: status.Verdict | None = None  # set once the search is over, before the status says so
         self.scaled_down = False
         self.waiting_trials = 0  # active trials whose Job Kueue holds suspended (spec.queueName)
+        self.requeued_trials = 0  # of those, trials that had started: preempted, waiting for re-admission
         self.best_name: str | None = ((self.body.get("status") or {}).get("bestTrial") or {}).get("name")
         self.status_writer = StatusWriter(self._write_status, runtime.config.status_interval_s, self.log)
         self.writes = TrialWriter(
@@ -516,7 +517,7 @@ class ExperimentReconciler:
         assert indexes is not None
         events: list[Event] = []
         writes = self.writes
-        self.waiting_trials = 0
+        self.waiting_trials = self.requeued_trials = 0
         for rec in driver.active_trials():
             name = rec.name
             if name in writes.creating or name not in writes.trial_uids:
@@ -529,6 +530,7 @@ class ExperimentReconciler:
                 continue
             pods = [p for p in indexes.pods_of(self.namespace, name) if p.owner_uid == jobs[0].uid]
             self.waiting_trials += jobs[0].suspended
+            self.requeued_trials += jobs[0].suspended and rec.phase == "Running"
             if jobs[0].queued and not jobs[0].suspended:
                 writes.note_admission(name)
             if not pods and not jobs[0].failed and not jobs[0].complete and not jobs[0].suspended:
@@ -736,6 +738,7 @@ class ExperimentReconciler:
             summary=summary,
             best_artifacts=manifests.trial_artifacts(self.accepted, self.name, best.name) if best else None,
             waiting=self.waiting_trials,
+            requeued=self.requeued_trials,
             front=driver.front if driver is not None else None,
             gpu_hours=gpu_hours,
             one_shot=self.oneshot.status_block() if self.oneshot is not None else None,

@@ -72,6 +72,18 @@ def _condition(type_: str, value: str, reason: str, message: str, when: str, gen
     return c
 
 
+def queued_counts(counts: dict[str, int], waiting: int, requeued: int) -> dict[str, int]:
+    """Trial counts under a Kueue queue: a preempted trial (started, its Job suspended again) is no
+    longer running; it waits, pending, until Kueue admits it again."""
+    moved = min(requeued, counts.get("running", 0))
+    return {
+        **counts,
+        "running": counts.get("running", 0) - moved,
+        "pending": counts.get("pending", 0) + moved,
+        "waiting": waiting,
+    }
+
+
 def experiment_status(
     *,
     current: Mapping[str, Any],
@@ -84,6 +96,7 @@ def experiment_status(
     summary: Summary,
     best_artifacts: Mapping[str, str] | None = None,
     waiting: int = 0,
+    requeued: int = 0,
     front: Front | None = None,
     gpu_hours: float | None = None,
     one_shot: Mapping[str, Any] | None = None,
@@ -92,6 +105,8 @@ def experiment_status(
     ``summary``: the trial counts and the best trial (the driver keeps both current);
     ``best_artifacts``: where the best trial's weights are, with an artifact store; ``waiting``: of the
     pending trials, those whose Job Kueue holds suspended (shown with ``spec.queueName`` only);
+    ``requeued``: of those, trials the driver counts as running because they had started (preempted by
+    Kueue, waiting for re-admission): shown as pending and waiting, not as running;
     ``front``: the Pareto front of a multi-objective search (shown bounded, spread along it);
     ``gpu_hours``: the GPU time of the finished trials, when trials ask for GPUs (running trials count
     toward ``maxGpuHours`` as they run, but the status changes only when one ends: no write per pass);
@@ -120,7 +135,7 @@ def experiment_status(
         "phase": verdict.phase,
         "conditions": conditions,
         "observedGeneration": generation,
-        "trials": {**counts.to_wire(), "waiting": waiting} if spec.queue_name else counts.to_wire(),
+        "trials": queued_counts(counts.to_wire(), waiting, requeued) if spec.queue_name else counts.to_wire(),
         "progress": f"{done}/{spec.budget.max_trials}",
         "startTime": current.get("startTime") or format_time(now),
         "message": verdict.message,
