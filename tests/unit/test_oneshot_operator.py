@@ -10,11 +10,21 @@ from kubenas.core.driver import AttemptEnded, AttemptStarted, TrialLost
 from kubenas.core.oneshot import SupernetRecord
 from kubenas.core.records import TrialRecord
 from kubenas.operator import names
-from kubenas.operator.manifests import ExperimentRef
+import json
+
+import pytest
+
+from kubenas.controller.paths import CONFIG_ENV, TOKEN_ENV, URL_ENV, authorized, paths_token
+from kubenas.controller.progress import token_matches
+from kubenas.core.enas import PolicyConfig, policy_config
+from kubenas.core.errors import SpecError
+from kubenas.core.oneshot import supernet_seed
+from kubenas.operator.manifests import ExperimentRef, ProgressChannel
 from kubenas.operator.oneshot import evaluations_wire, supernet_events_record, supernet_from_status, supernet_wire
 from kubenas.operator.oneshot_manifests import (
     CHUNK,
     evaluator_deployment,
+    needs_controller,
     read_record,
     record_config_map,
     record_patches,
@@ -73,6 +83,28 @@ def test_the_supernet_job_trains_with_the_supernet_settings_into_the_artifact_st
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     labels = job["spec"]["template"]["metadata"]["labels"]
     assert labels[names.LABEL_TRIAL] == "exp-supernet" and labels[names.LABEL_COMPONENT] == "trainer"
+
+
+def test_an_enas_supernet_job_gets_the_path_channel_to_the_controller_and_a_uniform_one_does_not() -> None:
+    channel = ProgressChannel.of(REF, ("10.0.0.7", 8080), "secret")
+    enas = spec(sampling="enas", enas={"pathsPerBatch": 4, "warmupEpochs": 1})
+    assert needs_controller(enas) and not needs_controller(spec())
+    container = supernet_job(REF, enas, channel)["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env[URL_ENV] == "http://10.0.0.7:8080 http://exp-controller.ns.svc:8080"  # the progress channel's addresses
+    assert env[TOKEN_ENV] == paths_token("secret", "exp-supernet") and env["KUBENAS_TRIAL"] == "exp-supernet"
+    assert authorized("secret", "exp-supernet", env[TOKEN_ENV])
+    assert not token_matches("secret", "exp-supernet", env[TOKEN_ENV])  # not a progress credential
+    config = PolicyConfig.from_wire(json.loads(env[CONFIG_ENV]))
+    assert config == policy_config(enas, supernet_seed(enas))
+    assert config.seed == int(env["KUBENAS_SEED"]) and config.enas.paths_per_batch == 4
+    assert [e["name"] for e in container["env"]].count(URL_ENV) == 1
+    # uniform sampling: no path channel, with or without the controller's address
+    for job in (supernet_job(REF, spec()), supernet_job(REF, spec(), channel)):
+        names_ = {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert not names_ & {URL_ENV, TOKEN_ENV, CONFIG_ENV}
+    with pytest.raises(SpecError, match="spec.oneShot.sampling"):
+        supernet_job(REF, enas)  # the executor waits for the controller rather than train without paths
 
 
 def test_the_evaluator_runs_the_evaluate_command_behind_the_http_bridge_in_the_trial_pod() -> None:

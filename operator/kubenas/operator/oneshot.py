@@ -68,7 +68,7 @@ from kubenas.operator import names, oneshot_manifests, outcomes
 from kubenas.operator.controller_client import ControllerClient, ControllerOutOfSync, Endpoint
 from kubenas.operator.failures import ExperimentLog, Fatal, Requeue, owned_by
 from kubenas.operator.kube import AlreadyExists, NotFound
-from kubenas.operator.manifests import ExperimentRef
+from kubenas.operator.manifests import ExperimentRef, ProgressChannel
 from kubenas.operator.runtime import Runtime
 from kubenas.operator.views import PodView
 
@@ -188,7 +188,7 @@ class OneShotPhases:
         phase = next_phase(self.spec, self.supernet, self.evaluations)
         if isinstance(phase, TrainSupernet):
             self._announce(SUPERNET, f"training the supernet in Job {names.supernet_name(self.ref.name)}")
-            await self._train_supernet()
+            await self._train_supernet(controller)
             phase = next_phase(self.spec, self.supernet, self.evaluations)
         if isinstance(phase, Evaluate):
             target = phase.spec.budget.max_trials
@@ -247,15 +247,22 @@ class OneShotPhases:
                 self.log.info("evaluation record read", extra={"evaluations": len(self.evaluations)})
 
     # -- phase 1 -------------------------------------------------------------------------------
-    async def _train_supernet(self) -> None:
+    async def _train_supernet(self, controller: ControllerClient | None) -> None:
         assert self.supernet is not None
         indexes = self.runtime.indexes
         assert indexes is not None
         name = names.supernet_name(self.ref.name)
         jobs = [j for j in indexes.job_of(self.ref.namespace, name) if j.owner_uid == self.ref.uid]
         if not jobs:
+            channel = None
+            if oneshot_manifests.needs_controller(self.spec):  # ENAS: the trainer draws its paths from the controller
+                if controller is None:
+                    self.message = "waiting for the controller pod (the supernet's paths come from its policy)"
+                    return
+                at = controller.endpoint
+                channel = ProgressChannel.of(self.ref, (at.host, at.port), at.token)
             with contextlib.suppress(AlreadyExists):  # created by an earlier pass: the cache catches up
-                await self.runtime.api.create(oneshot_manifests.supernet_job(self.ref, self.spec))
+                await self.runtime.api.create(oneshot_manifests.supernet_job(self.ref, self.spec, channel))
             return
         job = jobs[0]
         pods = [p for p in indexes.pods_of(self.ref.namespace, name) if p.owner_uid == job.uid]
