@@ -3,22 +3,20 @@ record from its pods and Job, the evaluation record in ConfigMaps, the ``status.
 
 from __future__ import annotations
 
-from typing import Any
-
-from kubenas.api.v1alpha1 import SearchExperimentSpec
-from kubenas.core.driver import AttemptEnded, AttemptStarted, TrialLost
-from kubenas.core.oneshot import SupernetRecord
-from kubenas.core.records import TrialRecord
-from kubenas.operator import names
 import json
+from typing import Any
 
 import pytest
 
+from kubenas.api.v1alpha1 import SearchExperimentSpec
 from kubenas.controller.paths import CONFIG_ENV, TOKEN_ENV, URL_ENV, authorized, paths_token
 from kubenas.controller.progress import token_matches
+from kubenas.core.driver import AttemptEnded, AttemptStarted, TrialLost
 from kubenas.core.enas import PolicyConfig, policy_config
 from kubenas.core.errors import SpecError
-from kubenas.core.oneshot import supernet_seed
+from kubenas.core.oneshot import SupernetRecord, supernet_seed
+from kubenas.core.records import TrialRecord
+from kubenas.operator import names
 from kubenas.operator.manifests import ExperimentRef, ProgressChannel
 from kubenas.operator.oneshot import evaluations_wire, supernet_events_record, supernet_from_status, supernet_wire
 from kubenas.operator.oneshot_manifests import (
@@ -103,7 +101,7 @@ def test_an_enas_supernet_job_gets_the_path_channel_to_the_controller_and_a_unif
     for job in (supernet_job(REF, spec()), supernet_job(REF, spec(), channel)):
         names_ = {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert not names_ & {URL_ENV, TOKEN_ENV, CONFIG_ENV}
-    with pytest.raises(SpecError, match="spec.oneShot.sampling"):
+    with pytest.raises(SpecError, match=r"spec\.oneShot\.sampling"):
         supernet_job(REF, enas)  # the executor waits for the controller rather than train without paths
 
 

@@ -76,7 +76,9 @@ def needs_controller(spec: SearchExperimentSpec) -> bool:
     return policy_config(spec, supernet_seed(spec)) is not None
 
 
-def supernet_paths_env(exp: ExperimentRef, spec: SearchExperimentSpec, channel: ProgressChannel | None) -> dict[str, str]:
+def supernet_paths_env(
+    exp: ExperimentRef, spec: SearchExperimentSpec, channel: ProgressChannel | None
+) -> dict[str, str]:
     """The path channel's variables for the supernet trainer: none for uniform sampling; for ENAS the
     controller's addresses (those the progress channel gives trainers), the path credential of the
     supernet's trial name and the policy's config, seeded with the supernet's seed."""
