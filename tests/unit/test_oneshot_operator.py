@@ -18,7 +18,14 @@ from kubenas.core.oneshot import SupernetRecord, supernet_seed
 from kubenas.core.records import TrialRecord
 from kubenas.operator import names
 from kubenas.operator.manifests import ExperimentRef, ProgressChannel
-from kubenas.operator.oneshot import evaluations_wire, supernet_events_record, supernet_from_status, supernet_wire
+from kubenas.operator.oneshot import (
+    EVALUATOR_FAILURES,
+    evaluations_wire,
+    evaluator_failure,
+    supernet_events_record,
+    supernet_from_status,
+    supernet_wire,
+)
 from kubenas.operator.oneshot_manifests import (
     CHUNK,
     evaluator_deployment,
@@ -128,6 +135,8 @@ def test_the_evaluator_runs_the_evaluate_command_behind_the_http_bridge_in_the_t
     assert container["image"] == "trainer:1" and container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert {"name": "kubenas-output", "persistentVolumeClaim": {"claimName": "store"}} in pod["spec"]["volumes"]
     assert pod["spec"]["restartPolicy"] == "Always"
+    # a start that fails is quoted from the log's tail (the front writes no message file of its own)
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     contract = [e["name"] for e in container["env"] if e["name"].startswith("KUBENAS_")]
     assert contract == [names.TOKEN_ENV]  # no trial contract (no trial), only the token requests carry
     token = next(e for e in container["env"] if e["name"] == names.TOKEN_ENV)
@@ -177,3 +186,30 @@ def test_the_status_shows_counts_the_top_k_by_one_shot_score_and_the_parameter_f
     assert [c["evaluation"] for c in shot["top"]] == ["exp-eval-00001", "exp-eval-00003"]
     assert shot["bestScore"] == 0.9
     assert shot["parameterFree"] == round(4 / 6, 4)  # none, skip, none; skip: 4 of the 6 edges
+
+
+def evaluator_pod(restarts: int, state: dict[str, Any], last: dict[str, Any] | None = None) -> dict[str, Any]:
+    status = {"name": "evaluator", "restartCount": restarts, "state": state, "lastState": last or {}}
+    other = {"name": "sidecar", "restartCount": 9, "state": {}, "lastState": {"terminated": {"exitCode": 1}}}
+    return {"metadata": {"name": "exp-evaluator-abc"}, "status": {"containerStatuses": [other, status]}}
+
+
+def test_an_evaluator_that_keeps_failing_to_start_fails_the_search_quoting_its_message() -> None:
+    error = "FileNotFoundError: no supernet checkpoint in /kubenas/output/exp/exp-supernet"
+    crashed = {"terminated": {"exitCode": 1, "reason": "Error", "message": "Traceback ...\n" + error}}
+    backoff = {"waiting": {"reason": "CrashLoopBackOff"}}
+    assert evaluator_failure([]) is None
+    assert evaluator_failure([evaluator_pod(0, {"running": {}})]) is None  # loading
+    assert evaluator_failure([evaluator_pod(0, crashed)]) is None  # one failure: it may still come up
+    assert evaluator_failure([evaluator_pod(EVALUATOR_FAILURES - 2, backoff, crashed)]) is None
+    message = evaluator_failure([evaluator_pod(EVALUATOR_FAILURES - 1, backoff, crashed)])
+    assert message is not None and "exp-evaluator-abc" in message and message.endswith(error)
+    assert f"failed {EVALUATOR_FAILURES} times" in message and "exit code 1" in message
+    assert evaluator_failure([evaluator_pod(EVALUATOR_FAILURES - 1, crashed, crashed)]) is not None
+    assert evaluator_failure([evaluator_pod(EVALUATOR_FAILURES - 1, {"running": {}}, crashed)]) is None  # loading again
+    # restarts that ended well (a pod that loaded, then was restarted) are not a failure to start
+    fine = {"terminated": {"exitCode": 0}}
+    assert evaluator_failure([evaluator_pod(EVALUATOR_FAILURES + 2, {"running": {}}, fine)]) is None
+    long = {"terminated": {"exitCode": 1, "message": "x" * 5000 + error}}
+    quoted = evaluator_failure([evaluator_pod(EVALUATOR_FAILURES, backoff, long)])
+    assert quoted is not None and quoted.endswith(error) and len(quoted) < 800

@@ -54,10 +54,12 @@ def evaluator(
     token_env: str = typer.Option(TOKEN_ENV, help="Environment variable that holds the bearer token."),
 ) -> None:
     """A one-shot search's evaluator pod: serve the evaluate command given after ``--`` over HTTP."""
+    import signal
+
     from aiohttp import web
 
     from kubenas.controller import logs
-    from kubenas.controller.evaluator import make_app
+    from kubenas.controller.evaluator import LOAD_FAILED_EXIT, make_app
 
     logs.configure(logging.INFO)
     token = os.environ.get(token_env, "")
@@ -68,4 +70,12 @@ def evaluator(
         raise typer.BadParameter("give the evaluate command after --")
     bind = host or os.environ.get("POD_IP") or "0.0.0.0"
     logging.getLogger("kubenas.controller").info("evaluator serving", extra={"host": bind, "port": port})
-    web.run_app(make_app(token, command), host=bind, port=port, print=None, access_log=None)
+    failed: list[int | None] = []
+
+    def load_failed(code: int | None) -> None:
+        failed.append(code)  # stop the server as SIGTERM does (cleanup runs), then exit non-zero
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    web.run_app(make_app(token, command, load_failed), host=bind, port=port, print=None, access_log=None)
+    if failed:
+        raise typer.Exit(LOAD_FAILED_EXIT)

@@ -145,8 +145,8 @@ def evaluator_deployment(exp: ExperimentRef, spec: SearchExperimentSpec, replica
     token = {"secretKeyRef": {"name": names.controller_name(exp.name), "key": names.TOKEN_KEY}}
     env = [e for e in container["env"] if not e["name"].startswith("KUBENAS_")]  # no trial contract: no trial
     container["env"] = [*env, {"name": names.TOKEN_ENV, "valueFrom": token}]
-    for key in ("terminationMessagePath", "terminationMessagePolicy"):
-        container.pop(key, None)
+    container.pop("terminationMessagePath", None)  # the default file: the front writes nothing there itself,
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"  # so a failed start quotes its log's tail
     container["ports"] = [{"name": names.CONTROLLER_PORT_NAME, "containerPort": EVALUATOR_PORT, "protocol": "TCP"}]
     container["readinessProbe"] = {
         "httpGet": {"path": "/health", "port": names.CONTROLLER_PORT_NAME},
