@@ -266,3 +266,36 @@ def test_enas_supernet_paths_come_from_the_controller_policy_rewarded_per_path_t
         PathPolicy(config, [path_from_wire(p) for p in recorded])  # raises ReplayError on any other path
     finally:
         kube.core.delete_persistent_volume(pv)
+
+
+#: a one-shot command whose ``train`` reports success without writing a checkpoint; ``evaluate`` is the
+#: real trainer's, which then cannot load the supernet
+NO_CHECKPOINT = (
+    'case "$1" in train) echo \'{"val_accuracy": 0.5}\' > "$KUBENAS_RESULT_FILE";; '
+    '*) exec python3 -m kubenas_trainer.oneshot "$@";; esac'
+)
+
+
+def test_an_evaluator_that_cannot_load_the_checkpoint_fails_the_experiment(
+    kube: Kube, kubenas_operator: OperatorProcess, tmp_path: Path
+) -> None:
+    store = tmp_path / "pv"
+    pv = bound_claim(kube, store, "kubenas-artifacts")
+    try:
+        manifest = shipped("nockpt", evaluations=4)
+        manifest["spec"]["oneShot"]["command"] = ["sh", "-c", NO_CHECKPOINT, "oneshot"]
+        kube.apply_experiment(manifest)
+        exp = kube.wait_phase("nockpt", timeout=180)
+        assert exp["status"]["phase"] == "Failed", exp["status"]
+        failed = condition(exp, "Failed")
+        assert failed["reason"] == "EvaluatorFailed", failed
+        assert names.evaluator_name("nockpt") in failed["message"]
+        assert "supernet" in failed["message"] and "exit code 1" in failed["message"], failed["message"]
+        # the evaluate command's own error is quoted (its log's tail is the termination message)
+        assert "cannot load the supernet" in failed["message"].split("):", 1)[1], failed["message"]
+        assert one_shot(kube, "nockpt")["supernet"]["succeeded"]
+        assert not kube.trials("nockpt")  # nothing was retrained
+        deployment = kube.apps.read_namespaced_deployment(names.evaluator_name("nockpt"), kube.namespace)
+        assert deployment.spec.replicas == 0  # not left crash-looping
+    finally:
+        kube.core.delete_persistent_volume(pv)

@@ -365,7 +365,7 @@ class OneShotPhases:
             pods = await self.runtime.api.list("v1", "Pod", self.ref.namespace, names.evaluator_selector(self.ref.name))
             problem = evaluator_failure(pods)
             if problem is not None:
-                self.log.warning("evaluator failed", extra={"message": problem})
+                self.log.warning("evaluator failed", extra={"problem": problem})
                 await self.stop_evaluator()
                 raise Fatal("EvaluatorFailed", problem)
         if self.wake_later is not None:
