@@ -122,6 +122,8 @@ def test_the_evaluator_runs_the_evaluate_command_behind_the_http_bridge_in_the_t
         "evaluator",
         "--port",
         "8080",
+        "--message-file",
+        "/dev/termination-log",
         "--",
         "python3",
         "-m",
@@ -135,7 +137,8 @@ def test_the_evaluator_runs_the_evaluate_command_behind_the_http_bridge_in_the_t
     assert container["image"] == "trainer:1" and container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert {"name": "kubenas-output", "persistentVolumeClaim": {"claimName": "store"}} in pod["spec"]["volumes"]
     assert pod["spec"]["restartPolicy"] == "Always"
-    # a start that fails is quoted from the log's tail (the front writes no message file of its own)
+    # a start that fails: the front writes why as the termination message (else its log's tail is used)
+    assert container["terminationMessagePath"] == "/dev/termination-log"
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     contract = [e["name"] for e in container["env"] if e["name"].startswith("KUBENAS_")]
     assert contract == [names.TOKEN_ENV]  # no trial contract (no trial), only the token requests carry

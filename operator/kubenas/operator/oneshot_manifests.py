@@ -120,7 +120,8 @@ def evaluator_command(spec: SearchExperimentSpec, experiment: str) -> list[str]:
         "--recalibration-batches",
         str(spec.one_shot.recalibration_batches),
     ]
-    return ["kubenas", "controller", "evaluator", "--port", str(EVALUATOR_PORT), "--", *evaluate]
+    front = ["kubenas", "controller", "evaluator", "--port", str(EVALUATOR_PORT)]
+    return [*front, "--message-file", names.TERMINATION_MESSAGE_PATH, "--", *evaluate]
 
 
 def evaluator_service(exp: ExperimentRef) -> dict[str, Any]:
@@ -145,8 +146,9 @@ def evaluator_deployment(exp: ExperimentRef, spec: SearchExperimentSpec, replica
     token = {"secretKeyRef": {"name": names.controller_name(exp.name), "key": names.TOKEN_KEY}}
     env = [e for e in container["env"] if not e["name"].startswith("KUBENAS_")]  # no trial contract: no trial
     container["env"] = [*env, {"name": names.TOKEN_ENV, "valueFrom": token}]
-    container.pop("terminationMessagePath", None)  # the default file: the front writes nothing there itself,
-    container["terminationMessagePolicy"] = "FallbackToLogsOnError"  # so a failed start quotes its log's tail
+    # a failed start: the front writes why (--message-file); if it dies otherwise, its log's tail says
+    container["terminationMessagePath"] = names.TERMINATION_MESSAGE_PATH
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
     container["ports"] = [{"name": names.CONTROLLER_PORT_NAME, "containerPort": EVALUATOR_PORT, "protocol": "TCP"}]
     container["readinessProbe"] = {
         "httpGet": {"path": "/health", "port": names.CONTROLLER_PORT_NAME},
