@@ -8,6 +8,8 @@ on it, is ready only once the supernet is loaded, answers each candidate as the 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +17,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from kubenas.controller.evaluator import PROCESS_KEY, make_app
+from kubenas.controller.cli import TOKEN_ENV
+from kubenas.controller.evaluator import LOAD_FAILED_EXIT, PROCESS_KEY, make_app
 from kubenas.operator.controller_client import ControllerClient, ControllerUnavailable, Endpoint
 from kubenas_trainer.oneshot import Evaluator, train_supernet
 from kubenas_trainer.settings import resolve_settings
@@ -63,3 +66,45 @@ def test_the_bridge_scores_candidates_with_the_evaluate_command(tmp_path: Path) 
             await server.close()
 
     asyncio.run(main())
+
+
+def test_an_evaluate_command_that_cannot_load_the_checkpoint_stops_the_bridge(tmp_path: Path) -> None:
+    """No supernet in the folder: the command dies while loading, the bridge never turns ready and
+    reports the failure once, quoting the command's error (the command line then exits non-zero),
+    instead of waiting for ever."""
+    command = [sys.executable, "-m", "kubenas_trainer.oneshot", "evaluate", "--checkpoint", str(tmp_path / "none")]
+
+    async def main() -> None:
+        failed: asyncio.Queue[str] = asyncio.Queue()
+        app = make_app("tok", command, failed.put_nowait)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            message = await asyncio.wait_for(failed.get(), 120)
+            process = app[PROCESS_KEY]
+            assert process.starts == 1 and not process.loaded and process.load_exit not in (0, None)
+            assert message.startswith(f"the evaluate command exited with code {process.load_exit} before it loaded")
+            assert f"cannot load the supernet in {tmp_path / 'none'}" in message  # the command's own words
+            url = f"http://127.0.0.1:{server.port}/health"
+            async with aiohttp.ClientSession() as session, session.get(url) as response:
+                assert response.status == 503
+                assert (await response.json())["loadExit"] == process.load_exit
+        finally:
+            await server.close()
+        assert failed.empty()
+
+    asyncio.run(main())
+
+
+def test_the_evaluator_command_exits_non_zero_when_the_checkpoint_cannot_be_loaded(tmp_path: Path) -> None:
+    """``kubenas controller evaluator``: the pod's container fails (and restarts), its termination
+    message saying why."""
+    env = {**os.environ, TOKEN_ENV: "tok"}
+    evaluate = [sys.executable, "-m", "kubenas_trainer.oneshot", "evaluate", "--checkpoint", str(tmp_path / "none")]
+    message = tmp_path / "termination-log"
+    argv = [sys.executable, "-m", "kubenas.controller", "evaluator", "--host", "127.0.0.1", "--port", "0"]
+    argv += ["--message-file", str(message)]
+    done = subprocess.run([*argv, "--", *evaluate], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == LOAD_FAILED_EXIT, done.stderr[-2000:]
+    assert "cannot load the supernet" in done.stderr  # the command's stderr still reaches the pod's log
+    assert "before it loaded the supernet: kubenas-trainer oneshot: cannot load" in message.read_text()

@@ -14,13 +14,15 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestServer
 
 from kubenas.api.v1alpha1 import API_VERSION, SearchExperimentSpec
+from kubenas.controller import paths
 from kubenas.controller.server import make_app
 from kubenas.core.oneshot import supernet_seed
 from kubenas.core.search import Search
-from kubenas.operator import names
+from kubenas.operator import names, oneshot
 from kubenas.operator.kube import AlreadyExists, ApiError, Invalid, NotFound
 from kubenas.operator.metrics import OperatorMetrics
 from kubenas.operator.reconciler import ExperimentReconciler
@@ -759,5 +761,66 @@ def test_a_one_shot_search_whose_supernet_fails_fails_with_a_condition() -> None
         assert failed["reason"] == "SupernetFailed" and "ConfigurationError" in failed["message"]
         assert st["oneShot"]["supernet"]["failed"] and st["oneShot"]["phase"] == "Supernet"
         assert trials(world) == [] and [j["metadata"]["name"] for j in world.api.of_kind("Job")] == ["exp-supernet"]
+
+    scenario(budget, body)
+
+
+def test_an_enas_supernet_job_waits_for_the_controller_and_draws_its_paths_from_it() -> None:
+    budget = {"maxTrials": 2, "parallelTrials": 1}
+
+    async def body(world: World) -> None:
+        one_shot(world)["spec"]["oneShot"]["sampling"] = "enas"
+        rec = world.reconciler()
+        await step(rec)  # the controller's objects; no controller pod yet: no supernet Job either
+        await settle(rec)
+        assert world.api.of_kind("Job") == []
+        assert "waiting for the controller pod" in exp_status(world)["message"]
+        await world.controller_up()
+        await step(rec)
+        [job] = world.api.of_kind("Job")
+        env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        port = world.endpoint[0].port
+        assert env[paths.URL_ENV] == f"http://127.0.0.1:{port} http://exp-controller.{NS}.svc:{names.CONTROLLER_PORT}"
+        assert paths.authorized(rec.token or "", "exp-supernet", env[paths.TOKEN_ENV])
+        assert json.loads(env[paths.CONFIG_ENV])["seed"] == int(env["KUBENAS_SEED"])
+
+    scenario(budget, body)
+
+
+def test_an_evaluator_that_keeps_failing_to_start_fails_the_experiment_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    budget = {"maxTrials": 2, "parallelTrials": 1}
+    monkeypatch.setattr(oneshot, "EVALUATOR_CHECK_S", 0.0)  # its pods are read on every pass
+
+    async def body(world: World) -> None:
+        one_shot(world)
+        rec = await started(world)
+        await step(rec)
+        await world.run_pods()  # the supernet trains and reports
+        await step(rec)
+        await settle(rec)
+        assert exp_status(world)["oneShot"]["phase"] == "Search"
+        crashed = {"exitCode": 1, "reason": "Error", "message": "cannot load the supernet in /kubenas/output"}
+        status = {"name": "evaluator", "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
+        await world.api.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "exp-evaluator-1", "namespace": NS, "labels": names.evaluator_selector("exp")},
+                "status": {"containerStatuses": [{**status, "lastState": {"terminated": crashed}}]},
+            }
+        )
+        for _ in range(3):
+            await rec._pass()  # as the loop runs it: a Fatal ends the experiment
+            await rec.writes.done()
+            await settle(rec)
+        st = exp_status(world)
+        assert st["phase"] == "Failed", st
+        failed = {c["type"]: c for c in st["conditions"]}["Failed"]
+        assert failed["reason"] == "EvaluatorFailed" and "exp-evaluator-1" in failed["message"]
+        assert failed["message"].endswith("cannot load the supernet in /kubenas/output")
+        [evaluator] = [d for d in world.api.of_kind("Deployment") if d["metadata"]["name"] == "exp-evaluator"]
+        assert evaluator["spec"]["replicas"] == 0 and trials(world) == []
 
     scenario(budget, body)

@@ -3,18 +3,33 @@ record from its pods and Job, the evaluation record in ConfigMaps, the ``status.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import pytest
+
 from kubenas.api.v1alpha1 import SearchExperimentSpec
+from kubenas.controller.paths import CONFIG_ENV, TOKEN_ENV, URL_ENV, authorized, paths_token
+from kubenas.controller.progress import token_matches
 from kubenas.core.driver import AttemptEnded, AttemptStarted, TrialLost
-from kubenas.core.oneshot import SupernetRecord
+from kubenas.core.enas import PolicyConfig, policy_config
+from kubenas.core.errors import SpecError
+from kubenas.core.oneshot import SupernetRecord, supernet_seed
 from kubenas.core.records import TrialRecord
 from kubenas.operator import names
-from kubenas.operator.manifests import ExperimentRef
-from kubenas.operator.oneshot import evaluations_wire, supernet_events_record, supernet_from_status, supernet_wire
+from kubenas.operator.manifests import ExperimentRef, ProgressChannel
+from kubenas.operator.oneshot import (
+    EVALUATOR_FAILURES,
+    evaluations_wire,
+    evaluator_failure,
+    supernet_events_record,
+    supernet_from_status,
+    supernet_wire,
+)
 from kubenas.operator.oneshot_manifests import (
     CHUNK,
     evaluator_deployment,
+    needs_controller,
     read_record,
     record_config_map,
     record_patches,
@@ -75,6 +90,28 @@ def test_the_supernet_job_trains_with_the_supernet_settings_into_the_artifact_st
     assert labels[names.LABEL_TRIAL] == "exp-supernet" and labels[names.LABEL_COMPONENT] == "trainer"
 
 
+def test_an_enas_supernet_job_gets_the_path_channel_to_the_controller_and_a_uniform_one_does_not() -> None:
+    channel = ProgressChannel.of(REF, ("10.0.0.7", 8080), "secret")
+    enas = spec(sampling="enas", enas={"pathsPerBatch": 4, "warmupEpochs": 1})
+    assert needs_controller(enas) and not needs_controller(spec())
+    container = supernet_job(REF, enas, channel)["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env[URL_ENV] == "http://10.0.0.7:8080 http://exp-controller.ns.svc:8080"  # the progress channel's addresses
+    assert env[TOKEN_ENV] == paths_token("secret", "exp-supernet") and env["KUBENAS_TRIAL"] == "exp-supernet"
+    assert authorized("secret", "exp-supernet", env[TOKEN_ENV])
+    assert not token_matches("secret", "exp-supernet", env[TOKEN_ENV])  # not a progress credential
+    config = PolicyConfig.from_wire(json.loads(env[CONFIG_ENV]))
+    assert config == policy_config(enas, supernet_seed(enas))
+    assert config.seed == int(env["KUBENAS_SEED"]) and config.enas.paths_per_batch == 4
+    assert [e["name"] for e in container["env"]].count(URL_ENV) == 1
+    # uniform sampling: no path channel, with or without the controller's address
+    for job in (supernet_job(REF, spec()), supernet_job(REF, spec(), channel)):
+        names_ = {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert not names_ & {URL_ENV, TOKEN_ENV, CONFIG_ENV}
+    with pytest.raises(SpecError, match=r"spec\.oneShot\.sampling"):
+        supernet_job(REF, enas)  # the executor waits for the controller rather than train without paths
+
+
 def test_the_evaluator_runs_the_evaluate_command_behind_the_http_bridge_in_the_trial_pod() -> None:
     deployment = evaluator_deployment(REF, spec(recalibrationBatches=6))
     pod = deployment["spec"]["template"]
@@ -85,6 +122,8 @@ def test_the_evaluator_runs_the_evaluate_command_behind_the_http_bridge_in_the_t
         "evaluator",
         "--port",
         "8080",
+        "--message-file",
+        "/dev/termination-log",
         "--",
         "python3",
         "-m",
@@ -98,6 +137,9 @@ def test_the_evaluator_runs_the_evaluate_command_behind_the_http_bridge_in_the_t
     assert container["image"] == "trainer:1" and container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert {"name": "kubenas-output", "persistentVolumeClaim": {"claimName": "store"}} in pod["spec"]["volumes"]
     assert pod["spec"]["restartPolicy"] == "Always"
+    # a start that fails: the front writes why as the termination message (else its log's tail is used)
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     contract = [e["name"] for e in container["env"] if e["name"].startswith("KUBENAS_")]
     assert contract == [names.TOKEN_ENV]  # no trial contract (no trial), only the token requests carry
     token = next(e for e in container["env"] if e["name"] == names.TOKEN_ENV)
@@ -147,3 +189,30 @@ def test_the_status_shows_counts_the_top_k_by_one_shot_score_and_the_parameter_f
     assert [c["evaluation"] for c in shot["top"]] == ["exp-eval-00001", "exp-eval-00003"]
     assert shot["bestScore"] == 0.9
     assert shot["parameterFree"] == round(4 / 6, 4)  # none, skip, none; skip: 4 of the 6 edges
+
+
+def evaluator_pod(restarts: int, state: dict[str, Any], last: dict[str, Any] | None = None) -> dict[str, Any]:
+    status = {"name": "evaluator", "restartCount": restarts, "state": state, "lastState": last or {}}
+    other = {"name": "sidecar", "restartCount": 9, "state": {}, "lastState": {"terminated": {"exitCode": 1}}}
+    return {"metadata": {"name": "exp-evaluator-abc"}, "status": {"containerStatuses": [other, status]}}
+
+
+def test_an_evaluator_that_keeps_failing_to_start_fails_the_search_quoting_its_message() -> None:
+    error = "FileNotFoundError: no supernet checkpoint in /kubenas/output/exp/exp-supernet"
+    crashed = {"terminated": {"exitCode": 1, "reason": "Error", "message": "Traceback ...\n" + error}}
+    backoff = {"waiting": {"reason": "CrashLoopBackOff"}}
+    assert evaluator_failure([]) is None
+    assert evaluator_failure([evaluator_pod(0, {"running": {}})]) is None  # loading
+    assert evaluator_failure([evaluator_pod(0, crashed)]) is None  # one failure: it may still come up
+    assert evaluator_failure([evaluator_pod(EVALUATOR_FAILURES - 2, backoff, crashed)]) is None
+    message = evaluator_failure([evaluator_pod(EVALUATOR_FAILURES - 1, backoff, crashed)])
+    assert message is not None and "exp-evaluator-abc" in message and message.endswith(error)
+    assert f"failed {EVALUATOR_FAILURES} times" in message and "exit code 1" in message
+    assert evaluator_failure([evaluator_pod(EVALUATOR_FAILURES - 1, crashed, crashed)]) is not None
+    assert evaluator_failure([evaluator_pod(EVALUATOR_FAILURES - 1, {"running": {}}, crashed)]) is None  # loading again
+    # restarts that ended well (a pod that loaded, then was restarted) are not a failure to start
+    fine = {"terminated": {"exitCode": 0}}
+    assert evaluator_failure([evaluator_pod(EVALUATOR_FAILURES + 2, {"running": {}}, fine)]) is None
+    long = {"terminated": {"exitCode": 1, "message": "x" * 5000 + error}}
+    quoted = evaluator_failure([evaluator_pod(EVALUATOR_FAILURES, backoff, long)])
+    assert quoted is not None and quoted.endswith(error) and len(quoted) < 800

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from pathlib import Path
 
 import typer
 
@@ -12,6 +14,8 @@ from kubenas.controller.protocol import DEFAULT_PORT
 app = typer.Typer(help="The experiment controller: holds one search strategy behind an HTTP API.", no_args_is_help=True)
 
 TOKEN_ENV = "KUBENAS_CONTROLLER_TOKEN"
+#: a termination message's limit in Kubernetes (4096 bytes); the end of a message is kept
+MESSAGE_BYTES = 4000
 
 
 @app.callback()
@@ -52,12 +56,18 @@ def evaluator(
     host: str = typer.Option("", help="Address to listen on (default: $POD_IP, else 0.0.0.0)."),
     port: int = typer.Option(DEFAULT_PORT, help="Port to listen on."),
     token_env: str = typer.Option(TOKEN_ENV, help="Environment variable that holds the bearer token."),
+    message_file: str = typer.Option(
+        "", help="Where to write why the evaluate command could not load the supernet (the pod's termination message)."
+    ),
 ) -> None:
-    """A one-shot search's evaluator pod: serve the evaluate command given after ``--`` over HTTP."""
+    """A one-shot search's evaluator pod: serve the evaluate command given after ``--`` over HTTP; exit 1
+    if it dies before it has loaded the supernet."""
+    import signal
+
     from aiohttp import web
 
     from kubenas.controller import logs
-    from kubenas.controller.evaluator import make_app
+    from kubenas.controller.evaluator import LOAD_FAILED_EXIT, make_app
 
     logs.configure(logging.INFO)
     token = os.environ.get(token_env, "")
@@ -68,4 +78,15 @@ def evaluator(
         raise typer.BadParameter("give the evaluate command after --")
     bind = host or os.environ.get("POD_IP") or "0.0.0.0"
     logging.getLogger("kubenas.controller").info("evaluator serving", extra={"host": bind, "port": port})
-    web.run_app(make_app(token, command), host=bind, port=port, print=None, access_log=None)
+    failed: list[str] = []
+
+    def load_failed(message: str) -> None:
+        failed.append(message)
+        if message_file:
+            with contextlib.suppress(OSError):
+                Path(message_file).write_text(message[-MESSAGE_BYTES:])
+        os.kill(os.getpid(), signal.SIGTERM)  # stop the server as SIGTERM does (cleanup runs), then exit 1
+
+    web.run_app(make_app(token, command, load_failed), host=bind, port=port, print=None, access_log=None)
+    if failed:
+        raise typer.Exit(LOAD_FAILED_EXIT)

@@ -30,7 +30,7 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
@@ -68,9 +68,17 @@ from kubenas.operator import names, oneshot_manifests, outcomes
 from kubenas.operator.controller_client import ControllerClient, ControllerOutOfSync, Endpoint
 from kubenas.operator.failures import ExperimentLog, Fatal, Requeue, owned_by
 from kubenas.operator.kube import AlreadyExists, NotFound
-from kubenas.operator.manifests import ExperimentRef
+from kubenas.operator.manifests import ExperimentRef, ProgressChannel
 from kubenas.operator.runtime import Runtime
 from kubenas.operator.views import PodView
+
+#: failed starts of the evaluator's container (its evaluate command could not load the supernet, and
+#: the front exited) after which the experiment fails (EvaluatorFailed) instead of waiting for it
+EVALUATOR_FAILURES = 3
+#: how often the evaluator's pods are read while it is not ready (its pods are not watched)
+EVALUATOR_CHECK_S = 5.0
+#: how much of the evaluator's termination message (its log's tail) the condition quotes
+QUOTED_CHARS = 600
 
 #: how long, and how many candidates, one pass scores before it writes the record and yields (another
 #: pass follows): at most that much scoring is done again after a kill
@@ -139,6 +147,33 @@ def evaluations_wire(spec: SearchExperimentSpec, evaluations: list[TrialRecord])
     return out
 
 
+def evaluator_failure(pods: Iterable[Mapping[str, Any]], failures: int = EVALUATOR_FAILURES) -> str | None:
+    """Why the evaluator cannot start, once its container has failed ``failures`` times (its restarts,
+    and the last failure while it is not running again; the last exit not 0), quoting its termination
+    message (the tail of its log: the evaluate command's error); None while it may still come up."""
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            if cs.get("name") != names.COMPONENT_EVALUATOR:
+                continue
+            state = cs.get("state") or {}
+            last = state.get("terminated") or (cs.get("lastState") or {}).get("terminated")
+            if not last or last.get("exitCode") in (0, None):
+                continue
+            # restarts made, and the failure not restarted yet (ended, or waiting in CrashLoopBackOff)
+            failed = int(cs.get("restartCount") or 0) + (0 if "running" in state else 1)
+            if failed < failures:
+                continue
+            name = (pod.get("metadata") or {}).get("name", "")
+            message = (last.get("message") or last.get("reason") or "").strip()
+            if len(message) > QUOTED_CHARS:
+                message = "..." + message[-QUOTED_CHARS:]
+            return (
+                f"the evaluator pod {name} failed {failed} times before it loaded the supernet "
+                f"(exit code {last.get('exitCode')}): {message or 'no message'}"
+            )
+    return None
+
+
 class OneShotPhases:
     """One one-shot experiment's phases 1 and 2, carried out pass by pass (see the module docstring)."""
 
@@ -152,6 +187,7 @@ class OneShotPhases:
         write_status: Callable[[Mapping[str, Any]], Awaitable[None]],
         event: Callable[[str, str, str], None],
         wake: Callable[[], None],
+        wake_later: Callable[[float], None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.ref = ref
@@ -161,6 +197,8 @@ class OneShotPhases:
         self.write_status = write_status
         self.event = event
         self.wake = wake
+        self.wake_later = wake_later
+        self.evaluator_checked = 0.0  # when the evaluator's pods were last read (while it was not ready)
         block = current_status().get("oneShot") or {}
         self.announced: str | None = block.get("phase")
         self.supernet: SupernetRecord | None = None  # read from the status on the first pass
@@ -188,7 +226,7 @@ class OneShotPhases:
         phase = next_phase(self.spec, self.supernet, self.evaluations)
         if isinstance(phase, TrainSupernet):
             self._announce(SUPERNET, f"training the supernet in Job {names.supernet_name(self.ref.name)}")
-            await self._train_supernet()
+            await self._train_supernet(controller)
             phase = next_phase(self.spec, self.supernet, self.evaluations)
         if isinstance(phase, Evaluate):
             target = phase.spec.budget.max_trials
@@ -247,15 +285,22 @@ class OneShotPhases:
                 self.log.info("evaluation record read", extra={"evaluations": len(self.evaluations)})
 
     # -- phase 1 -------------------------------------------------------------------------------
-    async def _train_supernet(self) -> None:
+    async def _train_supernet(self, controller: ControllerClient | None) -> None:
         assert self.supernet is not None
         indexes = self.runtime.indexes
         assert indexes is not None
         name = names.supernet_name(self.ref.name)
         jobs = [j for j in indexes.job_of(self.ref.namespace, name) if j.owner_uid == self.ref.uid]
         if not jobs:
+            channel = None
+            if oneshot_manifests.needs_controller(self.spec):  # ENAS: the trainer draws its paths from the controller
+                if controller is None:
+                    self.message = "waiting for the controller pod (the supernet's paths come from its policy)"
+                    return
+                at = controller.endpoint
+                channel = ProgressChannel.of(self.ref, (at.host, at.port), at.token)
             with contextlib.suppress(AlreadyExists):  # created by an earlier pass: the cache catches up
-                await self.runtime.api.create(oneshot_manifests.supernet_job(self.ref, self.spec))
+                await self.runtime.api.create(oneshot_manifests.supernet_job(self.ref, self.spec, channel))
             return
         job = jobs[0]
         pods = [p for p in indexes.pods_of(self.ref.namespace, name) if p.owner_uid == job.uid]
@@ -311,9 +356,26 @@ class OneShotPhases:
                 )
         self.evaluator_stopped = True
 
+    async def _check_evaluator(self) -> None:
+        """An evaluator that is not ready: read its pods (at most every EVALUATOR_CHECK_S) and fail the
+        experiment once its container keeps failing to start; else look again later."""
+        now = time.monotonic()
+        if now - self.evaluator_checked >= EVALUATOR_CHECK_S:
+            self.evaluator_checked = now
+            pods = await self.runtime.api.list("v1", "Pod", self.ref.namespace, names.evaluator_selector(self.ref.name))
+            problem = evaluator_failure(pods)
+            if problem is not None:
+                self.log.warning("evaluator failed", extra={"problem": problem})
+                await self.stop_evaluator()
+                raise Fatal("EvaluatorFailed", problem)
+        if self.wake_later is not None:
+            self.wake_later(EVALUATOR_CHECK_S)
+
     async def _search(self, phase: Evaluate, controller: ControllerClient | None) -> None:
         await self._ensure_evaluator()
         at = self._evaluator_endpoint()
+        if at is None:
+            await self._check_evaluator()
         if controller is None or at is None:
             self.message = "waiting for the " + ("controller" if controller is None else "evaluator") + " pod"
             return

@@ -5,6 +5,9 @@
   seed, writing its checkpoint into the artifact store (``<path>/<exp>/<exp>-supernet``). Its pods
   carry the trainer labels with trial ``<exp>-supernet``, so the operator's pod and Job watches see it
   like any trial's.
+  With ``oneShot.sampling: enas`` its trainer also gets the path channel
+  (:func:`kubenas.controller.paths.trainer_env`): the controller's addresses, the supernet's path
+  credential and the policy's config, so it draws its paths from the controller's policy.
 - Phase 2, the evaluator ``<exp>-evaluator``: a Deployment of the trial image with the artifact store
   mounted, running ``kubenas controller evaluator`` around ``oneShot.command`` + ``evaluate``, and a
   headless Service whose EndpointSlice gives the operator its pod IP (as for the controller).
@@ -19,12 +22,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
+from kubenas.controller import paths
 from kubenas.core.codec import record_from_wire, trial_wire
+from kubenas.core.enas import policy_config
+from kubenas.core.errors import SpecError
 from kubenas.core.oneshot import supernet_seed, supernet_settings
 from kubenas.core.records import TrialRecord
 from kubenas.operator import names
 from kubenas.operator.manifests import (
     ExperimentRef,
+    ProgressChannel,
     _meta,
     headless_service,
     one_pod_deployment,
@@ -64,13 +71,42 @@ def supernet_dir(spec: SearchExperimentSpec, experiment: str) -> str:
     return output_dir(spec, experiment, names.supernet_name(experiment))
 
 
-def supernet_job(exp: ExperimentRef, spec: SearchExperimentSpec) -> dict[str, Any]:
-    """Phase 1: the Job that trains the supernet (the trial contract without an architecture)."""
+def needs_controller(spec: SearchExperimentSpec) -> bool:
+    """Whether the supernet trainer talks to the controller (ENAS: its paths are the controller's policy's)."""
+    return policy_config(spec, supernet_seed(spec)) is not None
+
+
+def supernet_paths_env(
+    exp: ExperimentRef, spec: SearchExperimentSpec, channel: ProgressChannel | None
+) -> dict[str, str]:
+    """The path channel's variables for the supernet trainer: none for uniform sampling; for ENAS the
+    controller's addresses (those the progress channel gives trainers), the path credential of the
+    supernet's trial name and the policy's config, seeded with the supernet's seed."""
+    config = policy_config(spec, supernet_seed(spec))
+    if config is None:
+        return {}
+    if channel is None:
+        raise SpecError("spec.oneShot.sampling", "ENAS sampling needs the controller's address for the supernet Job")
+    return paths.trainer_env(channel.urls, channel.secret, names.supernet_name(exp.name), config)
+
+
+def supernet_job(
+    exp: ExperimentRef, spec: SearchExperimentSpec, channel: ProgressChannel | None = None
+) -> dict[str, Any]:
+    """Phase 1: the Job that trains the supernet (the trial contract without an architecture); with
+    ENAS sampling (``channel``: the controller reached) the path channel besides."""
     body = {
         "metadata": {"name": names.supernet_name(exp.name)},
         "spec": {"architecture": {}, "architectureId": "", "seed": supernet_seed(spec), "parents": []},
     }
-    return trainer_job(exp, supernet_spec(spec), body)
+    job = trainer_job(exp, supernet_spec(spec), body)
+    extra = supernet_paths_env(exp, spec, channel)
+    if extra:
+        pod_spec = job["spec"]["template"]["spec"]
+        container = next(c for c in pod_spec["containers"] if c["name"] == names.TRAINER_CONTAINER)
+        own = [e for e in container["env"] if e["name"] not in extra]
+        container["env"] = [*own, *({"name": k, "value": v} for k, v in extra.items())]
+    return job
 
 
 def evaluator_command(spec: SearchExperimentSpec, experiment: str) -> list[str]:
@@ -84,7 +120,8 @@ def evaluator_command(spec: SearchExperimentSpec, experiment: str) -> list[str]:
         "--recalibration-batches",
         str(spec.one_shot.recalibration_batches),
     ]
-    return ["kubenas", "controller", "evaluator", "--port", str(EVALUATOR_PORT), "--", *evaluate]
+    front = ["kubenas", "controller", "evaluator", "--port", str(EVALUATOR_PORT)]
+    return [*front, "--message-file", names.TERMINATION_MESSAGE_PATH, "--", *evaluate]
 
 
 def evaluator_service(exp: ExperimentRef) -> dict[str, Any]:
@@ -109,8 +146,9 @@ def evaluator_deployment(exp: ExperimentRef, spec: SearchExperimentSpec, replica
     token = {"secretKeyRef": {"name": names.controller_name(exp.name), "key": names.TOKEN_KEY}}
     env = [e for e in container["env"] if not e["name"].startswith("KUBENAS_")]  # no trial contract: no trial
     container["env"] = [*env, {"name": names.TOKEN_ENV, "valueFrom": token}]
-    for key in ("terminationMessagePath", "terminationMessagePolicy"):
-        container.pop(key, None)
+    # a failed start: the front writes why (--message-file); if it dies otherwise, its log's tail says
+    container["terminationMessagePath"] = names.TERMINATION_MESSAGE_PATH
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
     container["ports"] = [{"name": names.CONTROLLER_PORT_NAME, "containerPort": EVALUATOR_PORT, "protocol": "TCP"}]
     container["readinessProbe"] = {
         "httpGet": {"path": "/health", "port": names.CONTROLLER_PORT_NAME},
@@ -173,11 +211,13 @@ __all__ = [
     "evaluator_command",
     "evaluator_deployment",
     "evaluator_service",
+    "needs_controller",
     "read_record",
     "record_config_map",
     "record_patches",
     "record_selector",
     "supernet_dir",
     "supernet_job",
+    "supernet_paths_env",
     "supernet_spec",
 ]

@@ -250,6 +250,7 @@ class ExperimentReconciler:
                 self._write_status,
                 self._event,
                 self.wake,
+                self.wake_later,
             )
         self._judge_edit(spec)
         if self.final is not None or self.phase in status.TERMINAL_PHASES:
