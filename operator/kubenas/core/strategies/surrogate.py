@@ -116,8 +116,10 @@ class HammingGP:
         z = self._standardise(rewards)
         self.best_z = float(z.max())
         k = self._kernel(self._x, self._x) + self.noise * np.eye(len(z))
-        self._chol = np.linalg.cholesky(k)
-        self._alpha = np.linalg.solve(self._chol.T, np.linalg.solve(self._chol, z))
+        # the inverse factor once per fit: every variance below is then a product, not a solve
+        # (an ask scores candidates many times on one fit)
+        self._chol_inv = np.linalg.inv(np.linalg.cholesky(k))
+        self._alpha = self._chol_inv.T @ (self._chol_inv @ z)
 
     def _standardise(self, rewards: np.ndarray) -> np.ndarray:
         self._mean = float(rewards.mean())
@@ -137,7 +139,7 @@ class HammingGP:
 
     def mean_std(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cross = self._kernel(self.encode(indices), self._x)
-        v = np.linalg.solve(self._chol, cross.T)
+        v = self._chol_inv @ cross.T
         return cross @ self._alpha, np.sqrt(np.maximum(1.0 - (v * v).sum(axis=0), 1e-12))
 
     def expected_improvement(self, indices: np.ndarray) -> np.ndarray:
