@@ -263,7 +263,9 @@ def test_progressive_fits_the_best_half_and_the_most_recent_others_beyond_its_ca
     x, y = s._training_set()  # type: ignore[attr-defined,misc]
     best = sorted(range(30), key=lambda i: -scores[i])[:5]
     kept = sorted(set(best) | {29, 28, 27, 26, 24})  # result 25 is among the best five
-    assert sorted(y.tolist()) == sorted(scores[i] for i in kept)
+    from kubenas.core.strategies.surrogate import normal_scores
+
+    assert y.tolist() == normal_scores(np.array([scores[i] for i in kept])).tolist()  # the surrogate sees ranks
     assert x.tolist() == [list(s.indices[i]) for i in kept]  # type: ignore[attr-defined]
 
 
@@ -319,3 +321,31 @@ def test_importing_the_registry_loads_neither_torch_nor_optuna() -> None:
     code = "import sys, kubenas.core.strategies; print('torch' in sys.modules, 'optuna' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_surrogate_normal_scores_keep_the_order_and_share_ties() -> None:
+    from kubenas.core.strategies.surrogate import normal_scores
+
+    z = normal_scores(np.array([3.0, 1.0, 2.0, 2.0, 10.0, -50.0]))
+    assert np.argsort(z, kind="stable").tolist() == [5, 1, 2, 3, 0, 4]
+    assert z[2] == z[3] and z[4] == pytest.approx(-z[5])  # a far outlier is only one rank away
+    assert z.mean() == pytest.approx(0.0)
+
+
+def test_surrogate_weights_the_decision_that_matters_most() -> None:
+    from kubenas.core.strategies.surrogate import HammingGP
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 4, size=(60, 5))
+    y = 3.0 * (x[:, 0] == 2) + 0.1 * rng.normal(size=60)  # only decision 0 matters
+    gp = HammingGP([4] * 5)
+    gp.select_hyperparameters(x, y)
+    assert int(np.argmax(gp.weights)) == 0 and gp.weights[0] > 2 * gp.weights[1:].max()
+
+
+def test_progressive_starts_with_a_balanced_design() -> None:
+    s = make_strategy(StrategySpec(name="progressive", seed=4, progressive={"initialSamples": 10}), CELL)
+    first = [cell_indices(s.ask()) for _ in range(10)]
+    for d, decision in enumerate(CELL.decisions):
+        counts = np.bincount([row[d] for row in first], minlength=decision.cardinality)
+        assert counts.max() - counts.min() <= 1, decision.name

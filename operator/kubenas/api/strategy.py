@@ -123,14 +123,16 @@ class GpSettings(ApiModel):
 
 
 class ProgressiveSettings(ApiModel):
-    """Model-based search: a surrogate trained on every result steers a local search with restarts."""
+    """Model-based search: Bayesian optimisation with a Gaussian process trained on every result."""
 
-    initial_samples: int = Field(20, ge=1, le=100000, description="Random architectures before the model is used.")
-    candidates: int = Field(
-        1000, ge=1, le=1000000, description="Random candidates the surrogate scores when a new run starts."
+    initial_samples: int = Field(
+        10, ge=1, le=100000, description="Architectures of a balanced random design before the model is used."
     )
-    restart_distance: int = Field(
-        3, ge=1, le=1000, description="Decisions in which a restart must differ from every local optimum found."
+    candidates: int = Field(
+        500,
+        ge=1,
+        le=1000000,
+        description="Random candidates the surrogate scores on each ask, beside the neighbours of the best results.",
     )
     float_steps: int = Field(5, ge=2, le=100, description="Grid points searched on a float range.")
     max_points: int = Field(

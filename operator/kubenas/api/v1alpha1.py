@@ -831,7 +831,7 @@ class TrialSpec(ApiModel):
         default_factory=list,
         max_length=16,
         description="Indexes of the trials of this experiment the candidate was derived from (evolution's parent,"
-        " the progressive search's centre); empty when it was drawn anew.",
+        " the progressive search's nearest evaluated architecture); empty when it was drawn anew.",
     )
 
 

@@ -1,4 +1,4 @@
-"""Model-based progressive search: surrogate-ranked local search with surrogate-chosen restarts."""
+"""Model-based search: Bayesian optimisation over architectures with a categorical Gaussian process."""
 
 from __future__ import annotations
 
@@ -11,45 +11,53 @@ from kubenas.core.space import Architecture, SearchSpace
 from kubenas.core.strategies.base import Observation, Strategy
 from kubenas.core.strategies.discrete import discretize
 from kubenas.core.strategies.ledger import Ledger, best_and_recent, fingerprint, rng_state
-from kubenas.core.strategies.surrogate import HammingGP
+from kubenas.core.strategies.surrogate import HammingGP, normal_scores
 
 #: decisions with more grid values than this (wide int ranges) are thinned to this many
 MAX_CHOICES = 32
 #: growth of the history (fraction of the results told) that triggers a new choice of GP hyperparameters
 REFIT_GROWTH = 0.2
+#: results whose one-decision neighbours join the candidates
+TOP_RESULTS = 5
+#: best candidates from which a climb on expected improvement starts
+CLIMBS = 5
 
 
 class Progressive(Strategy):
-    """A Gaussian-process surrogate steers a local search that restarts where the model is hopeful.
+    """A Gaussian process over architectures proposes the candidate of highest expected improvement.
 
-    Why this shape: on architecture tables the good cells sit in a few basins; a local search
-    (change one decision at a time) climbs a basin in a few dozen trials, and a surrogate trained on
-    every result orders the neighbours so the climb wastes fewer of them. What costs the most is a
-    search stuck on a local optimum, so once a centre's neighbourhood is used up the search restarts
-    from the candidate of highest expected improvement at least ``restart_distance`` decisions away
-    from every local optimum found so far. The search progresses run by run:
+    Why this shape (issue 17, measured on NAS-Bench-201 and on generated NK tables of 7 to 12
+    decisions, see docs/benchmarks.md): Bayesian optimisation with a kernel fitted per decision finds
+    good cells in fewer trials than a local search, which spends a trial on every neighbour of a
+    centre before it may leave it. The search:
 
-    1. ``initial_samples`` random architectures.
-    2. A run's centre is the best result of the run so far (the first run counts the random ones;
-       before a run has a result, its starting point). The next candidate is the unseen neighbour of
-       the centre (one decision changed) with the highest expected improvement under the surrogate.
-    3. When the centre has no unseen neighbour it is a local optimum: a new run starts from the
-       candidate of highest expected improvement among ``candidates`` random unseen architectures far
-       enough from the local optima.
+    1. ``initial_samples`` architectures of a balanced design: each choice of each decision appears
+       equally often (as far as the count allows), in a random order per decision, so the first fit
+       sees every choice of every decision.
+    2. Then, on every ask, the surrogate (``surrogate.py``: exponential Hamming kernel with one weight
+       per decision, fitted by marginal likelihood) is fitted on the results, and the candidate of
+       highest expected improvement is proposed. Candidates: ``candidates`` random architectures and
+       the one-decision neighbours of the best ``TOP_RESULTS`` results; from the best ``CLIMBS`` of
+       them, a climb on expected improvement through one-decision changes. Only unseen architectures
+       count.
 
-    The surrogate is an exponential-Hamming-kernel GP (``surrogate.py``) refitted on every ask, its
-    hyperparameters chosen again whenever the history grew by a fifth. It is fitted on at most
-    ``max_points`` results, the best half and then the most recent, which bounds the cost of an ask
-    (the GP is cubic in its data) and is still a function of the history, so a replay rebuilds it.
-    Failed and infeasible results enter it at the worst usable reward so far and are never centres.
-    Float ranges are searched on ``float_steps`` grid points.
+    The surrogate sees the rewards as normal scores of their ranks (``normal_scores``): tables have
+    long tails of broken architectures, which on raw values dominate the fit. Its hyperparameters are
+    chosen again whenever the history grew by a fifth. It is fitted on at most ``max_points``
+    results, the best half and then the most recent, which bounds the cost of an ask (the GP is
+    cubic in its data) and is still a function of the history, so a replay rebuilds it. Failed and
+    infeasible results enter it at the worst usable reward so far. Float ranges are searched on
+    ``float_steps`` grid points.
 
     Parallel trials: pending candidates count as seen, and they enter the surrogate at its own
     prediction (kriging believer). That leaves the mean as it was but shrinks the uncertainty around
-    them, so expected improvement spreads the parallel asks over the neighbourhood instead of taking
-    the next-best neighbours of the same spot. Why expected improvement rather than the mean: on the
-    generated tables (``kubenas bench nk-suite``, 100 seeds) it was better or level at 50 and 100
-    trials, and it is what lets the believer act (the mean alone ignores pending trials).
+    them, so expected improvement spreads the parallel asks instead of taking the next-best
+    candidates of the same spot. With parallel trials, asks go past the design before its results
+    are in: the model waits for ``initial_samples`` results and asks draw at random until then (at
+    ``--parallel 8`` on the generated tables this lost less than fitting on the first few).
+
+    Lineage: a candidate one decision away from an evaluated architecture names the best such one as
+    its parent (its weights are the nearest start).
     """
 
     name = "progressive"
@@ -64,12 +72,14 @@ class Progressive(Strategy):
         self.indices: list[tuple[int, ...]] = []  # by ask index
         self.seen: set[tuple[int, ...]] = set()
         self.asked_at: dict[tuple[int, ...], int] = {}  # grid indices -> first ask index (lineage)
-        self.run_start = 0
-        self.run_told = 0
-        self.restart_bar = np.inf
-        self.optima: list[tuple[int, ...]] = []
+        self.design = self._design()
         self.fitted_on = 0
         self.pending: dict[int, tuple[int, ...]] = {}  # ask index -> indices, asked and not yet told
+
+    def _design(self) -> np.ndarray:
+        """The initial rows: each choice of each decision equally often, in a random order per decision."""
+        n = self.settings.initial_samples
+        return np.stack([self.rng.permutation(np.resize(np.arange(size), n)) for size in self.sizes.tolist()], axis=1)
 
     # -- the surrogate ------------------------------------------------------------------------
     def _training_set(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -79,7 +89,7 @@ class Progressive(Strategy):
         rows = [(self.indices[r.index], r.reward if r.usable else penalty) for r in self.ledger.results]
         rows = [rows[i] for i in best_and_recent([float(r[1]) for r in rows], self.settings.max_points)]
         x = np.array([r[0] for r in rows], dtype=np.int64)
-        y = np.array([r[1] for r in rows], dtype=np.float64)
+        y = normal_scores(np.array([r[1] for r in rows], dtype=np.float64))
         return x, y
 
     def _fit(self) -> bool:
@@ -113,52 +123,65 @@ class Progressive(Strategy):
                     rows.append(row)
         return self._unseen(np.array(rows, dtype=np.int64).reshape(-1, len(self.sizes)))
 
-    def _centre(self) -> tuple[int, ...]:
-        run = [r for r in self.ledger.results if r.usable and r.index >= self.run_start]
-        # With parallel trials a neighbour of the last centre may report after the restart: if it beats
-        # that centre, the centre was no local optimum and the climb goes on from there.
-        run += [
-            r
-            for r in self.ledger.results[self.run_told :]
-            if r.reward is not None and r.index < self.run_start and r.reward > self.restart_bar
-        ]
-        if not run:
-            return self.indices[self.run_start]
-        best = max(run, key=lambda r: (r.reward, -r.index))
-        return self.indices[best.index]
-
-    def _restart(self) -> tuple[int, ...] | None:
-        s: ProgressiveSettings = self.settings
-        pool = self._unseen(self.rng.integers(0, self.sizes, size=(s.candidates, len(self.sizes))))
-        if self.optima and len(pool):
-            optima = np.array(self.optima)
-            distance = (pool[:, None, :] != optima[None, :, :]).sum(axis=2).min(axis=1)
-            pool = pool[distance >= min(s.restart_distance, len(self.sizes))]
-        if not len(pool):
-            return None
+    def _candidates(self) -> np.ndarray:
+        """Random architectures and the neighbours of the best results, unseen, each once, in draw order."""
+        usable = sorted((r for r in self.ledger.results if r.usable), key=lambda r: (-r.reward, r.index))
+        parts = [self.rng.integers(0, self.sizes, size=(self.settings.candidates, len(self.sizes)))]
+        parts += [self._neighbours(self.indices[r.index]) for r in usable[:TOP_RESULTS]]
+        pool = self._unseen(np.concatenate(parts))
         _, first = np.unique(pool, axis=0, return_index=True)
-        pool = pool[np.sort(first)]
-        return tuple(int(v) for v in pool[int(np.argmax(self.model.expected_improvement(pool)))])
+        return pool[np.sort(first)]
+
+    def _climb(self, row: np.ndarray, value: float) -> tuple[np.ndarray, float]:
+        """Move to the unseen neighbour of highest expected improvement while it improves."""
+        for _ in range(len(self.sizes)):
+            near = self._neighbours(tuple(int(v) for v in row))
+            if not len(near):
+                break
+            gains = self.model.expected_improvement(near)
+            best = int(np.argmax(gains))
+            if gains[best] <= value:
+                break
+            row, value = near[best], float(gains[best])
+        return row, value
+
+    def _parent(self, chosen: tuple[int, ...]) -> tuple[int, ...]:
+        """The ask index of the best evaluated architecture one decision away, if there is one."""
+        near = [
+            r
+            for r in self.ledger.results
+            if r.usable and sum(a != b for a, b in zip(self.indices[r.index], chosen, strict=True)) == 1
+        ]
+        if not near:
+            return ()
+        best = max(near, key=lambda r: (r.reward, -r.index))
+        return (self.asked_at[self.indices[best.index]],)
 
     def start_from(self, architectures: Sequence[Architecture]) -> None:
-        """The initial samples start with these, so the first run's centre is the best of them."""
+        """The initial samples start with these, so the first fit sees them."""
         self.ledger.first.extend(self.grid.from_indices(self.grid.indices(a)) for a in architectures)
 
     # -- ask/tell -----------------------------------------------------------------------------
     def _propose(self) -> tuple[int, ...] | None:
-        if self.asked < self.settings.initial_samples or not self._fit():
+        if self.asked < self.settings.initial_samples:
+            row = tuple(int(v) for v in self.design[self.asked])
+            return None if self.ledger.first or row in self.seen else row
+        if len(self.ledger.results) < self.settings.initial_samples:
+            return None  # parallel trials: no model on fewer results than the design has
+        if not self._fit():
             return None
-        centre = self._centre()
-        options = self._neighbours(centre)
-        if len(options):
-            self.proposed_from = (self.asked_at[centre],)  # lineage: the neighbour's parent is the centre
-            return tuple(int(v) for v in options[int(np.argmax(self.model.expected_improvement(options)))])
-        self.optima.append(centre)
-        self.restart_bar = max(
-            (r.reward for r in self.ledger.results if r.usable and self.indices[r.index] == centre), default=np.inf
-        )
-        self.run_start, self.run_told = self.asked, len(self.ledger.results)
-        return self._restart()
+        pool = self._candidates()
+        if not len(pool):
+            return None
+        gains = self.model.expected_improvement(pool)
+        best, best_gain = pool[int(np.argmax(gains))], float(gains.max())
+        for i in np.argsort(-gains, kind="stable")[:CLIMBS]:
+            row, gain = self._climb(pool[i], float(gains[i]))
+            if gain > best_gain:
+                best, best_gain = row, gain
+        chosen = tuple(int(v) for v in best)
+        self.proposed_from = self._parent(chosen)
+        return chosen
 
     def _ask(self) -> Architecture:
         chosen = self._propose()
@@ -179,8 +202,6 @@ class Progressive(Strategy):
         return fingerprint(
             self.name,
             self.ledger.digest_parts(),
-            (self.run_start, self.run_told, self.restart_bar),
-            tuple(self.optima),
-            (self.model.lengthscale, self.model.noise, self.fitted_on),
+            (tuple(self.model.weights.tolist()), self.model.noise, self.fitted_on),
             rng_state(self.rng),
         )
