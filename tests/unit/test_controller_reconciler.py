@@ -824,3 +824,48 @@ def test_an_evaluator_that_keeps_failing_to_start_fails_the_experiment_naming_it
         assert evaluator["spec"]["replicas"] == 0 and trials(world) == []
 
     scenario(budget, body)
+
+
+class SlowRunningMarks(FakeApi):
+    """An API server that answers a trial's "Running" status write late, after later writes (a loaded
+    server may answer concurrent requests in any order)."""
+
+    async def patch(
+        self, api_version: str, kind: str, ns: str, name: str, patch: Mapping[str, Any], subresource: str | None = None
+    ) -> dict[str, Any]:
+        if kind == "Trial" and (patch.get("status") or {}).get("phase") == "Running":
+            await asyncio.sleep(0.05)
+        return await super().patch(api_version, kind, ns, name, patch, subresource)
+
+
+def test_a_late_running_mark_never_lands_over_a_trials_result() -> None:
+    async def main() -> None:
+        api = SlowRunningMarks()
+        budget = {"maxTrials": 2, "parallelTrials": 2}
+        await api.create(experiment(budget))
+        api.objects[(API_VERSION, "SearchExperiment", NS, "exp")]["metadata"]["uid"] = "uid-exp"
+        world = World(api, budget)
+        try:
+            rec = await started(world)
+            await step(rec)
+            await world.run_pods()
+            pods = api.of_kind("Pod")
+            finished = [copy.deepcopy(p["status"]) for p in pods]
+            for pod in pods:  # first seen running: the operator marks the trial Running (answered late)
+                pod["status"] = {
+                    "phase": "Running",
+                    "containerStatuses": [
+                        {"name": "trainer", "state": {"running": {"startedAt": "2025-01-01T00:00:00Z"}}}
+                    ],
+                }
+            await step(rec)
+            for pod, status in zip(pods, finished, strict=True):  # then ended: the result is stored at once
+                pod["status"] = status
+            await drive(world, rec)
+            await asyncio.sleep(0.2)  # any write still under way lands now
+            assert rec.final is not None
+            assert [t["status"]["phase"] for t in trials(world)] == ["Succeeded"] * 2
+        finally:
+            await world.close()
+
+    asyncio.run(main())

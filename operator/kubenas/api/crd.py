@@ -177,7 +177,9 @@ def crds() -> dict[str, dict[str, Any]]:
             _col("Best", "number", ".status.bestReward", "Best objective value so far"),
             _col("Trials", "string", ".status.progress", "Trials finished / maxTrials"),
             _col("Strategy", "string", ".spec.strategy.name", "Search strategy"),
-            _col("OneShot", "string", ".status.oneShot.phase", "A one-shot search's phase: Supernet, Search, Retrain"),
+            _col(
+                "OneShot", "string", ".status.oneShot.phase", "A one-shot search's phase: Supernet, Search, Retrain", 1
+            ),
             _col("Reason", "string", '.status.conditions[?(@.type=="Running")].reason', "Running, or why it ended", 1),
             age,
         ],

@@ -295,7 +295,7 @@ class Runtime:
         for p in ("Pending", "Running", "Succeeded", "Failed"):
             self.metrics.experiments.labels(p).set(sum(1 for v in self.phases.values() if v == p))
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
         """Run ``coro`` in the background (events, status writes), logging failures instead of losing them."""
         task = asyncio.get_running_loop().create_task(coro, name=what)
         self._background.add(task)
@@ -306,6 +306,7 @@ class Runtime:
                 log.warning("background task failed", extra={"task": what, "error": repr(t.exception())})
 
         task.add_done_callback(done)
+        return task
 
     async def close(self) -> None:
         """Stop: a leader stops its reconcilers, then releases the Lease so a standby takes over at once."""

@@ -74,6 +74,7 @@ class TrialWriter:
         #: where new trainers post their epochs (None: the controller's address is not known yet)
         self.channel: Callable[[], manifests.ProgressChannel | None] = lambda: None
         self.curves: dict[str, asyncio.Task[None]] = {}  # curve writes under way
+        self.running_writes: dict[str, asyncio.Task[Any]] = {}  # "Running" status writes under way
         self.curves_due: dict[str, TrialRecord] = {}  # newer curves waiting for the write under way
         self.pruned_at: dict[str, float] = {}  # pruned trial -> when the driver decided (its Job goes once stored)
 
@@ -91,7 +92,14 @@ class TrialWriter:
     def mark_running(self, command: MarkRunning) -> None:
         name = command.trial.name
         self.started_at[name] = self.started_at.get(name) or command.started_at
-        self.runtime.spawn(self._write_running(command), f"running {name}")
+        task = self.runtime.spawn(self._write_running(command), f"running {name}")
+        self.running_writes[name] = task
+        task.add_done_callback(lambda t: self._forget(self.running_writes, name, t))
+
+    @staticmethod
+    def _forget(tasks: dict[str, asyncio.Task[Any]], name: str, task: asyncio.Task[Any]) -> None:
+        if tasks.get(name) is task:  # not a newer write for the same trial
+            del tasks[name]
 
     async def create_now(self, command: Create) -> None:
         """Create a Trial and its Job and wait for them (recovery writes them before anything is told)."""
@@ -233,7 +241,7 @@ class TrialWriter:
         if artifacts is not None:
             status["artifacts"] = artifacts  # where the trainer wrote its weights, architecture and curve
         body = {"status": status}
-        await self._curve_written(rec.name)
+        await self._earlier_writes_done(rec.name)
         try:
             await self.runtime.api.patch(API_VERSION, "Trial", self.ref.namespace, rec.name, body, subresource="status")
         except asyncio.CancelledError:
@@ -305,13 +313,15 @@ class TrialWriter:
         finally:
             self.curves.pop(name, None)
 
-    async def _curve_written(self, name: str) -> None:
-        """Before a result: no curve write may land after it (its curve is the whole one)."""
+    async def _earlier_writes_done(self, name: str) -> None:
+        """Before a result: no earlier status write may land after it, neither a curve (the result's curve
+        is the whole one) nor the trial's "Running" mark (a loaded API server may answer them out of
+        order, which left finished trials showing Running)."""
         self.curves_due.pop(name, None)
-        task = self.curves.get(name)
-        if task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(task)
+        for task in (self.curves.get(name), self.running_writes.get(name)):
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(task)
 
     async def _write_running(self, command: MarkRunning) -> None:
         rec = command.trial
@@ -320,6 +330,7 @@ class TrialWriter:
 
     async def cancel(self, rec: TrialRecord) -> None:
         """Stop a trial the finished search no longer needs: its Job goes, its Trial says why."""
+        await self._earlier_writes_done(rec.name)
         with contextlib.suppress(NotFound):
             await self.runtime.api.delete("batch/v1", "Job", self.ref.namespace, rec.name)
         patch: dict[str, Any] = {"status": {"phase": rec.phase, "reason": rec.reason, "message": rec.message}}
