@@ -92,3 +92,18 @@ def test_settings_too_large_for_the_environment_fail_the_experiment_before_any_t
     assert failed["message"].startswith("spec.trialTemplate.settings: ")
     assert "bytes as JSON" in failed["message"]
     assert kube.trials("hoarder") == []
+
+
+def test_a_queue_name_no_local_queue_answers_to_fails_the_experiment_instead_of_waiting(
+    kube: Kube, kubenas_operator: OperatorProcess
+) -> None:
+    # Jobs go to the queue suspended; with no such LocalQueue (a typo, or no Kueue) none would ever run
+    manifest = experiment_manifest("misqueued", max_trials=2)
+    manifest["spec"]["queueName"] = "no-such-queue"
+    kube.apply_experiment(manifest)
+    exp = kube.wait_phase("misqueued", timeout=120)
+    assert exp["status"]["phase"] == "Failed"
+    failed = condition(exp, "Failed")
+    assert failed["reason"] == "QueueNotFound"
+    assert failed["message"].startswith("spec.queueName: no LocalQueue 'no-such-queue'")
+    assert all(job.spec.suspend for job in kube.jobs("misqueued"))  # nothing ran meanwhile

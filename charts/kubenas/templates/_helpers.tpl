@@ -125,4 +125,8 @@ Services and Deployments are created and read by name only: no list or watch on 
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["list", "create", "patch"]
+# spec.queueName: the Kueue LocalQueue is looked up, so a missing one fails the experiment.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["localqueues"]
+  verbs: ["get"]
 {{- end }}

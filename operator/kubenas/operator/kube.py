@@ -27,6 +27,9 @@ from kubenas.core.errors import KubenasError
 
 FIELD_MANAGER = "kubenas-operator"
 
+#: Kueue's API version the operator reads (LocalQueues), served by every Kueue release since 0.3
+KUEUE_API_VERSION = "kueue.x-k8s.io/v1beta1"
+
 #: (apiVersion, kind) → plural resource name, for every kind the operator writes or reads.
 RESOURCES: dict[tuple[str, str], str] = {
     ("v1", "Secret"): "secrets",
@@ -38,6 +41,7 @@ RESOURCES: dict[tuple[str, str], str] = {
     ("batch/v1", "Job"): "jobs",
     ("discovery.k8s.io/v1", "EndpointSlice"): "endpointslices",
     ("coordination.k8s.io/v1", "Lease"): "leases",
+    (KUEUE_API_VERSION, "LocalQueue"): "localqueues",
     (API_VERSION, "Trial"): "trials",
     (API_VERSION, "SearchExperiment"): "searchexperiments",
 }

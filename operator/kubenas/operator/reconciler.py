@@ -74,7 +74,7 @@ from kubenas.operator.controller_client import (
     Endpoint,
 )
 from kubenas.operator.failures import PERMANENT_STATUSES, ExperimentLog, Fatal, Requeue, owned_by
-from kubenas.operator.kube import AlreadyExists, ApiError, NotFound
+from kubenas.operator.kube import KUEUE_API_VERSION, AlreadyExists, ApiError, NotFound
 from kubenas.operator.oneshot import OneShotPhases
 from kubenas.operator.progress_feed import ProgressFeed
 from kubenas.operator.recovery import recovery_step
@@ -113,6 +113,7 @@ class ExperimentReconciler:
         self.oneshot: OneShotPhases | None = None  # a one-shot search's phases 1 and 2 (phase 3 is ordinary)
         self.fatal: Fatal | None = None
         self._pod_checks: dict[str, float] = {}  # Job uid -> when its FailedCreate events were last read
+        self._queue_checked = 0.0  # when spec.queueName's LocalQueue was last looked up
         self.refusal_reported: int | None = None
         self.controller_ready: tuple[bool, str, str] = (False, "ControllerStarting", "creating the controller")
         self.spec_verdict = status.SpecVerdict(True)
@@ -536,6 +537,8 @@ class ExperimentReconciler:
                 writes.note_admission(name)
             if not pods and not jobs[0].failed and not jobs[0].complete and not jobs[0].suspended:
                 await self._check_pod_creation(jobs[0])
+            if jobs[0].suspended and jobs[0].queued:
+                await self._check_queue(jobs[0])
             seen = outcomes.events_of(rec.index, pods, jobs[0])
             if not outcomes.decided(seen) and jobs[0].complete:
                 seen = await self._confirm_lost_result(rec, jobs[0])
@@ -595,6 +598,34 @@ class ExperimentReconciler:
             message = event.get("message") or ""
             if ((event.get("involvedObject") or {}).get("uid") in (job.uid, None)) and _refused_for_good(message):
                 raise Fatal("TrialPodRefused", f"the Job {job.name} cannot create its pod: {message}")
+
+    async def _check_queue(self, job: JobView) -> None:
+        """A Job held for a LocalQueue that does not exist (a typo in ``spec.queueName``, or no Kueue in
+        the cluster) would wait for ever: Kueue never admits it and says so only on its Workload. Look the
+        queue up once a Job has waited past the grace period, and fail the experiment if it is missing;
+        a queue that exists but has no room keeps the trials waiting."""
+        created = parse_time(job.created)
+        queue = self.accepted.queue_name if self.accepted is not None else None
+        if created is None or queue is None:
+            return
+        age = (_now() - created).total_seconds()
+        if age < POD_CREATION_GRACE_S:
+            self.wake_later(POD_CREATION_GRACE_S - age + 0.5)
+            return
+        if time.monotonic() - self._queue_checked < POD_CREATION_GRACE_S / 2:
+            return
+        self._queue_checked = time.monotonic()
+        self.wake_later(POD_CREATION_GRACE_S / 2 + 0.5)
+        try:
+            await self.runtime.api.get(KUEUE_API_VERSION, "LocalQueue", self.namespace, queue)
+        except NotFound:
+            raise Fatal(
+                "QueueNotFound",
+                f"spec.queueName: no LocalQueue {queue!r} in namespace {self.namespace} (is Kueue installed?);"
+                f" the Job {job.name} has waited {age:.0f}s for it",
+            ) from None
+        except ApiError as exc:  # without the right to read LocalQueues the trials just wait, as before
+            self.log.warning("cannot read the LocalQueue", extra={"queue": queue, "error": repr(exc)})
 
     async def _confirm_lost_result(self, rec: TrialRecord, job: JobView) -> list[Event]:
         """A Job completed without a pod result in the cache: read the pods from the API server to be sure."""
