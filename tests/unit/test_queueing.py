@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from kubenas.api.v1alpha1 import API_VERSION, SearchExperimentSpec
 from kubenas.operator import manifests, names, outcomes
+from kubenas.operator.kube import KUEUE_API_VERSION
 from kubenas.operator.status import queued_counts
 from kubenas.operator.views import JobView, PodView
 
@@ -81,9 +82,17 @@ async def _admit(world: World, count: int) -> list[str]:
     return admitted
 
 
+async def with_local_queue(api: FakeApi) -> FakeApi:
+    """The LocalQueue the experiments name: the operator fails an experiment whose queue does not exist."""
+    await api.create(
+        {"apiVersion": KUEUE_API_VERSION, "kind": "LocalQueue", "metadata": {"name": QUEUE, "namespace": NS}}
+    )
+    return api
+
+
 def test_the_operator_counts_suspended_trials_as_waiting_until_admitted() -> None:
     async def main() -> None:
-        api = FakeApi()
+        api = await with_local_queue(FakeApi())
         body = experiment({"maxTrials": 3, "parallelTrials": 2})
         body["spec"]["queueName"] = QUEUE
         await api.create(body)
@@ -149,7 +158,7 @@ def _turnarounds(rec: Any) -> float:
 
 def test_with_a_queue_the_turnaround_ends_when_kueue_admits_the_next_trial_not_when_its_job_is_created() -> None:
     async def main() -> None:
-        api = FakeApi()
+        api = await with_local_queue(FakeApi())
         body = experiment({"maxTrials": 3, "parallelTrials": 1})
         body["spec"]["queueName"] = QUEUE
         await api.create(body)
@@ -186,3 +195,21 @@ def test_a_preempted_trial_is_shown_waiting_and_pending_not_running() -> None:
     assert (shown["pending"], shown["running"], shown["waiting"]) == (2, 1, 2)
     assert shown["succeeded"] == 3 and shown["total"] == 6
     assert queued_counts(counts, waiting=0, requeued=0) == {**counts, "waiting": 0}
+
+
+def test_kueues_label_on_the_pod_template_queues_the_trials_as_queue_name_does() -> None:
+    labelled = spec(
+        trialTemplate={
+            **SPEC["trialTemplate"],
+            "template": {
+                "metadata": {"labels": {names.KUEUE_QUEUE_LABEL: QUEUE}},
+                "spec": {"containers": [{"name": "trainer"}]},
+            },
+        }
+    )
+    assert labelled.queue() == QUEUE
+    queued = job(labelled)
+    assert queued["metadata"]["labels"][manifests.KUEUE_QUEUE_LABEL] == QUEUE and queued["spec"]["suspend"] is True
+    assert spec(queueName=QUEUE, trialTemplate=labelled.trial_template.model_dump(by_alias=True)).queue() == QUEUE
+    with pytest.raises(ValidationError, match="name different queues"):
+        spec(queueName="other", trialTemplate=labelled.trial_template.model_dump(by_alias=True))

@@ -17,6 +17,8 @@ DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 #: a DNS-1123 subdomain (PriorityClass, Deployment, Secret names): labels joined by dots, 253 characters.
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 LABEL_MAX = 63
+#: the label that puts a Job in a Kueue LocalQueue
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 SUBDOMAIN_MAX = 253
 #: a label value: empty, or at most 63 alphanumerics, '-', '_' or '.' starting and ending alphanumeric.
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"

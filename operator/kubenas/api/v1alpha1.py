@@ -516,10 +516,24 @@ _INHERITS = "has(self.trialTemplate.inheritWeights) && self.trialTemplate.inheri
 _SEVERAL_OBJECTIVES = "has(self.objective) && has(self.objective.metrics) && self.objective.metrics.size() > 1"
 
 
+_TEMPLATE_LABELS = "self.trialTemplate.template.metadata.labels"
+_QUEUE_LABELLED = (
+    "has(self.trialTemplate.template) && has(self.trialTemplate.template.metadata)"
+    f" && has({_TEMPLATE_LABELS}) && '{kube.KUEUE_QUEUE_LABEL}' in {_TEMPLATE_LABELS}"
+)
+
+
 class SearchExperimentSpec(ApiModel):
     """A neural architecture search: what to search, how, for what, within which budget."""
 
     RULES = (
+        Rule(
+            f"!has(self.queueName) || !({_QUEUE_LABELLED})"
+            f" || {_TEMPLATE_LABELS}['{kube.KUEUE_QUEUE_LABEL}'] == self.queueName",
+            f"queueName and the pod template's label {kube.KUEUE_QUEUE_LABEL} name different queues: set one",
+            lambda s: s.queue_name is None or s.template_queue() in (None, s.queue_name),
+            ".queueName",
+        ),
         Rule(
             f"!({_INHERITS}) || self.strategy.name in {list(LINEAGE_STRATEGIES)}",
             f"inheritWeights needs a strategy whose candidates have parents: {' or '.join(LINEAGE_STRATEGIES)}",
@@ -640,13 +654,24 @@ class SearchExperimentSpec(ApiModel):
         pattern=kube.LABEL_VALUE,
         json_schema_extra=immutable("queueName"),
         description="Kueue LocalQueue of the trainer Jobs (label kueue.x-k8s.io/queue-name; created suspended,"
-        " Kueue admits them within its quota). Ignored in local mode.",
+        " Kueue admits them within its quota); the same label on the pod template does the same. Ignored in"
+        " local mode.",
     )
     one_shot: OneShot | None = Field(
         None,
         json_schema_extra=immutable("oneShot"),
         description="Weight-sharing search: train a supernet, search over it, retrain the top k (maxTrials) as Trials.",
     )
+
+    def template_queue(self) -> str | None:
+        """The queue the pod template's ``kueue.x-k8s.io/queue-name`` label names, if any."""
+        template = self.trial_template.template
+        return template.metadata.labels.get(kube.KUEUE_QUEUE_LABEL) if template is not None else None
+
+    def queue(self) -> str | None:
+        """The Kueue LocalQueue of the trainer Jobs: ``queueName``, or the pod template's queue label
+        (the way Kueue users label their workloads); None when the trials are not queued."""
+        return self.queue_name or self.template_queue()
 
 
 class ObjectMeta(ApiModel):

@@ -432,8 +432,9 @@ def trainer_job(
     }
     if template.deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = template.deadline_seconds
-    if spec.queue_name:  # Kueue admits the Job (unsuspends it) when its ClusterQueue has the quota
-        labels = {**labels, KUEUE_QUEUE_LABEL: spec.queue_name}
+    queue = spec.queue()
+    if queue:  # Kueue admits the Job (unsuspends it) when its ClusterQueue has the quota
+        labels = {**labels, KUEUE_QUEUE_LABEL: queue}
         job_spec["suspend"] = True
     return {
         "apiVersion": "batch/v1",

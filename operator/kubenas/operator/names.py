@@ -6,6 +6,7 @@ an earlier one created, and creating an object twice is an ``AlreadyExists``, ne
 
 from __future__ import annotations
 
+from kubenas.api import kube
 from kubenas.api.v1alpha1 import GROUP
 from kubenas.core.outcome import BAD_CANDIDATE_EXIT_CODE, CONFIG_ERROR_EXIT_CODE
 from kubenas.core.records import trial_name as trial_name  # one naming rule for every adapter
@@ -18,7 +19,7 @@ LABEL_TRIAL = f"{GROUP}/trial"
 LABEL_COMPONENT = f"{GROUP}/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 #: the label that puts a Job in a Kueue LocalQueue
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_QUEUE_LABEL = kube.KUEUE_QUEUE_LABEL
 MANAGED_BY = "kubenas"
 COMPONENT_CONTROLLER = "controller"
 COMPONENT_TRAINER = "trainer"

@@ -605,7 +605,7 @@ class ExperimentReconciler:
         queue up once a Job has waited past the grace period, and fail the experiment if it is missing;
         a queue that exists but has no room keeps the trials waiting."""
         created = parse_time(job.created)
-        queue = self.accepted.queue_name if self.accepted is not None else None
+        queue = self.accepted.queue() if self.accepted is not None else None
         if created is None or queue is None:
             return
         age = (_now() - created).total_seconds()

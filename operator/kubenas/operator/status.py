@@ -135,7 +135,7 @@ def experiment_status(
         "phase": verdict.phase,
         "conditions": conditions,
         "observedGeneration": generation,
-        "trials": queued_counts(counts.to_wire(), waiting, requeued) if spec.queue_name else counts.to_wire(),
+        "trials": queued_counts(counts.to_wire(), waiting, requeued) if spec.queue() else counts.to_wire(),
         "progress": f"{done}/{spec.budget.max_trials}",
         "startTime": current.get("startTime") or format_time(now),
         "message": verdict.message,

@@ -215,7 +215,7 @@ class TrialWriter:
         except BaseException:
             self.jobs_created.discard(rec.name)
             raise
-        if not (self.accepted and self.accepted.queue_name):  # queued: the admission closes the turnaround
+        if not (self.accepted and self.accepted.queue()):  # queued: the admission closes the turnaround
             self._observe_turnaround()
 
     def create_job_of(self, rec: TrialRecord) -> None:
