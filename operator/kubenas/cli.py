@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
@@ -174,7 +175,12 @@ def version() -> None:
 
 # Last, so a plugin sees every built-in command.
 for _entry in entry_points(group=COMMANDS_GROUP):
-    _entry.load()(app, bench_app)
+    try:
+        _register = _entry.load()
+    except ImportError as _err:  # a stale install of a plugin must not take the built-in commands down
+        print(f"kubenas: plugin {_entry.name!r} not loaded ({_err}); its commands are missing", file=sys.stderr)
+        continue
+    _register(app, bench_app)
 for _parent, _name, _command in DEV_COMMANDS:
     if _name not in _names(_parent):
         _missing(_parent, _name, _command)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import typer
 from typer.testing import CliRunner
@@ -36,3 +40,18 @@ def test_a_missing_development_command_says_where_it_comes_from() -> None:
     out = CliRunner().invoke(app, ["cluster", "up", "--dir", "x"])
     assert out.exit_code == 2
     assert "`kubenas cluster` comes with the development tools" in out.output and "devtools" in out.output
+
+
+def test_a_plugin_that_cannot_be_imported_leaves_the_built_in_commands_working(tmp_path: Path) -> None:
+    # a stale install: its entry point names a module that is gone
+    dist = tmp_path / "stale_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: stale-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{cli.COMMANDS_GROUP}]\nstale = no_such_module_here:register\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    out = subprocess.run(
+        [sys.executable, "-m", "kubenas.cli", "version"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip()  # the version
+    assert "plugin 'stale' not loaded" in out.stderr and "no_such_module_here" in out.stderr
