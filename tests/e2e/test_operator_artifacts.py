@@ -58,7 +58,7 @@ def bound_claim(kube: Kube, store: Path, name: str) -> str:
                 "accessModes": ["ReadWriteOnce"],
                 "storageClassName": "",
                 "resources": {"requests": {"storage": "1Gi"}},
-                "volumeName": "",
+                "volumeName": pv,  # this PV, never another test's that happens to be Available
             },
         },
     )

@@ -175,9 +175,13 @@ def test_an_operator_killed_in_each_phase_ends_with_the_same_record_and_trials(
     assert told < evaluations, "the search ended before the kill: nothing was tested in phase 2"
     kubenas_operator.start()
 
-    # phase 3: killed once the retraining Trials exist
-    wait_for("the retraining Trials", lambda: kube.trials("restarts"), timeout=240)
-    assert one_shot(kube, "restarts")["phase"] == "Retrain"
+    # phase 3: killed once the retraining Trials exist (the pass that creates them writes the phase to
+    # status after them, so a loaded API server can show the Trials a moment before the phase)
+    wait_for(
+        "the retraining Trials and phase",
+        lambda: kube.trials("restarts") and one_shot(kube, "restarts").get("phase") == "Retrain",
+        timeout=240,
+    )
     kubenas_operator.kill()
     kubenas_operator.start()
 
