@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, WithJsonSchema
+from pydantic.fields import FieldInfo
 
 from kubenas.api.base import KUBERNETES, RULE_ERROR, ApiModel
 from kubenas.api.v1alpha1 import API_VERSION, SearchExperiment, Trial
@@ -152,7 +153,13 @@ def _not_finite(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
             yield from _not_finite(v, f"{path}[{i}]")
 
 
-def _as_the_server_sees(node: Any, model: type[BaseModel] | None = None) -> Any:
+def _free_form(field: FieldInfo) -> bool:
+    """Whether the CRD holds the field as ``x-kubernetes-preserve-unknown-fields`` (settings,
+    architectures): a plain ``dict[str, Any]``, not one given a schema of its own (the PodSpec)."""
+    return field.annotation == dict[str, Any] and not any(isinstance(m, WithJsonSchema) for m in field.metadata)
+
+
+def _as_the_server_sees(node: Any, model: type[BaseModel] | None = None, free: bool = False) -> Any:
     """The document as the API server validates it: whole floats as integers, null fields dropped.
 
     A whole number beyond int64 becomes a float64, as the server decodes it.
@@ -160,7 +167,9 @@ def _as_the_server_sees(node: Any, model: type[BaseModel] | None = None) -> Any:
     float and is refused where an integer is required. The API server prunes a *known* field set to
     null before defaulting and validation (``metric: null`` takes the default, ``maxTrials: null`` is
     missing), but decodes strictly: an unknown field is refused even when it is null. So a null is
-    dropped only under a key the ``model`` of that object knows (or in a free-form object).
+    dropped only under a key the ``model`` of that object knows, or in a typed map. Inside a
+    ``free`` form field the server keeps every null (no schema says it is not nullable), and so does
+    this: the settings' weight counts them.
     """
     if isinstance(node, float) and math.isfinite(node) and node.is_integer() and abs(node) < 2**53:
         return int(node)
@@ -171,12 +180,13 @@ def _as_the_server_sees(node: Any, model: type[BaseModel] | None = None) -> Any:
         out = {}
         for k, v in node.items():
             field = fields.get(k)
-            if v is None and (model is None or field is not None):
+            if v is None and not free and (model is None or field is not None):
                 continue  # pruned by the server; an unknown key stays, for the model to refuse
-            out[k] = _as_the_server_sees(v, _unwrap(field.annotation) if field is not None else None)
+            inner = _unwrap(field.annotation) if field is not None else None
+            out[k] = _as_the_server_sees(v, inner, free or (field is not None and _free_form(field)))
         return out
     if isinstance(node, list):
-        return [_as_the_server_sees(v, model) for v in node]
+        return [_as_the_server_sees(v, model, free) for v in node]
     return node
 
 

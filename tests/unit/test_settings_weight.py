@@ -97,7 +97,7 @@ def test_both_settings_fields_are_refused_at_their_path(settings: dict[str, Any]
         assert (path, message) in err.value.problems
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(SETTINGS)
 def test_settings_within_the_limit_encode_in_six_bytes_per_unit_of_weight(doc: dict[str, Any]) -> None:
     weight = weigh(doc)
@@ -106,7 +106,7 @@ def test_settings_within_the_limit_encode_in_six_bytes_per_unit_of_weight(doc: d
     assert len(settings_json(doc).encode()) <= BYTES_PER_WEIGHT * weight.weight
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(SETTINGS, SETTINGS)
 def test_supernet_settings_over_trial_settings_fit_one_environment_string(a: dict[str, Any], b: dict[str, Any]) -> None:
     if any(w.heavy or w.deep for w in (weigh(a), weigh(b))):
@@ -167,3 +167,13 @@ def test_numbers_are_held_as_the_api_server_holds_them() -> None:
         huge = experiment_dict(trialTemplate={"command": ["x"], "settings": {"huge": 10**400}})
         parse_document(huge, kubernetes=False)
     assert err.value.problems[0][0] == "spec.trialTemplate.settings.huge"
+
+
+def test_nulls_inside_settings_are_kept_and_weighed_as_the_api_server_keeps_them() -> None:
+    """No schema says a free-form value is not nullable, so the server keeps it (and its weight)."""
+    doc = experiment_dict(
+        trialTemplate={"command": ["x"], "settings": {"a": None, "b": {"c": None}}, "workingDir": None}
+    )
+    held = parse_document(doc, kubernetes=False).spec.trial_template
+    assert held.settings == {"a": None, "b": {"c": None}} and held.working_dir is None
+    assert weigh(held.settings).weight == 5 + 11 + 11 + 11
