@@ -282,7 +282,7 @@ def dump(obj: Any) -> str:
 
 
 def install_crds(kubeconfig: Path) -> None:
-    """Create or update the Kubenas CRDs and wait until the API server serves them."""
+    """Create or update the Kubenas CRDs and the settings admission policy; wait until the CRDs are served."""
     from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException
 
@@ -306,3 +306,60 @@ def install_crds(kubeconfig: Path) -> None:
                 return any(c.type == "Established" and c.status == "True" for c in (status.conditions or []))
 
             wait_for(f"CRD {name}", established, timeout=60)
+        install_admission_policy(api)
+
+
+def install_admission_policy(api: Any) -> None:
+    """Create or update the settings admission policy and its binding, as the chart and the bundle do."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from kubenas.api.admission_policy import binding, policy
+
+    adm = client.AdmissionregistrationV1Api(api)
+    kinds = (
+        (
+            policy(),
+            adm.create_validating_admission_policy,
+            adm.read_validating_admission_policy,
+            adm.replace_validating_admission_policy,
+        ),
+        (
+            binding(),
+            adm.create_validating_admission_policy_binding,
+            adm.read_validating_admission_policy_binding,
+            adm.replace_validating_admission_policy_binding,
+        ),
+    )
+    for obj, create, read, replace in kinds:
+        name = obj["metadata"]["name"]
+        try:
+            create(obj)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            current = read(name).metadata.resource_version
+            replace(name, {**obj, "metadata": {**obj["metadata"], "resourceVersion": current}})
+    wait_for("the settings admission policy in force", lambda: _policy_refuses(api), timeout=60)
+
+
+def _policy_refuses(api: Any) -> bool:
+    """Whether a dry run of an experiment with settings nested too deep is refused (the API server
+    loads policies asynchronously: one just created is not in force at once)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from kubenas.api.settings import MAX_SETTINGS_DEPTH
+    from kubenas.api.v1alpha1 import GROUP, VERSION
+
+    deep: Any = 1
+    for _ in range(MAX_SETTINGS_DEPTH):
+        deep = [deep]
+    doc = experiment_manifest("policy-probe", settings={"deep": deep})
+    try:
+        client.CustomObjectsApi(api).create_namespaced_custom_object(
+            GROUP, VERSION, "default", "searchexperiments", doc, dry_run="All"
+        )
+    except ApiException as exc:
+        return exc.status in (400, 422) and "settings nest deeper" in (exc.body or "")
+    return False

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, WithJsonSchema
+from pydantic.fields import FieldInfo
 
 from kubenas.api.base import KUBERNETES, RULE_ERROR, ApiModel
 from kubenas.api.v1alpha1 import API_VERSION, SearchExperiment, Trial
@@ -123,10 +124,27 @@ def problems_of(exc: ValidationError, model: type[BaseModel] | None = None) -> l
     return out
 
 
-def _not_finite(node: Any, path: str = "") -> Iterator[str]:
-    """Paths of NaN and infinite numbers: JSON has no such numbers, so no API server ever sees them."""
+NOT_FINITE = "NaN and infinities are not numbers JSON can carry"
+TOO_LARGE = "a number beyond float64's range, which the API server cannot decode"
+#: the API server decodes a whole number as an int64 when it fits, as a float64 otherwise
+INT64 = range(-(2**63), 2**63)
+
+
+def _float_of(node: int) -> float | None:
+    """A whole number beyond int64 as the API server holds it (a float64), None if it cannot."""
+    try:
+        return float(node)
+    except OverflowError:
+        return None
+
+
+def _not_finite(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Paths of NaN, infinite and overflowing numbers: JSON has no NaN or infinities, and the API
+    server refuses a whole number beyond float64's range, so no API server ever stores them."""
     if isinstance(node, float) and not math.isfinite(node):
-        yield path or "<root>"
+        yield path or "<root>", NOT_FINITE
+    elif isinstance(node, int) and not isinstance(node, bool) and node not in INT64 and _float_of(node) is None:
+        yield path or "<root>", TOO_LARGE
     elif isinstance(node, dict):
         for k, v in node.items():
             yield from _not_finite(v, f"{path}.{k}" if path else str(k))
@@ -135,28 +153,40 @@ def _not_finite(node: Any, path: str = "") -> Iterator[str]:
             yield from _not_finite(v, f"{path}[{i}]")
 
 
-def _as_the_server_sees(node: Any, model: type[BaseModel] | None = None) -> Any:
+def _free_form(field: FieldInfo) -> bool:
+    """Whether the CRD holds the field as ``x-kubernetes-preserve-unknown-fields`` (settings,
+    architectures): a plain ``dict[str, Any]``, not one given a schema of its own (the PodSpec)."""
+    return field.annotation == dict[str, Any] and not any(isinstance(m, WithJsonSchema) for m in field.metadata)
+
+
+def _as_the_server_sees(node: Any, model: type[BaseModel] | None = None, free: bool = False) -> Any:
     """The document as the API server validates it: whole floats as integers, null fields dropped.
 
+    A whole number beyond int64 becomes a float64, as the server decodes it.
     kubectl sends ``maxTrials: 10.0`` as 10 (Go writes float64 10.0 as ``10``), while ``10.5`` stays a
     float and is refused where an integer is required. The API server prunes a *known* field set to
     null before defaulting and validation (``metric: null`` takes the default, ``maxTrials: null`` is
     missing), but decodes strictly: an unknown field is refused even when it is null. So a null is
-    dropped only under a key the ``model`` of that object knows (or in a free-form object).
+    dropped only under a key the ``model`` of that object knows, or in a typed map. Inside a
+    ``free`` form field the server keeps every null (no schema says it is not nullable), and so does
+    this: the settings' weight counts them.
     """
     if isinstance(node, float) and math.isfinite(node) and node.is_integer() and abs(node) < 2**53:
         return int(node)
+    if isinstance(node, int) and not isinstance(node, bool) and node not in INT64:
+        return _float_of(node)  # what the server stores: 2**70 becomes 1.1805916207174113e+21
     if isinstance(node, dict):
         fields = {f.alias or n: f for n, f in model.model_fields.items()} if model is not None else {}
         out = {}
         for k, v in node.items():
             field = fields.get(k)
-            if v is None and (model is None or field is not None):
+            if v is None and not free and (model is None or field is not None):
                 continue  # pruned by the server; an unknown key stays, for the model to refuse
-            out[k] = _as_the_server_sees(v, _unwrap(field.annotation) if field is not None else None)
+            inner = _unwrap(field.annotation) if field is not None else None
+            out[k] = _as_the_server_sees(v, inner, free or (field is not None and _free_form(field)))
         return out
     if isinstance(node, list):
-        return [_as_the_server_sees(v, model) for v in node]
+        return [_as_the_server_sees(v, model, free) for v in node]
     return node
 
 
@@ -167,7 +197,7 @@ def parse_document(data: Any, source: str = "manifest", kubernetes: bool = True)
     """
     if not isinstance(data, dict):
         raise ManifestError([("<root>", "a manifest must be a mapping")], source)
-    problems = [(p, "NaN and infinities are not numbers JSON can carry") for p in _not_finite(data)]
+    problems = list(_not_finite(data))
     for key in ("apiVersion", "kind"):
         if key not in data:
             problems.append((key, "is required"))

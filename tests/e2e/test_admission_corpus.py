@@ -11,11 +11,14 @@ import json
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kubernetes.client.exceptions import ApiException
 
+from kubenas.api.settings import MAX_SETTINGS_DEPTH, MAX_SETTINGS_WEIGHT
 from kubenas.api.v1alpha1 import GROUP, VERSION
 from kubenas.load import ManifestError, parse_document
 from kubenas_dev.operator_fixtures import crds
+from kubenas_dev.operator_testing import experiment_manifest
 from tests.admission.corpus import Case, cases, examples, mutated
 from tests.e2e.conftest import KubeApis
 
@@ -87,3 +90,55 @@ def test_validate_and_the_api_server_agree_on_random_mutations(
 ) -> None:
     accepted, message = dry_run(k8s, namespace, doc, plural_of(doc))
     assert local_verdict(doc) == accepted, f"kubenas validate and the API server ({message!r}) disagree on {doc}"
+
+
+#: settings around the weight and depth limits: long strings, long lists, deep nests, awkward characters
+_TEXT = st.text(st.sampled_from(["a", "é", "\U0001f600", "\x01", '"']), max_size=12)
+_LEAF = st.one_of(
+    st.integers(-5, 5), st.none(), st.booleans(), _TEXT, st.builds(lambda n: "x" * n, st.integers(0, 6000))
+)
+_VALUE = st.recursive(
+    _LEAF,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(_TEXT, inner, max_size=4),
+        st.builds(lambda n: [0] * n, st.integers(0, 1200)),
+    ),
+    max_leaves=12,
+)
+
+
+def _deep(value: Any, depth: int) -> Any:
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+_SETTINGS = st.one_of(
+    st.dictionaries(_TEXT, _VALUE, max_size=5),
+    st.builds(lambda v, d: {"deep": _deep(v, d)}, _VALUE, st.integers(MAX_SETTINGS_DEPTH - 3, MAX_SETTINGS_DEPTH + 1)),
+)
+
+
+@settings(
+    max_examples=120,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(trial=_SETTINGS, supernet=_SETTINGS)
+def test_the_admission_policy_and_validate_weigh_settings_alike(
+    k8s: KubeApis, namespace: str, crds: None, trial: dict[str, Any], supernet: dict[str, Any]
+) -> None:
+    """Random settings near the limits: the same verdict, and the server names the path with the model's words."""
+    doc = experiment_manifest("weighed", settings=trial)
+    doc["spec"]["oneShot"] = {"supernetSettings": supernet}
+    doc["spec"]["artifacts"] = {"persistentVolumeClaim": "store"}
+    accepted, message = dry_run(k8s, namespace, doc, "searchexperiments")
+    try:
+        parse_document(doc, kubernetes=True)
+    except ManifestError as err:
+        assert not accepted, f"the API server accepted what kubenas validate refused: {err.problems}"
+        assert any(f"{path}: {words}" in message for path, words in err.problems), (message, err.problems)
+        return
+    assert accepted, f"kubenas validate accepted what the API server refused ({MAX_SETTINGS_WEIGHT}): {message}"

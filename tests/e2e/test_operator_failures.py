@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from kubenas.api.settings import MAX_SETTINGS_BYTES
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from kubenas.api.admission_policy import POLICY_NAME
+from kubenas.api.settings import MAX_SETTINGS_WEIGHT, heavy_message
 from kubenas.operator import names
 from kubenas_dev.operator_fixtures import crds, kube, kubenas_operator
-from kubenas_dev.operator_testing import Kube, OperatorProcess, condition, experiment_manifest, wait_for
+from kubenas_dev.operator_testing import (
+    Kube,
+    OperatorProcess,
+    condition,
+    experiment_manifest,
+    install_admission_policy,
+    wait_for,
+)
 
 __all__ = ["crds", "kube", "kubenas_operator"]
 
@@ -77,21 +90,47 @@ def test_too_many_failed_trials_fail_the_experiment_with_its_reason(
     assert "TooManyFailures" in {e.reason for e in kube.events("doomed")}
 
 
-def test_settings_too_large_for_the_environment_fail_the_experiment_before_any_trial(
+def test_settings_too_heavy_for_the_environment_are_refused_by_the_api_server(kube: Kube) -> None:
+    # CRD rules cannot see inside free-form settings; the admission policy weighs them with the model's measure
+    manifest = experiment_manifest("hoarder", max_trials=2, settings={"blob": "x" * MAX_SETTINGS_WEIGHT})
+    with pytest.raises(ApiException) as err:
+        kube.apply_experiment(manifest)
+    assert err.value.status == 422
+    message = json.loads(err.value.body)["message"]
+    assert f"spec.trialTemplate.settings: {heavy_message(MAX_SETTINGS_WEIGHT + 19)}" in message
+    assert kube.experiment("hoarder") is None
+
+
+def test_settings_stored_without_the_policy_fail_the_experiment_before_any_trial(
     kube: Kube, kubenas_operator: OperatorProcess
 ) -> None:
-    # the API server accepts free-form settings of any size (CEL cannot see inside them); the operator,
-    # parsing with the API's own model, must refuse them with the field path rather than start trials
+    # an experiment stored where the policy is missing (deleted, or CRDs applied without the chart): the
+    # operator, parsing with the API's own model, refuses it with the same words rather than start trials
     # whose containers the kernel would refuse (one environment string is capped at 128 KiB)
-    manifest = experiment_manifest("hoarder", max_trials=2, settings={"blob": "x" * (MAX_SETTINGS_BYTES + 1)})
-    kube.apply_experiment(manifest)
+    manifest = experiment_manifest("hoarder", max_trials=2, settings={"blob": "x" * MAX_SETTINGS_WEIGHT})
+    adm = client.AdmissionregistrationV1Api(kube.api)
+    adm.delete_validating_admission_policy_binding(POLICY_NAME)
+    try:
+        wait_for("the experiment stored without the policy", lambda: _created(kube, manifest), timeout=60)
+    finally:
+        install_admission_policy(kube.api)
     exp = kube.wait_phase("hoarder", timeout=60)
     assert exp["status"]["phase"] == "Failed"
     failed = condition(exp, "Failed")
     assert failed["reason"] == "InvalidSpec"
-    assert failed["message"].startswith("spec.trialTemplate.settings: ")
-    assert "bytes as JSON" in failed["message"]
+    assert failed["message"] == f"spec.trialTemplate.settings: {heavy_message(MAX_SETTINGS_WEIGHT + 19)}"
     assert kube.trials("hoarder") == []
+
+
+def _created(kube: Kube, manifest: dict[str, Any]) -> bool:
+    """Create ``manifest``; False while the API server still refuses it (a policy's removal takes a moment)."""
+    try:
+        kube.apply_experiment(manifest)
+    except ApiException as exc:
+        if exc.status != 422:
+            raise
+        return False
+    return True
 
 
 def test_a_queue_name_no_local_queue_answers_to_fails_the_experiment_instead_of_waiting(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kubenas.api.settings import MAX_SETTINGS_BYTES, MAX_SETTINGS_KEYS
+from kubenas.api.settings import MAX_SETTINGS_KEYS, MAX_SETTINGS_WEIGHT
 from kubenas.api.v1alpha1 import parse_duration
 from kubenas.load import ManifestError, load_experiment, parse_experiment
 from tests.conftest import REPO, experiment_dict
@@ -60,9 +60,9 @@ def test_every_example_validates(path: Path) -> None:
             "max or min",
         ),
         (
-            {"trialTemplate": {"command": ["x"], "settings": {"blob": "x" * MAX_SETTINGS_BYTES}}},
+            {"trialTemplate": {"command": ["x"], "settings": {"blob": "x" * MAX_SETTINGS_WEIGHT}}},
             "spec.trialTemplate.settings",
-            "bytes as JSON",
+            "settings weigh at least",
         ),
         (
             {"trialTemplate": {"command": ["x"], "settings": {f"k{i}": i for i in range(MAX_SETTINGS_KEYS + 1)}}},
@@ -75,7 +75,7 @@ def test_every_example_validates(path: Path) -> None:
                 "oneShot": {"supernetSettings": {"layers": [["x" * 100] * 100] * 7}},
             },
             "spec.oneShot.supernetSettings",
-            "bytes as JSON",
+            "settings weigh at least",
         ),
     ],
 )

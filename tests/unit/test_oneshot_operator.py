@@ -83,7 +83,7 @@ def test_the_supernet_job_trains_with_the_supernet_settings_into_the_artifact_st
     container = job["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert container["command"] == ["python3", "-m", "kubenas_trainer.oneshot", "train"] and "args" not in container
-    assert env["KUBENAS_SETTINGS"] == '{"epochs": 20, "width": 8}'
+    assert env["KUBENAS_SETTINGS"] == '{"epochs":20,"width":8}'
     assert env["KUBENAS_OUTPUT_DIR"] == "/kubenas/output/exp/exp-supernet"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     labels = job["spec"]["template"]["metadata"]["labels"]

@@ -31,6 +31,7 @@ from typing import IO, Any
 
 from rich.console import Console
 
+from kubenas.api.settings import settings_json
 from kubenas.api.v1alpha1 import SearchExperiment, SearchExperimentSpec
 from kubenas.controller import paths
 from kubenas.core.driver import (
@@ -96,7 +97,7 @@ def _contract_env(exp: SearchExperiment, phase: TrainSupernet, folder: Path) -> 
     env = {e.name: e.value for e in spec.trial_template.env}
     env |= {
         "KUBENAS_SEARCH_SPACE": json.dumps(spec.search_space.to_wire()),
-        "KUBENAS_SETTINGS": json.dumps(dict(phase.settings)),
+        "KUBENAS_SETTINGS": settings_json(dict(phase.settings)),
         "KUBENAS_SEED": str(phase.seed),
         "KUBENAS_TRIAL": f"{exp.metadata.name}-supernet",
         "KUBENAS_EXPERIMENT": exp.metadata.name,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubenas.api.settings import settings_json
 from kubenas.api.v1alpha1 import SearchExperiment
 from kubenas.core.driver import Progress
 from kubenas.core.lineage import TrialOutput, start_weights
@@ -46,7 +47,7 @@ def trial_env(
             "KUBENAS_ARCHITECTURE": json.dumps(rec.architecture),
             "KUBENAS_ARCHITECTURE_ID": space.canonical(rec.architecture),
             "KUBENAS_SEARCH_SPACE": json.dumps(spec.search_space.to_wire()),
-            "KUBENAS_SETTINGS": json.dumps(spec.trial_template.settings),
+            "KUBENAS_SETTINGS": settings_json(spec.trial_template.settings),
             "KUBENAS_TRIAL": rec.name,
             "KUBENAS_EXPERIMENT": exp.metadata.name,
             "KUBENAS_SEED": str(trial_seed(spec.strategy.seed, rec.index)),

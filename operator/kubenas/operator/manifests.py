@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kubenas.api.settings import settings_json
 from kubenas.api.template import OUTPUT_MOUNT, OUTPUT_VOLUME, trainer_container
 from kubenas.api.v1alpha1 import API_VERSION, Resources, SearchExperimentSpec, TrialTemplate
 from kubenas.controller.progress import trial_token
@@ -308,7 +309,7 @@ def trial_env(
         "KUBENAS_ARCHITECTURE": json.dumps(t_spec["architecture"]),
         "KUBENAS_ARCHITECTURE_ID": t_spec["architectureId"],
         "KUBENAS_SEARCH_SPACE": json.dumps(spec.search_space.to_wire(), sort_keys=True),
-        "KUBENAS_SETTINGS": json.dumps(spec.trial_template.settings, sort_keys=True),
+        "KUBENAS_SETTINGS": settings_json(spec.trial_template.settings),
         "KUBENAS_TRIAL": trial["metadata"]["name"],
         "KUBENAS_EXPERIMENT": experiment,
         "KUBENAS_SEED": str(t_spec["seed"]),

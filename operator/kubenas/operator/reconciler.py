@@ -65,6 +65,7 @@ from kubenas.core.engine import summarize
 from kubenas.core.errors import SpecError
 from kubenas.core.records import TrialRecord, objective_value, trial_name, trial_seed
 from kubenas.core.spec_changes import describe_budget_change, judge_edit
+from kubenas.load import problems_of
 from kubenas.operator import manifests, names, outcomes, status
 from kubenas.operator.controller_client import (
     ControllerClient,
@@ -310,9 +311,8 @@ class ExperimentReconciler:
             spec = SearchExperimentSpec.model_validate(self.body.get("spec") or {})
             manifests.trainer_image(spec)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            path = ".".join(str(p) for p in first["loc"])
-            raise Fatal("InvalidSpec", f"spec.{path}: {first['msg']}") from None
+            path, message = problems_of(exc)[0]  # kubenas validate's path and words
+            raise Fatal("InvalidSpec", f"spec.{path}: {message}" if path != "<root>" else f"spec: {message}") from None
         except SpecError as exc:
             raise Fatal("InvalidSpec", str(exc)) from None
         return spec

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kubenas.packaging import bundle, crds, dashboard
+from kubenas.packaging import admission, bundle, crds, dashboard
 from kubenas.packaging.paths import Layout
 
 
@@ -13,6 +13,7 @@ def expected(layout: Layout, *, with_bundle: bool = True, helm: Path | None = No
     must be computed after the chart's own generated files are written (see :func:`write`)."""
     files = {layout.chart_crds / name: text for name, text in crds.chart_crds().items()}
     files[layout.dashboard] = dashboard.render()
+    files[layout.admission_policy] = admission.render()
     if with_bundle:
         files[layout.bundle] = bundle.render(layout, helm)
     return files

@@ -37,6 +37,10 @@ class Layout:
         return self.chart / "files" / "dashboards" / "kubenas.json"
 
     @property
+    def admission_policy(self) -> Path:
+        return self.chart / "templates" / "admission-policy.yaml"
+
+    @property
     def alerts(self) -> Path:
         return self.chart / "files" / "alerts.yaml"
 
