@@ -146,7 +146,7 @@ class Evaluator:
 
     With ``finetune_steps`` the candidate's inherited weights first train for that many SGD steps
     (the training settings' momentum, weight decay and label smoothing; a cosine from ``finetune_lr``,
-    by default a tenth of the training's peak, to zero) on the same fixed batches for every
+    by default half the training's peak, to zero) on the same fixed batches for every
     candidate, as children inheriting their parent's weights do; the supernet's weights are restored
     afterwards. A few dozen steps move a path's weights from what suits every path towards what suits
     this one, which is what a stand-alone training measures.
@@ -178,7 +178,7 @@ class Evaluator:
         chosen = order.split(size)[:recalibration_batches]
         self.calibration = [self.data.prepare(self.data.x_train[idx.to(self.device)]) for idx in chosen]
         self.finetune_steps = finetune_steps
-        lr = finetune_lr if finetune_lr is not None else self.settings.lr / 10
+        lr = finetune_lr if finetune_lr is not None else self.settings.lr / 2
         self.finetune_settings = self.settings.model_copy(update={"lr": lr, "schedule": "cosine", "warmup_epochs": 0})
         tuning = torch.Generator().manual_seed(int(described["seed"]) + 4)
         self.finetune_batches = [
@@ -325,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluate.add_argument("--checkpoint", type=Path, required=True, help="the folder phase 1 wrote")
     evaluate.add_argument("--recalibration-batches", type=int, default=RECALIBRATION_BATCHES)
     evaluate.add_argument("--finetune-steps", type=int, default=0, help="SGD steps from the inherited weights")
-    evaluate.add_argument("--finetune-lr", type=float, default=None, help="their peak LR (default: a tenth of lr)")
+    evaluate.add_argument("--finetune-lr", type=float, default=None, help="their peak LR (default: half of lr)")
     args = parser.parse_args(argv)
     if args.command == "train":
         return _train_command(os.environ)

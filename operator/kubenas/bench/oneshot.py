@@ -8,10 +8,11 @@ a small cell space, in one process with one torch thread:
    accuracy is the ground truth; the Kendall tau between the two seeds is the ceiling any ranking
    can reach (``tau_seed_ceiling``).
 2. **One supernet**, trained with uniform single paths; each architecture is scored with inherited
-   weights after batch-norm recalibration (the phase-2 evaluator), optionally after ``--finetune-steps``
-   SGD steps from them, by its validation accuracy or loss (``--score``). ``kendall_tau`` and ``spearman``
-   compare those scores with the ground truth, ``tau_ci`` is a paired bootstrap (scipy) interval,
-   ``tau_params`` is the baseline ranking by parameter count.
+   weights after ``--finetune-steps`` SGD steps from them (20 by default, 0 for none: children
+   inheriting weights; the steps' CPU seconds are charged to the one-shot pipeline) and batch-norm
+   recalibration (the phase-2 evaluator), by its validation accuracy or loss (``--score``).
+   ``kendall_tau`` and ``spearman`` compare those scores with the ground truth, ``tau_ci`` is a
+   paired bootstrap (scipy) interval, ``tau_params`` is the baseline ranking by parameter count.
 3. **Pipelines**, ``--repeats`` times with search seeds 0, 1, ...: *multi-trial evolution* trains
    ``--trials`` candidates stand-alone (seed 0, the search signal) and keeps the best; *one-shot* runs
    the same evolution for ``--evaluations`` candidates on the supernet, retrains its top ``--top-k``
@@ -82,8 +83,9 @@ class Config:
     population: int = 10
     tournament: int = 5
     recalibration_batches: int = 4
-    #: SGD steps each candidate trains from its inherited weights before it is scored (0: none)
-    finetune_steps: int = 0
+    #: SGD steps each candidate trains from its inherited weights before it is scored (0: none); the
+    #: default is what ranked better on both datasets (docs/benchmarks.md)
+    finetune_steps: int = 20
     finetune_lr: float | None = None
     #: what ranks candidates on the supernet: validation accuracy, or minus validation loss
     score: str = "accuracy"
@@ -585,10 +587,10 @@ def command(
         4, "--recalibration-batches", min=1, help="Training batches each candidate's BN statistics are estimated on."
     ),
     finetune_steps: int = typer.Option(
-        0, "--finetune-steps", min=0, help="SGD steps each candidate trains from its inherited weights before scoring."
+        20, "--finetune-steps", min=0, help="SGD steps each candidate trains from its inherited weights before scoring."
     ),
     finetune_lr: float | None = typer.Option(
-        None, "--finetune-lr", min=0.0, help="Peak LR of those steps (cosine to 0; default a tenth of 0.1)."
+        None, "--finetune-lr", min=0.0, help="Peak LR of those steps (cosine to 0; default half of 0.1)."
     ),
     score: str = typer.Option("accuracy", "--score", help="What ranks candidates on the supernet: accuracy or loss."),
     workdir: Path = typer.Option(Path("results/bench-oneshot"), "--workdir", help="Where the supernet is written."),
