@@ -123,6 +123,22 @@ def test_the_evaluator_scores_candidates_independently_of_their_order(tmp_path: 
     assert conv_first["params"] > evaluator.evaluate(SKIP_CELL)["params"]
 
 
+def test_a_fine_tuned_score_moves_the_weights_then_restores_them(tmp_path: Path) -> None:
+    train_supernet(CELL_SPACE, TINY, 0, tmp_path)
+    plain = Evaluator(tmp_path, recalibration_batches=2).evaluate(CONV_CELL)
+    tuned = Evaluator(tmp_path, recalibration_batches=2, finetune_steps=5, finetune_lr=0.05)
+    before = {k: v.clone() for k, v in tuned.supernet.state_dict().items()}
+    first = tuned.evaluate(CONV_CELL)
+    assert first["val_loss"] != plain["val_loss"]  # five SGD steps changed what was validated
+    assert all(torch.equal(before[k], v) for k, v in tuned.supernet.state_dict().items())
+    tuned.evaluate(SKIP_CELL)
+    assert tuned.evaluate(CONV_CELL)["val_loss"] == first["val_loss"]  # the score depends on the candidate only
+    assert len(tuned.finetune_batches) == 5  # more steps than one epoch's 3 batches: the epochs repeat
+    replies = io.StringIO()
+    tuned.serve(io.StringIO(json.dumps({"index": 0, "architecture": CONV_CELL}) + "\n"), replies)
+    assert "fine-tuned for 5 steps" in json.loads(replies.getvalue())["result"]["message"]
+
+
 def test_the_evaluator_answers_one_line_per_request(tmp_path: Path) -> None:
     train_supernet(CELL_SPACE, TINY, 0, tmp_path)
     evaluator = Evaluator(tmp_path, recalibration_batches=1)

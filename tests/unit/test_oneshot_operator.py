@@ -136,6 +136,10 @@ def test_the_evaluator_runs_the_evaluate_command_behind_the_http_bridge_in_the_t
     ]
     assert container["image"] == "trainer:1" and container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert {"name": "kubenas-output", "persistentVolumeClaim": {"claimName": "store"}} in pod["spec"]["volumes"]
+    # fine-tuned scores: the steps are passed on only when asked for (the default command is unchanged)
+    tuned = evaluator_deployment(REF, spec(recalibrationBatches=6, finetuneSteps=20))
+    tuned_command = tuned["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert tuned_command == [*container["command"], "--finetune-steps", "20"]
     assert pod["spec"]["restartPolicy"] == "Always"
     # a start that fails: the front writes why as the termination message (else its log's tail is used)
     assert container["terminationMessagePath"] == "/dev/termination-log"

@@ -11,13 +11,17 @@ output folder, which is the artifact store on Kubernetes.
 the supernet and the dataset once, then answers one JSON line on stdout for each request line on
 stdin (``{"index": 3, "architecture": {...}}``): the candidate's path gets its batch-norm statistics
 re-estimated on a fixed set of training batches, then it is validated with the inherited weights.
-Answers carry the trial contract's result object, so the caller judges them like any trial's.
+With ``--finetune-steps N`` the candidate first trains its inherited weights for N SGD steps on a
+fixed sequence of training batches (the weights are restored afterwards, so every score still depends
+on the candidate only). Answers carry the trial contract's result object, so the caller judges them
+like any trial's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -48,7 +52,7 @@ from kubenas_trainer.report import Reporter, result_object
 from kubenas_trainer.runtime import configure, pick_device
 from kubenas_trainer.settings import Settings, resolve_settings
 from kubenas_trainer.supernet import SinglePath, SuperNetwork, SuperSpace, recalibrate
-from kubenas_trainer.train import StopControl, Trainer, batch_count
+from kubenas_trainer.train import StopControl, Trainer, batch_count, lr_at, param_groups
 
 CHECKPOINT_FILE = "supernet.pt"
 DESCRIPTION_FILE = "supernet.json"
@@ -139,10 +143,22 @@ class Evaluator:
     Every candidate is scored the same way whatever came before: its batch-norm statistics are reset
     and re-estimated on the same ``recalibration_batches`` training batches (fixed by the checkpoint's
     seed, not augmented), then the validation split is run once.
+
+    With ``finetune_steps`` the candidate's inherited weights first train for that many SGD steps
+    (the training settings' momentum, weight decay and label smoothing; a cosine from ``finetune_lr``,
+    by default half the training's peak, to zero) on the same fixed batches for every
+    candidate, as children inheriting their parent's weights do; the supernet's weights are restored
+    afterwards. A few dozen steps move a path's weights from what suits every path towards what suits
+    this one, which is what a stand-alone training measures.
     """
 
     def __init__(
-        self, checkpoint: Path, recalibration_batches: int = RECALIBRATION_BATCHES, data: Dataset | None = None
+        self,
+        checkpoint: Path,
+        recalibration_batches: int = RECALIBRATION_BATCHES,
+        data: Dataset | None = None,
+        finetune_steps: int = 0,
+        finetune_lr: float | None = None,
     ) -> None:
         described = json.loads((checkpoint / DESCRIPTION_FILE).read_text())
         self.settings = Settings(**described["settings"])
@@ -161,6 +177,36 @@ class Evaluator:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(int(described["seed"]) + 3))
         chosen = order.split(size)[:recalibration_batches]
         self.calibration = [self.data.prepare(self.data.x_train[idx.to(self.device)]) for idx in chosen]
+        self.finetune_steps = finetune_steps
+        lr = finetune_lr if finetune_lr is not None else self.settings.lr / 2
+        self.finetune_settings = self.settings.model_copy(update={"lr": lr, "schedule": "cosine", "warmup_epochs": 0})
+        tuning = torch.Generator().manual_seed(int(described["seed"]) + 4)
+        self.finetune_batches = [
+            idx.to(self.device)
+            for _ in range(math.ceil(finetune_steps / max(1, batch_count(n, size))))
+            for idx in torch.randperm(n, generator=tuning).split(size)[: batch_count(n, size)]
+        ][:finetune_steps]
+        self.pristine = {k: v.clone() for k, v in self.supernet.state_dict().items()} if finetune_steps else {}
+
+    def finetune(self) -> None:
+        """Train the current path's weights for ``finetune_steps`` steps (the caller restores them)."""
+        settings = self.finetune_settings
+        optimizer = torch.optim.SGD(
+            param_groups(self.supernet, settings.weight_decay),
+            lr=settings.lr,
+            momentum=settings.momentum,
+            nesterov=settings.nesterov and settings.momentum > 0,
+        )
+        self.supernet.train()
+        for step, idx in enumerate(self.finetune_batches):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, len(self.finetune_batches), settings, len(self.finetune_batches))
+            out = self.supernet(self.data.prepare(self.data.x_train[idx]))
+            loss = F.cross_entropy(out, self.data.y_train[idx], label_smoothing=settings.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        self.supernet.zero_grad(set_to_none=True)
 
     def evaluate(self, architecture: Mapping[str, Any]) -> dict[str, float]:
         """Validation accuracy and loss of the candidate with the supernet's weights, plus its stand-alone
@@ -168,17 +214,16 @@ class Evaluator:
         started = time.perf_counter()
         candidate = self.space.candidate(architecture)
         self.supernet.use(candidate)
-        recalibrate(self.supernet, self.calibration)
-        self.supernet.eval()
-        x_val, y_val = self.data.x_val, self.data.y_val
-        loss, correct = 0.0, 0
-        with torch.no_grad():
-            for start in range(0, len(y_val), self.settings.eval_batch_size):
-                end = start + self.settings.eval_batch_size
-                out = self.supernet(self.data.prepare(x_val[start:end]))
-                loss += float(F.cross_entropy(out.float(), y_val[start:end], reduction="sum"))
-                correct += int((out.argmax(1) == y_val[start:end]).sum())
-        n = max(1, len(y_val))
+        try:
+            if self.finetune_steps:
+                self.finetune()
+            recalibrate(self.supernet, self.calibration)
+            self.supernet.eval()
+            loss, correct = self._validate()
+        finally:
+            if self.pristine:
+                self.supernet.load_state_dict(self.pristine)
+        n = max(1, len(self.data.y_val))
         standalone = build_network(candidate, self.macro)
         return {
             "val_accuracy": correct / n,
@@ -187,6 +232,18 @@ class Evaluator:
             "flops": count_flops(standalone, self.data.sample_shape),
             "eval_seconds": time.perf_counter() - started,
         }
+
+    def _validate(self) -> tuple[float, int]:
+        """Summed cross-entropy and correct answers of the current path over the validation split."""
+        x_val, y_val = self.data.x_val, self.data.y_val
+        loss, correct = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(y_val), self.settings.eval_batch_size):
+                end = start + self.settings.eval_batch_size
+                out = self.supernet(self.data.prepare(x_val[start:end]))
+                loss += float(F.cross_entropy(out.float(), y_val[start:end], reduction="sum"))
+                correct += int((out.argmax(1) == y_val[start:end]).sum())
+        return loss, correct
 
     def answer(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """The reply to one request line: its index, an exit code and the trial contract's result object."""
@@ -199,7 +256,8 @@ class Evaluator:
             metrics = self.evaluate(architecture)
         except BadCandidate as exc:
             return {"index": index, "exitCode": exc.exit_code, "result": result_object({}, "bad_candidate", str(exc))}
-        message = f"inherited weights, batch norm recalibrated on {len(self.calibration)} batches"
+        tuned = f" fine-tuned for {len(self.finetune_batches)} steps" if self.finetune_steps else ""
+        message = f"inherited weights{tuned}, batch norm recalibrated on {len(self.calibration)} batches"
         return {"index": index, "exitCode": EXIT_OK, "result": result_object(metrics, "completed", message)}
 
     def serve(self, requests: TextIO, replies: TextIO) -> int:
@@ -266,11 +324,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluate = sub.add_parser("evaluate", help="phase 2: score candidates read from stdin, one JSON line each")
     evaluate.add_argument("--checkpoint", type=Path, required=True, help="the folder phase 1 wrote")
     evaluate.add_argument("--recalibration-batches", type=int, default=RECALIBRATION_BATCHES)
+    evaluate.add_argument("--finetune-steps", type=int, default=0, help="SGD steps from the inherited weights")
+    evaluate.add_argument("--finetune-lr", type=float, default=None, help="their peak LR (default: half of lr)")
     args = parser.parse_args(argv)
     if args.command == "train":
         return _train_command(os.environ)
     try:
-        evaluator = Evaluator(args.checkpoint, args.recalibration_batches)
+        evaluator = Evaluator(
+            args.checkpoint,
+            args.recalibration_batches,
+            finetune_steps=args.finetune_steps,
+            finetune_lr=args.finetune_lr,
+        )
     except (OSError, KeyError, ValueError, TrainerError) as exc:
         print(f"kubenas-trainer oneshot: cannot load the supernet in {args.checkpoint}: {exc}", file=sys.stderr)
         return 2

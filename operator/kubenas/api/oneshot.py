@@ -115,7 +115,20 @@ class OneShot(ApiModel):
     recalibration_batches: int = Field(
         4, ge=1, le=1000, description="Training batches each candidate's batch-norm statistics are re-estimated on."
     )
+    finetune_steps: int = Field(
+        0,
+        ge=0,
+        le=100000,
+        description="SGD steps each candidate trains from its inherited weights before it is scored (0: none);"
+        " the supernet's weights are restored after each candidate.",
+    )
     top_k: int = Field(3, ge=1, le=1000, description="Best evaluated candidates retrained from scratch as Trials.")
+
+    def evaluate_command(self, checkpoint: str) -> list[str]:
+        """The evaluate command of phase 2 on the supernet in ``checkpoint`` (the evaluator pod's and local mode's)."""
+        tuned = ["--finetune-steps", str(self.finetune_steps)] if self.finetune_steps else []
+        evaluate = ["evaluate", "--checkpoint", checkpoint, "--recalibration-batches", str(self.recalibration_batches)]
+        return [*self.command, *evaluate, *tuned]
 
     def enas_settings(self) -> EnasSettings | None:
         """The ENAS settings in force (their defaults when ``enas`` is left out), None for uniform sampling."""

@@ -1,15 +1,18 @@
 """``kubenas bench oneshot``: how well a supernet ranks architectures, and what one-shot search saves.
 
-On CPU with scikit-learn's digits, over a small cell space, in one process with one torch thread:
+On CPU with scikit-learn's digits (or the trainer's generated ``shapes`` images, ``--dataset``), over
+a small cell space, in one process with one torch thread:
 
 1. **Ground truth.** ``--archs`` buildable architectures (all of the space when it has no more), each
    trained stand-alone with the trainer's own loop and two seeds (0 and 1). Their mean validation
    accuracy is the ground truth; the Kendall tau between the two seeds is the ceiling any ranking
    can reach (``tau_seed_ceiling``).
 2. **One supernet**, trained with uniform single paths; each architecture is scored with inherited
-   weights after batch-norm recalibration (the phase-2 evaluator). ``kendall_tau`` and ``spearman``
-   compare those scores with the ground truth, ``tau_ci`` is a paired bootstrap (scipy) interval,
-   ``tau_params`` is the baseline ranking by parameter count.
+   weights after ``--finetune-steps`` SGD steps from them (20 by default, 0 for none: children
+   inheriting weights; the steps' CPU seconds are charged to the one-shot pipeline) and batch-norm
+   recalibration (the phase-2 evaluator), by its validation accuracy or loss (``--score``).
+   ``kendall_tau`` and ``spearman`` compare those scores with the ground truth, ``tau_ci`` is a
+   paired bootstrap (scipy) interval, ``tau_params`` is the baseline ranking by parameter count.
 3. **Pipelines**, ``--repeats`` times with search seeds 0, 1, ...: *multi-trial evolution* trains
    ``--trials`` candidates stand-alone (seed 0, the search signal) and keeps the best; *one-shot* runs
    the same evolution for ``--evaluations`` candidates on the supernet, retrains its top ``--top-k``
@@ -18,7 +21,10 @@ On CPU with scikit-learn's digits, over a small cell space, in one process with 
    free of the winner's curse of the search signal. ``cost_ratio`` is the trainer CPU seconds of
    multi-trial evolution over those of the one-shot pipeline (supernet, evaluations and retraining),
    means over the repeats. Trainings are cached by (architecture, seed), and a pipeline is charged
-   the measured CPU seconds of every training it uses, as if it had run them itself.
+   the measured CPU seconds of every training it uses, as if it had run them itself. With ``--cache``
+   the stand-alone trainings are also kept in a JSON file, keyed by their settings, architecture and
+   seed, so runs that vary only the supernet or its scoring share one ground truth and one set of
+   multi-trial runs (their measured CPU seconds included).
 
 The collapse guard reports the operation mix and the share of parameter-free edges of the cells the
 one-shot search chose (its top k of every repeat) against the space's uniform mix and the ground
@@ -48,6 +54,12 @@ from kubenas.insights.collapse import operation_mix
 
 Arch = dict[str, str]
 
+#: the generated image set's size: 1,500 one-channel 16x16 images of 6 shapes (300 held out), small
+#: enough that 60 stand-alone trainings and the pipelines stay within minutes on one CPU thread
+SHAPES = {"image_size": 16, "synthetic_samples": 1500}
+DATASETS = ("digits", "shapes")
+SCORES = ("accuracy", "loss")
+
 
 def key_of(arch: Mapping[str, Any]) -> str:
     return json.dumps(dict(arch), sort_keys=True)
@@ -57,6 +69,7 @@ def key_of(arch: Mapping[str, Any]) -> str:
 class Config:
     """The benchmark's knobs (the command's flags)."""
 
+    dataset: str = "digits"
     nodes: int = 3
     operations: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3")
     archs: int = 30
@@ -70,6 +83,14 @@ class Config:
     population: int = 10
     tournament: int = 5
     recalibration_batches: int = 4
+    #: SGD steps each candidate trains from its inherited weights before it is scored (0: none); the
+    #: default is what ranked better on both datasets (docs/benchmarks.md)
+    finetune_steps: int = 20
+    finetune_lr: float | None = None
+    #: what ranks candidates on the supernet: validation accuracy, or minus validation loss
+    score: str = "accuracy"
+    #: the supernet's peak LR (None: the stand-alone trainings' 0.1)
+    supernet_lr: float | None = None
     resamples: int = 2000
     seed: int = 0
     #: one supernet per sampling, ranked and searched alike; the first one's figures are the headline
@@ -94,8 +115,8 @@ class Config:
 
     def settings(self, epochs: int) -> dict[str, Any]:
         """Trainer settings of every training: small and fast, one thread, validation only at the end."""
-        return {
-            "dataset": "digits",
+        return (SHAPES if self.dataset == "shapes" else {}) | {
+            "dataset": self.dataset,
             "width": self.width,
             "stages": 2,
             "cells_per_stage": 1,
@@ -107,14 +128,23 @@ class Config:
             "device": "cpu",
         }
 
+    def supernet_settings(self) -> dict[str, Any]:
+        lr = {} if self.supernet_lr is None else {"lr": self.supernet_lr}
+        return self.settings(self.supernet_epochs) | lr
+
 
 @dataclass(frozen=True)
 class Run:
-    """One training or evaluation: the accuracy it reached and the CPU seconds it took."""
+    """One training or evaluation: the accuracy (and loss) it reached and the CPU seconds it took."""
 
     accuracy: float
     cpu_seconds: float
     params: int = 0
+    loss: float = math.nan
+
+    def reward(self, score: str = "accuracy") -> float:
+        """What a search maximises: the accuracy, or minus the loss."""
+        return -self.loss if score == "loss" else self.accuracy
 
 
 @dataclass
@@ -122,8 +152,18 @@ class Lab:
     """Trainings and supernet evaluations, each done once and cached (see the module docstring)."""
 
     config: Config
+    cache: Path | None = None
     _standalone: dict[tuple[str, int], Run | None] = field(default_factory=dict)
     _data: Any = None
+    _stored: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.cache is not None and self.cache.is_file():
+            self._stored = json.loads(self.cache.read_text())
+
+    def _cache_key(self, arch: Arch, seed: int) -> str:
+        """What a stand-alone training depends on: its settings, the architecture and the seed."""
+        return json.dumps([self.config.settings(self.config.epochs), dict(arch), seed], sort_keys=True)
 
     def data(self) -> Any:
         if self._data is None:
@@ -137,8 +177,21 @@ class Lab:
         """Train ``arch`` from scratch with ``seed`` (None: not buildable)."""
         key = (key_of(arch), seed)
         if key not in self._standalone:
-            self._standalone[key] = self._train(arch, seed)
+            stored = self._cache_key(arch, seed)
+            if stored in self._stored:
+                found = self._stored[stored]
+                self._standalone[key] = None if found is None else Run(**found)
+            else:
+                self._standalone[key] = run = self._train(arch, seed)
+                self._store(stored, run)
         return self._standalone[key]
+
+    def _store(self, key: str, run: Run | None) -> None:
+        if self.cache is None:
+            return
+        self._stored[key] = None if run is None else run.__dict__
+        self.cache.parent.mkdir(parents=True, exist_ok=True)
+        self.cache.write_text(json.dumps(self._stored, sort_keys=True))
 
     def _train(self, arch: Arch, seed: int) -> Run | None:
         import torch
@@ -163,7 +216,7 @@ class Lab:
         except BadCandidate:
             return None
         fit = Trainer(model, data, settings, torch.device("cpu"), seed).fit()
-        return Run(fit.final.accuracy, time.process_time() - started, count_params(model))
+        return Run(fit.final.accuracy, time.process_time() - started, count_params(model), fit.final.loss)
 
     def train_supernet(self, folder: Path, sampling: str = "uniform") -> Supernet:
         """One supernet trained with ``sampling``; for ``enas`` the policy is the controller's own app on
@@ -176,7 +229,7 @@ class Lab:
         from kubenas_trainer.paths import PathsClient
         from kubenas_trainer.settings import Settings
 
-        settings = Settings(**self.config.settings(self.config.supernet_epochs))
+        settings = Settings(**self.config.supernet_settings())
         space, seed = self.config.search_space, self.config.seed
         started = time.process_time()
         with contextlib.ExitStack() as stack:
@@ -187,9 +240,16 @@ class Lab:
                 token = paths_token(controller.token, "bench-supernet")
                 client = PathsClient([controller.url], token, "bench-supernet", policy.to_wire())
             run = train_supernet(space, settings, seed, folder, data=self.data(), paths=client)
-        evaluator = Evaluator(folder, self.config.recalibration_batches, data=self.data())
+        evaluator = Evaluator(
+            folder,
+            self.config.recalibration_batches,
+            data=self.data(),
+            finetune_steps=self.config.finetune_steps,
+            finetune_lr=self.config.finetune_lr,
+        )
         last = last_rewarded(client.record, self.config.paths_per_batch) if client is not None else []
-        return Supernet(sampling, time.process_time() - started, run.val_accuracy, evaluator, last)
+        cpu = time.process_time() - started
+        return Supernet(sampling, cpu, run.val_accuracy, evaluator, self.config.score, last)
 
 
 @dataclass
@@ -200,6 +260,8 @@ class Supernet:
     cpu_seconds: float
     accuracy: float
     evaluator: Any
+    #: what ranks candidates: "accuracy", or "loss" (minus the validation loss)
+    by: str = "accuracy"
     #: ENAS: the paths of the policy's last rewarded batch (what it prefers at the end of training)
     policy_last_batch: list[Arch] = field(default_factory=list)
     scores: dict[str, Run | None] = field(default_factory=dict)
@@ -216,7 +278,8 @@ class Supernet:
             except BadCandidate:
                 self.scores[key] = None
             else:
-                self.scores[key] = Run(metrics["val_accuracy"], time.process_time() - started, int(metrics["params"]))
+                cpu = time.process_time() - started
+                self.scores[key] = Run(metrics["val_accuracy"], cpu, int(metrics["params"]), metrics["val_loss"])
         return self.scores[key]
 
 
@@ -293,6 +356,7 @@ def evolve(
     seed: int,
     budget: int,
     score: Callable[[Arch], Run | None],
+    by: str = "accuracy",
 ) -> list[tuple[Arch, Run | None]]:
     """Regularized evolution (the core's strategy) for ``budget`` candidates scored by ``score``."""
     from kubenas.api.space import SearchSpaceSpec
@@ -307,16 +371,16 @@ def evolve(
     for index in range(budget):
         arch = {k: str(v) for k, v in strategy.ask().items()}
         run = score(arch)
-        observation = Observation(reward=None, failed=True) if run is None else Observation(reward=run.accuracy)
+        observation = Observation(reward=None, failed=True) if run is None else Observation(reward=run.reward(by))
         strategy.tell(index, arch, observation)
         history.append((arch, run))
     return history
 
 
-def best_of(history: Sequence[tuple[Arch, Run | None]], k: int) -> list[tuple[Arch, Run]]:
-    """The ``k`` best scored candidates, best first (ties: earlier)."""
+def best_of(history: Sequence[tuple[Arch, Run | None]], k: int, by: str = "accuracy") -> list[tuple[Arch, Run]]:
+    """The ``k`` best scored candidates by ``by``, best first (ties: earlier)."""
     scored = [(arch, run) for arch, run in history if run is not None]
-    return sorted(scored, key=lambda pair: -pair[1].accuracy)[:k]
+    return sorted(scored, key=lambda pair: -pair[1].reward(by))[:k]
 
 
 def multitrial(lab: Lab, seed: int) -> Outcome:
@@ -329,8 +393,8 @@ def multitrial(lab: Lab, seed: int) -> Outcome:
 
 
 def oneshot(lab: Lab, supernet: Supernet, seed: int) -> Outcome:
-    history = evolve(lab.config, seed, lab.config.evaluations, supernet.score)
-    top = [arch for arch, _ in best_of(history, lab.config.top_k)]
+    history = evolve(lab.config, seed, lab.config.evaluations, supernet.score, lab.config.score)
+    top = [arch for arch, _ in best_of(history, lab.config.top_k, lab.config.score)]
     retrained = [(arch, lab.standalone(arch, 0)) for arch in top]
     arch, _ = best_of(retrained, 1)[0]
     final = lab.standalone(arch, 1)
@@ -351,13 +415,15 @@ def _mean_std(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-def benchmark(config: Config, workdir: Path, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+def benchmark(
+    config: Config, workdir: Path, log: Callable[[str], None] = lambda s: None, cache: Path | None = None
+) -> dict[str, Any]:
     """Run the whole benchmark (see the module docstring) and return its figures."""
     import numpy as np
     import torch
 
     torch.set_num_threads(1)
-    lab = Lab(config)
+    lab = Lab(config, cache)
     everything = buildable_architectures(config)
     rng = np.random.default_rng(config.seed)
     sample = (
@@ -366,7 +432,10 @@ def benchmark(config: Config, workdir: Path, log: Callable[[str], None] = lambda
         else [everything[i] for i in sorted(rng.choice(len(everything), size=config.archs, replace=False))]
     )
     wall = time.perf_counter()
-    log(f"ground truth: {len(sample)} of {len(everything)} architectures, 2 seeds, {config.epochs} epochs each")
+    log(
+        f"ground truth on {config.dataset}: {len(sample)} of {len(everything)} architectures, 2 seeds,"
+        f" {config.epochs} epochs each"
+    )
     truth_runs = []
     for i, arch in enumerate(sample):
         a, b = lab.standalone(arch, 0), lab.standalone(arch, 1)
@@ -396,6 +465,10 @@ def benchmark(config: Config, workdir: Path, log: Callable[[str], None] = lambda
         )
         one = [oneshot(lab, supernet, seed) for seed in range(config.repeats)]
         by_sampling[sampling] = figures | pipeline_figures(config, supernet, multi, one)
+        # the sample's mean accuracy on the supernet, each path's BN recalibrated: how well it trained
+        # (its own validation runs one random path on statistics mixed over every path)
+        accuracies = [run.accuracy for arch in sample if (run := supernet.score(arch)) is not None]
+        by_sampling[sampling]["oneshot_accuracy_mean"] = round(statistics.fmean(accuracies), 4)
     figures = copy.deepcopy(by_sampling[config.sampling[0]])
     figures["cpu_seconds"]["standalone_training_mean"] = round(
         statistics.fmean(r.cpu_seconds for pair in truth_runs for r in pair), 3
@@ -427,7 +500,7 @@ def benchmark(config: Config, workdir: Path, log: Callable[[str], None] = lambda
 def _scored(supernet: Supernet, arch: Arch) -> float:
     run = supernet.score(arch)
     assert run is not None
-    return run.accuracy
+    return run.reward(supernet.by)
 
 
 def pipeline_figures(config: Config, supernet: Supernet, multi: list[Outcome], one: list[Outcome]) -> dict[str, Any]:
@@ -482,6 +555,9 @@ def _samplings(text: str) -> tuple[str, ...]:
 
 def command(
     json_out: Path | None = typer.Option(None, "--json", dir_okay=False, help="Also write the figures as JSON here."),
+    dataset: str = typer.Option(
+        "digits", "--dataset", help="digits (scikit-learn's) or shapes (generated: 1,500 16x16 images of 6 shapes)."
+    ),
     archs: int = typer.Option(30, "--archs", min=3, help="Architectures trained stand-alone (at most the space)."),
     nodes: int = typer.Option(3, "--nodes", min=2, max=5, help="Nodes of the cell."),
     operations: str = typer.Option(
@@ -504,11 +580,32 @@ def command(
     paths_per_batch: int = typer.Option(16, "--paths-per-batch", min=1, help="ENAS: paths rewarded per round."),
     batches_per_epoch: int = typer.Option(2, "--batches-per-epoch", min=1, help="ENAS: rounds per supernet epoch."),
     warmup_epochs: int = typer.Option(0, "--warmup-epochs", min=0, help="ENAS: uniform epochs before the policy."),
+    supernet_lr: float | None = typer.Option(
+        None, "--supernet-lr", min=0.0, help="The supernet's peak LR (default 0.1)."
+    ),
+    recalibration_batches: int = typer.Option(
+        4, "--recalibration-batches", min=1, help="Training batches each candidate's BN statistics are estimated on."
+    ),
+    finetune_steps: int = typer.Option(
+        20, "--finetune-steps", min=0, help="SGD steps each candidate trains from its inherited weights before scoring."
+    ),
+    finetune_lr: float | None = typer.Option(
+        None, "--finetune-lr", min=0.0, help="Peak LR of those steps (cosine to 0; default half of 0.1)."
+    ),
+    score: str = typer.Option("accuracy", "--score", help="What ranks candidates on the supernet: accuracy or loss."),
     workdir: Path = typer.Option(Path("results/bench-oneshot"), "--workdir", help="Where the supernet is written."),
+    cache: Path | None = typer.Option(
+        None, "--cache", dir_okay=False, help="JSON file of stand-alone trainings, read and extended (shared by runs)."
+    ),
 ) -> None:
     """Kendall tau of supernet scores against stand-alone training, and one-shot search against
-    multi-trial evolution (accuracy after retraining, CPU cost), on digits."""
+    multi-trial evolution (accuracy after retraining, CPU cost), on digits or generated shapes."""
+    if dataset not in DATASETS:
+        raise typer.BadParameter(f"one of {', '.join(DATASETS)}", param_hint="--dataset")
+    if score not in SCORES:
+        raise typer.BadParameter(f"one of {', '.join(SCORES)}", param_hint="--score")
     config = Config(
+        dataset=dataset,
         nodes=nodes,
         operations=tuple(o.strip() for o in operations.split(",") if o.strip()),
         archs=archs,
@@ -524,8 +621,13 @@ def command(
         paths_per_batch=paths_per_batch,
         batches_per_epoch=batches_per_epoch,
         warmup_epochs=warmup_epochs,
+        supernet_lr=supernet_lr,
+        recalibration_batches=recalibration_batches,
+        finetune_steps=finetune_steps,
+        finetune_lr=finetune_lr,
+        score=score,
     )
-    figures = benchmark(config, workdir, log=typer.echo)
+    figures = benchmark(config, workdir, log=typer.echo, cache=cache)
     headline = {k: figures[k] for k in ("kendall_tau", "tau_ci", "spearman", "tau_params", "tau_seed_ceiling")}
     headline |= {k: figures[k] for k in ("cost_ratio", "oneshot_retrained", "multitrial_best")}
     typer.echo(json.dumps(headline))

@@ -149,14 +149,7 @@ class EvaluatorProcess:
 
     def __init__(self, spec: SearchExperimentSpec, folder: Path) -> None:
         assert spec.one_shot is not None
-        self.command = [
-            *spec.one_shot.command,
-            "evaluate",
-            "--checkpoint",
-            str(folder / SUPERNET_DIR / "output"),
-            "--recalibration-batches",
-            str(spec.one_shot.recalibration_batches),
-        ]
+        self.command = spec.one_shot.evaluate_command(str(folder / SUPERNET_DIR / "output"))
         self.cwd = spec.trial_template.working_dir or None
         self.log_path = folder / EVALUATIONS_DIR / "evaluator.log"
         self.proc: subprocess.Popen[str] | None = None

@@ -112,14 +112,7 @@ def supernet_job(
 def evaluator_command(spec: SearchExperimentSpec, experiment: str) -> list[str]:
     """``kubenas controller evaluator`` serving the evaluate command of ``oneShot.command`` over HTTP."""
     assert spec.one_shot is not None
-    evaluate = [
-        *spec.one_shot.command,
-        "evaluate",
-        "--checkpoint",
-        supernet_dir(spec, experiment),
-        "--recalibration-batches",
-        str(spec.one_shot.recalibration_batches),
-    ]
+    evaluate = spec.one_shot.evaluate_command(supernet_dir(spec, experiment))
     front = ["kubenas", "controller", "evaluator", "--port", str(EVALUATOR_PORT)]
     return [*front, "--message-file", names.TERMINATION_MESSAGE_PATH, "--", *evaluate]
 
