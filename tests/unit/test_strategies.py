@@ -284,6 +284,37 @@ def test_progressive_parallel_asks_enter_the_surrogate_at_its_prediction() -> No
     assert list(s.pending) == [26]  # type: ignore[attr-defined]
 
 
+def test_progressive_asks_ahead_of_the_design_results_continue_the_balanced_design() -> None:
+    # Eight trials outstanding: asks 10..16 come before the tenth result. They are a second balanced
+    # block (each choice of each decision about equally often), not random draws, and replaying the
+    # same interleaving makes the same asks.
+    settings = {"initialSamples": 10}
+
+    def run() -> tuple[Strategy, list[tuple[int, ...]]]:
+        s = make_strategy(StrategySpec(name="progressive", seed=5, progressive=settings), CELL)
+        archs = [s.ask() for _ in range(8)]
+        for i in range(12):  # first in, first out: a tell, then an ask
+            s.tell(i, archs[i], Observation(reward=reward(CELL, archs[i])))
+            archs.append(s.ask())
+        return s, [cell_indices(a) for a in archs]
+
+    s, rows = run()
+    assert len(set(rows)) == len(rows)
+    extra = rows[10:17]  # asked with at most 9 results in
+    block = s.design[10:20]  # type: ignore[attr-defined]
+    assert [tuple(int(v) for v in r) for r in block[:7]] == extra
+    for d, decision in enumerate(CELL.decisions):
+        counts = np.bincount(block[:, d], minlength=decision.cardinality)
+        assert counts.min() == counts.max() == 2, decision.name
+    assert s.pending and run()[1] == rows
+
+
+def test_progressive_without_asks_ahead_draws_one_design_block() -> None:
+    s = make_strategy(StrategySpec(name="progressive", seed=5, progressive={"initialSamples": 10}), CELL)
+    sequential(s, 20, lambda a: reward(CELL, a))
+    assert len(s.design) == 10  # type: ignore[attr-defined]
+
+
 def cell_indices(arch: dict) -> tuple[int, ...]:
     return tuple(d.index(arch[d.name]) for d in CELL.decisions)
 

@@ -53,8 +53,11 @@ class Progressive(Strategy):
     prediction (kriging believer). That leaves the mean as it was but shrinks the uncertainty around
     them, so expected improvement spreads the parallel asks instead of taking the next-best
     candidates of the same spot. With parallel trials, asks go past the design before its results
-    are in: the model waits for ``initial_samples`` results and asks draw at random until then (at
-    ``--parallel 8`` on the generated tables this lost less than fitting on the first few).
+    are in: the model waits for ``initial_samples`` results (at ``--parallel 8`` on the generated
+    tables this lost less than fitting on the first few), and until then the design goes on with
+    further balanced blocks of ``initial_samples`` rows, so the first fit sees every choice about
+    equally often however many asks ran ahead (random asks there were level or behind, see
+    docs/benchmarks.md). A search without asks ahead of results never reaches that branch.
 
     Lineage: a candidate one decision away from an evaluated architecture names the best such one as
     its parent (its weights are the nearest start).
@@ -80,6 +83,15 @@ class Progressive(Strategy):
         """The initial rows: each choice of each decision equally often, in a random order per decision."""
         n = self.settings.initial_samples
         return np.stack([self.rng.permutation(np.resize(np.arange(size), n)) for size in self.sizes.tolist()], axis=1)
+
+    def _design_row(self, position: int) -> tuple[int, ...] | None:
+        """Row ``position`` of the design, extended by a further balanced block when the asks outrun it
+        (parallel trials only: the block is drawn on first need, so a sequential search draws the same
+        numbers as before); None when the row was seen or a given start (seedFrom) comes first."""
+        while position >= len(self.design):
+            self.design = np.concatenate([self.design, self._design()])
+        row = tuple(int(v) for v in self.design[position])
+        return None if self.ledger.first or row in self.seen else row
 
     # -- the surrogate ------------------------------------------------------------------------
     def _training_set(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -163,11 +175,8 @@ class Progressive(Strategy):
 
     # -- ask/tell -----------------------------------------------------------------------------
     def _propose(self) -> tuple[int, ...] | None:
-        if self.asked < self.settings.initial_samples:
-            row = tuple(int(v) for v in self.design[self.asked])
-            return None if self.ledger.first or row in self.seen else row
-        if len(self.ledger.results) < self.settings.initial_samples:
-            return None  # parallel trials: no model on fewer results than the design has
+        if self.asked < self.settings.initial_samples or len(self.ledger.results) < self.settings.initial_samples:
+            return self._design_row(self.asked)  # parallel trials: no model on fewer results than the design has
         if not self._fit():
             return None
         pool = self._candidates()
