@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -52,7 +51,7 @@ from kubenas_trainer.report import Reporter, result_object
 from kubenas_trainer.runtime import configure, pick_device
 from kubenas_trainer.settings import Settings, resolve_settings
 from kubenas_trainer.supernet import SinglePath, SuperNetwork, SuperSpace, recalibrate
-from kubenas_trainer.train import StopControl, Trainer, batch_count, lr_at, param_groups
+from kubenas_trainer.train import StopControl, Trainer, batch_count, lr_at, sgd
 
 CHECKPOINT_FILE = "supernet.pt"
 DESCRIPTION_FILE = "supernet.json"
@@ -181,22 +180,16 @@ class Evaluator:
         lr = finetune_lr if finetune_lr is not None else self.settings.lr / 2
         self.finetune_settings = self.settings.model_copy(update={"lr": lr, "schedule": "cosine", "warmup_epochs": 0})
         tuning = torch.Generator().manual_seed(int(described["seed"]) + 4)
-        self.finetune_batches = [
-            idx.to(self.device)
-            for _ in range(math.ceil(finetune_steps / max(1, batch_count(n, size))))
-            for idx in torch.randperm(n, generator=tuning).split(size)[: batch_count(n, size)]
-        ][:finetune_steps]
+        batches: list[torch.Tensor] = []
+        while len(batches) < finetune_steps:  # whole shuffled epochs, as the training loop draws them
+            batches += torch.randperm(n, generator=tuning).split(size)[: batch_count(n, size)]
+        self.finetune_batches = [idx.to(self.device) for idx in batches[:finetune_steps]]
         self.pristine = {k: v.clone() for k, v in self.supernet.state_dict().items()} if finetune_steps else {}
 
     def finetune(self) -> None:
         """Train the current path's weights for ``finetune_steps`` steps (the caller restores them)."""
         settings = self.finetune_settings
-        optimizer = torch.optim.SGD(
-            param_groups(self.supernet, settings.weight_decay),
-            lr=settings.lr,
-            momentum=settings.momentum,
-            nesterov=settings.nesterov and settings.momentum > 0,
-        )
+        optimizer = sgd(self.supernet, settings)
         self.supernet.train()
         for step, idx in enumerate(self.finetune_batches):
             for group in optimizer.param_groups:

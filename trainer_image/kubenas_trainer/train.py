@@ -124,6 +124,17 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
+def sgd(model: nn.Module, settings: Settings) -> torch.optim.SGD:
+    """The optimizer of every training here: SGD with the settings' momentum (Nesterov when asked and
+    there is momentum), weight decay per :func:`param_groups`, starting at the settings' peak LR."""
+    return torch.optim.SGD(
+        param_groups(model, settings.weight_decay),
+        lr=settings.lr,
+        momentum=settings.momentum,
+        nesterov=settings.nesterov and settings.momentum > 0,
+    )
+
+
 class Trainer:
     """Trains ``model`` on ``data`` (already on ``device``) per ``settings``; ``fit`` runs it once."""
 
@@ -164,10 +175,7 @@ class Trainer:
             ids = [device.index] if cuda and device.index is not None else None
             self.train_network = DistributedDataParallel(self.network, device_ids=ids)
         self.use_amp = cuda and settings.amp
-        groups = param_groups(self.model, settings.weight_decay)
-        self.optimizer = torch.optim.SGD(
-            groups, lr=settings.lr, momentum=settings.momentum, nesterov=settings.nesterov and settings.momentum > 0
-        )
+        self.optimizer = sgd(self.model, settings)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
         self.shuffle_generator = torch.Generator().manual_seed(seed)
         self.augment_generator = torch.Generator(device=device).manual_seed(seed + 1 + self.world.rank)
