@@ -281,10 +281,25 @@ def dump(obj: Any) -> str:
     return json.dumps(obj, indent=2, default=str)
 
 
+def create_or_replace(
+    obj: dict[str, Any], create: Callable[..., Any], read: Callable[..., Any], replace: Callable[..., Any]
+) -> None:
+    """Create a cluster-scoped object, or replace the one of its name (at its current resourceVersion)."""
+    from kubernetes.client.exceptions import ApiException
+
+    name = obj["metadata"]["name"]
+    try:
+        create(obj)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        current = read(name).metadata.resource_version
+        replace(name, {**obj, "metadata": {**obj["metadata"], "resourceVersion": current}})
+
+
 def install_crds(kubeconfig: Path) -> None:
     """Create or update the Kubenas CRDs and the settings admission policy; wait until the CRDs are served."""
     from kubernetes import client, config
-    from kubernetes.client.exceptions import ApiException
 
     from kubenas.api.crd import crds
 
@@ -292,14 +307,12 @@ def install_crds(kubeconfig: Path) -> None:
         ext = client.ApiextensionsV1Api(api)
         for crd in crds().values():
             name = crd["metadata"]["name"]
-            try:
-                ext.create_custom_resource_definition(crd)
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-                current = ext.read_custom_resource_definition(name)
-                crd = {**crd, "metadata": {**crd["metadata"], "resourceVersion": current.metadata.resource_version}}
-                ext.replace_custom_resource_definition(name, crd)
+            create_or_replace(
+                crd,
+                ext.create_custom_resource_definition,
+                ext.read_custom_resource_definition,
+                ext.replace_custom_resource_definition,
+            )
 
             def established(name: str = name) -> bool:
                 status = ext.read_custom_resource_definition(name).status
@@ -312,34 +325,22 @@ def install_crds(kubeconfig: Path) -> None:
 def install_admission_policy(api: Any) -> None:
     """Create or update the settings admission policy and its binding, as the chart and the bundle do."""
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     from kubenas.api.admission_policy import binding, policy
 
     adm = client.AdmissionregistrationV1Api(api)
-    kinds = (
-        (
-            policy(),
-            adm.create_validating_admission_policy,
-            adm.read_validating_admission_policy,
-            adm.replace_validating_admission_policy,
-        ),
-        (
-            binding(),
-            adm.create_validating_admission_policy_binding,
-            adm.read_validating_admission_policy_binding,
-            adm.replace_validating_admission_policy_binding,
-        ),
+    create_or_replace(
+        policy(),
+        adm.create_validating_admission_policy,
+        adm.read_validating_admission_policy,
+        adm.replace_validating_admission_policy,
     )
-    for obj, create, read, replace in kinds:
-        name = obj["metadata"]["name"]
-        try:
-            create(obj)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            current = read(name).metadata.resource_version
-            replace(name, {**obj, "metadata": {**obj["metadata"], "resourceVersion": current}})
+    create_or_replace(
+        binding(),
+        adm.create_validating_admission_policy_binding,
+        adm.read_validating_admission_policy_binding,
+        adm.replace_validating_admission_policy_binding,
+    )
     wait_for("the settings admission policy in force", lambda: _policy_refuses(api), timeout=60)
 
 
