@@ -110,7 +110,8 @@ class PathPolicy:
         self.config = config
         self.space = build_space(config.search_space)
         self.sampler = PathSampler(self.space, config.enas.policy, config.seed)
-        replay(self.sampler, history)
+        if replay(self.sampler, history):
+            raise ValueError("the path record misses paths drawn before a reward it holds was told")
         self.paths: list[TrialRecord] = sorted(history, key=lambda r: r.index)
         self.told = sum(1 for r in self.paths if r.told)
 

@@ -12,14 +12,22 @@ from collections.abc import Sequence
 
 from kubenas.core.errors import ReplayError
 from kubenas.core.records import TrialRecord
+from kubenas.core.space import Architecture
 from kubenas.core.strategies.base import Strategy
 
 
-def replay(strategy: Strategy, trials: Sequence[TrialRecord]) -> None:
-    """Drive a fresh ``strategy`` through ``trials`` so it ends in the state of the original run.
+def replay(strategy: Strategy, trials: Sequence[TrialRecord]) -> list[Architecture]:
+    """Drive a fresh ``strategy`` through ``trials`` so it ends in the state of the original run; the
+    candidates it had to ask beyond the last recorded one (in order), which the caller keeps as asked.
 
     Each re-ask is checked against the recorded architecture: a mismatch means the strategy, its
     settings or its seed are not the ones that made this history, and raises ReplayError.
+
+    Asks past the last recorded candidate: a light record (a one-shot search's evaluations) keeps
+    only the told candidates, and with several asked at a time a result may have been told after the
+    next candidates were asked (``asks_before_tell`` beyond the record). Those asks are made again,
+    unchecked: the strategy is deterministic, so they are the candidates the original run asked, and
+    the owner that asks for them next gets them back (:meth:`kubenas.core.search.Search.ask`).
     """
     by_index = sorted(trials, key=lambda t: t.index)
     for expected, t in enumerate(by_index):
@@ -30,11 +38,16 @@ def replay(strategy: Strategy, trials: Sequence[TrialRecord]) -> None:
         if t.tell_sequence != seq:
             raise ValueError(f"history has a gap in tell order at {seq}")
     space = strategy.space
+    unrecorded: list[Architecture] = []
 
     def ask_until(n: int) -> None:
         while strategy.asked < n:
-            rec = by_index[strategy.asked]
+            position = strategy.asked
             got = strategy.ask()
+            if position >= len(by_index):
+                unrecorded.append(got)
+                continue
+            rec = by_index[position]
             if space.canonical(got) != space.canonical(rec.architecture):
                 raise ReplayError(rec.index, space.canonical(rec.architecture), space.canonical(got))
 
@@ -42,3 +55,4 @@ def replay(strategy: Strategy, trials: Sequence[TrialRecord]) -> None:
         ask_until(max(t.asks_before_tell or 0, t.index + 1))
         strategy.tell(t.index, dict(t.architecture), t.observation())
     ask_until(len(by_index))
+    return unrecorded

@@ -33,8 +33,9 @@ class Search:
         self.space: SearchSpace = build_space(spec.search_space)
         objectives = spec.objective.objectives() if spec.objective.multi else ()
         self.strategy: Strategy = make_strategy(spec.strategy, self.space, objectives)
-        replay(self.strategy, history)
-        self.architectures: list[Architecture] = [dict(t.architecture) for t in sorted(history, key=lambda t: t.index)]
+        unrecorded = replay(self.strategy, history)
+        recorded = [dict(t.architecture) for t in sorted(history, key=lambda t: t.index)]
+        self.architectures: list[Architecture] = recorded + [self.space.validate(a) for a in unrecorded]
         self._told: set[int] = {t.index for t in history if t.told}
 
     @property
