@@ -30,6 +30,7 @@ import hmac
 import json
 import logging
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -120,11 +121,15 @@ class EvaluatorProcess:
 
     async def evaluate(self, index: int, architecture: Any) -> dict[str, Any]:
         async with self.lock:
+            started = time.monotonic()
             proc = await self._started()
             answer = None
             if proc is not None:
                 answer = await self._line(proc, json.dumps({"index": index, "architecture": architecture}) + "\n")
-            return answer or {"index": index, "exitCode": None, "result": None}
+            answer = answer or {"index": index, "exitCode": None, "result": None}
+            seconds = round(time.monotonic() - started, 3)
+            log.info("candidate scored", extra={"index": index, "exitCode": answer.get("exitCode"), "seconds": seconds})
+            return answer
 
     async def _stop(self, proc: asyncio.subprocess.Process) -> None:
         self.loaded = False

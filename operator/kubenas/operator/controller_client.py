@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from kubenas.controller import progress, protocol
+from kubenas.controller import evaluator, progress, protocol
 from kubenas.core.codec import status_wire, trial_wire
 from kubenas.core.driver import Candidate
 from kubenas.core.errors import KubenasError
@@ -119,7 +119,11 @@ class ControllerClient:
     async def evaluate(self, index: int, architecture: Mapping[str, Any]) -> dict[str, Any]:
         """A one-shot search's evaluator (same transport, another pod): one candidate scored on the supernet,
         ``{"index", "exitCode", "result"}`` (exitCode None: the evaluate process died before answering)."""
-        return await self._call("POST", "/evaluate", {"index": index, "architecture": dict(architecture)})
+        # as long as the evaluator may take (a restart of its command, loading, then the answer; it
+        # answers exitCode None past that), not the short default: a request timed out here fails the
+        # pass, and the same candidate would time out again on every pass after it
+        timeout = 2 * evaluator.ANSWER_TIMEOUT_S + self._seconds
+        return await self._call("POST", "/evaluate", {"index": index, "architecture": dict(architecture)}, timeout)
 
     async def points(
         self, instance: str | None, after: int, wait: float = 0.0
