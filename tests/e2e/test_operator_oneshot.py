@@ -33,6 +33,7 @@ from kubenas.core.retrain import top_architectures
 from kubenas.core.search import Search
 from kubenas.operator import names
 from kubenas_dev.cluster.faults import FaultClient
+from kubenas_dev.cluster.launcher import Cluster
 from kubenas_dev.operator_fixtures import crds, kube, kubenas_operator
 from kubenas_dev.operator_testing import Kube, OperatorProcess, condition, wait_for
 from kubenas_trainer.enas import RECORD_FILE
@@ -134,15 +135,30 @@ def check_outcome(kube: Kube, name: str, store: Path, evaluations: int) -> dict[
     return status
 
 
+def evaluator_pods(kube: Kube, name: str) -> set[str]:
+    return {p.metadata.name for p in kube.pods(",".join(f"{k}={v}" for k, v in names.evaluator_selector(name).items()))}
+
+
 def test_the_three_phases_of_the_shipped_one_shot_example(
-    kube: Kube, kubenas_operator: OperatorProcess, store: Path
+    kube: Kube, kubenas_operator: OperatorProcess, store: Path, cluster: Cluster
 ) -> None:
-    manifest = shipped("oneshot", evaluations=12)
+    """With two evaluator pods: both score candidates, and the record is still the one a replay of the
+    strategy proposes (the answers reach the driver in the order proposed, whichever pod was quicker)."""
+    evaluations = 40  # enough that both pods are ready before the search ends (each loads the supernet)
+    manifest = shipped("oneshot", evaluations=evaluations)
     manifest["spec"]["artifacts"]["path"] = "runs"
+    manifest["spec"]["oneShot"]["evaluators"] = 2
     kube.apply_experiment(manifest)
+    pods = wait_for(
+        "two evaluator pods",
+        lambda: (found := evaluator_pods(kube, "oneshot")) and len(found) == 2 and found,
+        timeout=300,
+    )
     kube.wait_phase("oneshot", timeout=420)
-    check_outcome(kube, "oneshot", store, 12)
-    assert kubenas_operator.metric("kubenas_oneshot_evaluations", experiment="oneshot") == 12
+    check_outcome(kube, "oneshot", store, evaluations)
+    scored = {pod: cluster.logs(kube.namespace, pod).count("candidate scored") for pod in pods}
+    assert sum(scored.values()) >= evaluations and all(scored.values()), scored
+    assert kubenas_operator.metric("kubenas_oneshot_evaluations", experiment="oneshot") == evaluations
     # the supernet is not a Trial, nor is any evaluation: the leaderboard holds trained networks only
     assert {t["metadata"]["name"] for t in kube.trials("oneshot")} == {"oneshot-00000", "oneshot-00001"}
 
@@ -153,6 +169,7 @@ def test_an_operator_killed_in_each_phase_ends_with_the_same_record_and_trials(
     evaluations = 60
     manifest = shipped("restarts", evaluations=evaluations)
     manifest["spec"]["artifacts"]["path"] = "runs"
+    manifest["spec"]["oneShot"]["evaluators"] = 2  # the kill in phase 2 finds candidates in flight on two pods
     kube.apply_experiment(manifest)
 
     # phase 1: killed while the supernet trains; the new operator follows the same Job

@@ -52,6 +52,7 @@ def manifest(path: Path) -> Path:
             "objective": {"metric": "val_accuracy"},
             "oneShot": {
                 "evaluations": 10,
+                "evaluators": 2,  # two candidates proposed at a time: a kill finds one in flight
                 "topK": 2,
                 "recalibrationBatches": 2,
                 "supernetSettings": {"epochs": 2},

@@ -3,6 +3,7 @@ record from its pods and Job, the evaluation record in ConfigMaps, the ``status.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -11,10 +12,10 @@ import pytest
 from kubenas.api.v1alpha1 import SearchExperimentSpec
 from kubenas.controller.paths import CONFIG_ENV, TOKEN_ENV, URL_ENV, authorized, paths_token
 from kubenas.controller.progress import token_matches
-from kubenas.core.driver import AttemptEnded, AttemptStarted, TrialLost
+from kubenas.core.driver import AttemptEnded, AttemptStarted, Create, TrialLost
 from kubenas.core.enas import PolicyConfig, policy_config
 from kubenas.core.errors import SpecError
-from kubenas.core.oneshot import SupernetRecord, supernet_seed
+from kubenas.core.oneshot import SupernetRecord, evaluation_spec, supernet_seed
 from kubenas.core.records import TrialRecord
 from kubenas.operator import names
 from kubenas.operator.manifests import ExperimentRef, ProgressChannel
@@ -22,6 +23,7 @@ from kubenas.operator.oneshot import (
     EVALUATOR_FAILURES,
     evaluations_wire,
     evaluator_failure,
+    score,
     supernet_events_record,
     supernet_from_status,
     supernet_wire,
@@ -152,6 +154,66 @@ def test_the_evaluator_runs_the_evaluate_command_behind_the_http_bridge_in_the_t
     labels = pod["metadata"]["labels"]
     assert labels[names.LABEL_COMPONENT] == "evaluator" and names.LABEL_TRIAL not in labels
     assert deployment["spec"]["selector"]["matchLabels"] == names.evaluator_selector("exp")
+    assert deployment["spec"]["replicas"] == 1  # one evaluator unless more are asked for
+
+
+def test_several_evaluators_are_as_many_pods_and_the_strategy_proposes_as_many_at_a_time() -> None:
+    four = spec(evaluators=4)
+    assert evaluator_deployment(REF, four)["spec"]["replicas"] == 4
+    assert evaluation_spec(four).budget.parallel_trials == 4
+    assert evaluation_spec(spec()).budget.parallel_trials == 1
+    with pytest.raises(ValueError, match="evaluators must not exceed evaluations"):
+        spec(evaluators=11)  # 10 evaluations
+
+
+class FakeEvaluator:
+    """An evaluator pod: answers one candidate at a time after ``delay`` seconds, or fails on ``fail_on``."""
+
+    def __init__(self, delay: float, busy: list[int], fail_on: int | None = None) -> None:
+        self.delay, self.busy, self.fail_on = delay, busy, fail_on
+        self.scored: list[int] = []
+
+    async def evaluate(self, index: int, architecture: dict[str, Any]) -> dict[str, Any]:
+        self.busy[0] += 1
+        self.busy[1] = max(self.busy[1], self.busy[0])
+        try:
+            await asyncio.sleep(self.delay)
+            if index == self.fail_on:
+                raise ConnectionError(f"evaluator gone while scoring {index}")
+            self.scored.append(index)
+            return {"index": index, "exitCode": 0, "result": {"val_accuracy": index / 10}}
+        finally:
+            self.busy[0] -= 1
+
+
+def creates(count: int) -> list[Create]:
+    return [Create(evaluation(i, 0.0), f"arch-{i}", i) for i in range(count)]
+
+
+def test_candidates_are_scored_side_by_side_and_answered_in_the_order_proposed() -> None:
+    busy = [0, 0]  # in flight now, most at once
+    quick, slow = FakeEvaluator(0.001, busy), FakeEvaluator(0.02, busy)
+    answers = asyncio.run(score([slow, quick], creates(6)))  # type: ignore[list-item]
+    assert [a["index"] for a in answers] == list(range(6))  # the driver hears them as proposed
+    assert busy[1] == 2  # both pods at once, each one candidate at a time
+    assert sorted(slow.scored + quick.scored) == list(range(6))
+    assert len(quick.scored) > len(slow.scored)  # the quicker pod takes the next candidate
+    # fewer candidates than evaluators: one each, the others idle
+    lone = FakeEvaluator(0.0, [0, 0])
+    assert [a["index"] for a in asyncio.run(score([lone, FakeEvaluator(0.0, [0, 0])], creates(1)))] == [0]  # type: ignore[list-item]
+
+
+def test_one_evaluator_failing_stops_the_others_and_fails_the_pass() -> None:
+    busy = [0, 0]
+    failing, other = FakeEvaluator(0.001, busy, fail_on=0), FakeEvaluator(0.05, busy)
+
+    async def main() -> None:
+        with pytest.raises(ConnectionError, match="scoring 0"):
+            await score([failing, other], creates(4))  # type: ignore[list-item]
+        await asyncio.sleep(0.1)  # a lane left running would score on after the pass failed
+
+    asyncio.run(main())
+    assert busy[0] == 0 and other.scored == []
 
 
 def test_the_record_round_trips_through_config_maps_in_chunks_up_to_the_first_gap() -> None:

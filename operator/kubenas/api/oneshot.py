@@ -93,6 +93,12 @@ class OneShot(ApiModel):
             lambda o: o.enas is None or o.sampling == "enas",
             ".enas",
         ),
+        Rule(
+            "!has(self.evaluators) || self.evaluators <= (has(self.evaluations) ? self.evaluations : 100)",
+            "evaluators must not exceed evaluations: each evaluator pod scores at least one candidate",
+            lambda o: o.evaluators <= o.evaluations,
+            ".evaluators",
+        ),
     )
 
     sampling: Literal["uniform", "enas"] = Field(
@@ -112,6 +118,14 @@ class OneShot(ApiModel):
         description="Trial settings overridden for the supernet's training (e.g. more epochs).",
     )
     evaluations: int = Field(100, ge=1, le=100000, description="Candidates the strategy evaluates on the supernet.")
+    evaluators: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Evaluator pods scoring candidates side by side, each loading the supernet once; the strategy"
+        " then proposes this many at a time, as for parallel trials (local mode scores them one by one, with the"
+        " same decisions).",
+    )
     recalibration_batches: int = Field(
         4, ge=1, le=1000, description="Training batches each candidate's batch-norm statistics are re-estimated on."
     )

@@ -97,14 +97,14 @@ def supernet_seed(spec: SearchExperimentSpec) -> int:
 
 def evaluation_spec(spec: SearchExperimentSpec) -> SearchExperimentSpec:
     """Phase 2 as an ordinary search: the same space, strategy and objective, ``evaluations`` candidates,
-    one at a time, no goal or deadline (a one-shot score is not the objective's real value)."""
+    ``evaluators`` at a time, no goal or deadline (a one-shot score is not the objective's real value)."""
     one = settings_of(spec)
     objective = spec.objective.model_copy(update={"target": None})
     return spec.model_copy(
         update={
             "one_shot": None,
             "objective": objective,
-            "budget": Budget(max_trials=one.evaluations, parallel_trials=1),
+            "budget": Budget(max_trials=one.evaluations, parallel_trials=one.evaluators),
             "early_stopping": None,
         }
     )

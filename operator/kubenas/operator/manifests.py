@@ -194,13 +194,14 @@ def controller_deployment(exp: ExperimentRef, spec: SearchExperimentSpec, replic
         "securityContext": restricted_pod_security(),
         "containers": [container],
     }
-    return one_pod_deployment(exp, name, selector, {"metadata": {"labels": labels}, "spec": pod_spec}, replicas)
+    return recreate_deployment(exp, name, selector, {"metadata": {"labels": labels}, "spec": pod_spec}, replicas)
 
 
-def one_pod_deployment(
+def recreate_deployment(
     exp: ExperimentRef, name: str, selector: Mapping[str, str], pod: Mapping[str, Any], replicas: int = 1
 ) -> dict[str, Any]:
-    """A Deployment of one pod (``pod``: its template) that never runs two at once (Recreate)."""
+    """A Deployment of ``replicas`` pods (``pod``: their template) replaced all at once (Recreate), so
+    pods of an old template never run beside a new one's (the controller: never two at once)."""
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -10,12 +10,14 @@ recorded in the cluster, so a restarted operator continues where the record ends
   A restarted operator finds the Job it created and reads its pods again.
 - **Search** (phase 2): the ordinary :class:`~kubenas.core.driver.Driver` on
   :func:`~kubenas.core.oneshot.evaluation_spec`, the strategy in the controller pod (replayed with the
-  evaluation history, as for Trials), each candidate scored by the evaluator pod
-  (``<exp>-evaluator``: the supernet loaded once). The light record is a chain of ConfigMaps
-  (``<exp>-evaluations-<k>``), written once per pass for the evaluations told in it, never a Trial
-  each. Written in order, it is always a prefix of the told evaluations, which replays exactly: an
-  operator killed before a write scores the unwritten candidates again, and the strategy, rebuilt
-  by replay, proposes the same ones.
+  evaluation history, as for Trials), each candidate scored by one of the evaluator pods
+  (``<exp>-evaluator``, ``oneShot.evaluators`` of them, each with the supernet loaded once; the
+  candidates proposed at one time are scored side by side, see :func:`score`). The light record is
+  a chain of ConfigMaps (``<exp>-evaluations-<k>``), written once per pass for the evaluations told
+  in it, never a Trial each. Written in order, it is always a prefix of the told evaluations, which
+  replays exactly: an operator killed before a write scores the unwritten candidates again, and the
+  strategy, rebuilt by replay, proposes the same ones (with several evaluators, the candidates it
+  had asked beyond the record are asked again: :func:`kubenas.core.history.replay`).
 - **Retrain** (phase 3): :func:`~kubenas.core.oneshot.retrain_spec`, a retrain of the top k of the
   record, handed back to the reconciler, which runs it as ordinary Trials and Jobs. It is computed
   again from the record after a restart (a pure function of it), so it needs no store of its own.
@@ -26,11 +28,12 @@ counts, the best one-shot score and the top k), with a ``PhaseStarted`` event as
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
@@ -172,6 +175,32 @@ def evaluator_failure(pods: Iterable[Mapping[str, Any]], failures: int = EVALUAT
                 f"(exit code {last.get('exitCode')}): {message or 'no message'}"
             )
     return None
+
+
+async def score(evaluators: Sequence[ControllerClient], commands: Sequence[Create | Relaunch]) -> list[dict[str, Any]]:
+    """Each command's candidate scored by one of ``evaluators``, side by side, an evaluator taking the
+    next candidate as soon as it has answered (an evaluator pod scores one at a time); the answers in
+    the commands' order.
+
+    Why in order: the driver then hears the results in the order it would hear them one by one, so
+    its decisions, and the strategy's, are the same however the scoring was spread (local mode scores
+    one by one) and whichever pod was quicker."""
+    answers: list[dict[str, Any]] = [{} for _ in commands]
+    queue = iter(range(len(commands)))  # shared by the lanes: each takes the next index
+
+    async def lane(evaluator: ControllerClient) -> None:
+        for i in queue:
+            rec = commands[i].trial
+            answers[i] = await evaluator.evaluate(rec.index, rec.architecture)
+
+    tasks = [asyncio.ensure_future(lane(e)) for e in evaluators[: len(commands)]]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:  # one lane failed: the others stop too (the pass is retried from the record)
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # settled, so no failure goes unretrieved
+    return answers
 
 
 class OneShotPhases:
@@ -323,14 +352,16 @@ class OneShotPhases:
         self.supernet = record
 
     # -- phase 2 -------------------------------------------------------------------------------
-    def _evaluator_endpoint(self) -> Endpoint | None:
+    def _evaluator_endpoints(self) -> list[Endpoint]:
+        """The ready evaluator pods' addresses (``oneShot.evaluators`` once all are up)."""
         indexes = self.runtime.indexes
         assert indexes is not None
         service = names.evaluator_name(self.ref.name)
         for view in indexes.endpoints_of(self.ref.namespace, self.ref.name):
             if view.service == service and view.addresses:
-                return Endpoint(view.addresses[0], view.port or oneshot_manifests.EVALUATOR_PORT, "")
-        return None
+                port = view.port or oneshot_manifests.EVALUATOR_PORT
+                return [Endpoint(address, port, "") for address in view.addresses]
+        return []
 
     async def _ensure_evaluator(self) -> None:
         if self.evaluator_created:
@@ -373,15 +404,16 @@ class OneShotPhases:
 
     async def _search(self, phase: Evaluate, controller: ControllerClient | None) -> None:
         await self._ensure_evaluator()
-        at = self._evaluator_endpoint()
-        if at is None:
+        ready = self._evaluator_endpoints()
+        if not ready:
             await self._check_evaluator()
-        if controller is None or at is None:
+        if controller is None or not ready:
             self.message = "waiting for the " + ("controller" if controller is None else "evaluator") + " pod"
             return
-        evaluator = ControllerClient(self.runtime.http, Endpoint(at.host, at.port, controller.endpoint.token))
+        token = controller.endpoint.token
+        evaluators = [ControllerClient(self.runtime.http, Endpoint(at.host, at.port, token)) for at in ready]
         try:
-            await self._evaluate(phase.spec, controller, evaluator)
+            await self._evaluate(phase.spec, controller, evaluators)
         except BaseException:
             self.driver, self.synced = None, None  # rebuilt from the record on the next pass
             self.pending.clear()
@@ -395,7 +427,7 @@ class OneShotPhases:
             raise Requeue("the evaluation record was not written; the candidates after it are scored again", 1.0)
 
     async def _evaluate(
-        self, spec: SearchExperimentSpec, controller: ControllerClient, evaluator: ControllerClient
+        self, spec: SearchExperimentSpec, controller: ControllerClient, evaluators: Sequence[ControllerClient]
     ) -> None:
         assert self.evaluations is not None
         if self.driver is None:
@@ -415,15 +447,20 @@ class OneShotPhases:
                 self._check(state.instance)
                 self.pending.extend(driver.handle(Proposed(tuple(candidates))))
             elif isinstance(command, (Create, Relaunch)):
-                attempt = 1 if isinstance(command, Create) else command.attempt
-                rec = command.trial
-                answer = await evaluator.evaluate(rec.index, rec.architecture)
-                result = answer.get("result")
-                code = answer.get("exitCode")
-                ended = AttemptEnded(
-                    rec.index, attempt, int(code) if code is not None else None, json.dumps(result) if result else None
-                )
-                self.pending.extend(driver.handle(AttemptStarted(rec.index, attempt), ended))
+                batch = [command]  # every candidate proposed by now, scored side by side
+                while self.pending and isinstance(self.pending[0], (Create, Relaunch)):
+                    batch.append(self.pending.popleft())
+                for scored, answer in zip(batch, await score(evaluators, batch), strict=True):
+                    attempt = 1 if isinstance(scored, Create) else scored.attempt
+                    result = answer.get("result")
+                    code = answer.get("exitCode")
+                    ended = AttemptEnded(
+                        scored.trial.index,
+                        attempt,
+                        int(code) if code is not None else None,
+                        json.dumps(result) if result else None,
+                    )
+                    self.pending.extend(driver.handle(AttemptStarted(scored.trial.index, attempt), ended))
             elif isinstance(command, Tell):
                 _, state = await controller.tell(command.trial)
                 self._check(state.instance)

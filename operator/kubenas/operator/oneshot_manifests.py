@@ -26,7 +26,7 @@ from kubenas.controller import paths
 from kubenas.core.codec import record_from_wire, trial_wire
 from kubenas.core.enas import policy_config
 from kubenas.core.errors import SpecError
-from kubenas.core.oneshot import supernet_seed, supernet_settings
+from kubenas.core.oneshot import settings_of, supernet_seed, supernet_settings
 from kubenas.core.records import TrialRecord
 from kubenas.operator import names
 from kubenas.operator.manifests import (
@@ -34,8 +34,8 @@ from kubenas.operator.manifests import (
     ProgressChannel,
     _meta,
     headless_service,
-    one_pod_deployment,
     output_dir,
+    recreate_deployment,
     restricted_container_security,
     trainer_image,
     trainer_job,
@@ -122,9 +122,10 @@ def evaluator_service(exp: ExperimentRef) -> dict[str, Any]:
     return headless_service(exp, names.evaluator_name(exp.name), names.evaluator_selector(exp.name))
 
 
-def evaluator_deployment(exp: ExperimentRef, spec: SearchExperimentSpec, replicas: int = 1) -> dict[str, Any]:
-    """Phase 2: one evaluator pod from the trial template's pod (image, resources, GPUs, node placement,
-    the artifact store mounted), restarted by its Deployment if it dies; Recreate so two never run."""
+def evaluator_deployment(exp: ExperimentRef, spec: SearchExperimentSpec) -> dict[str, Any]:
+    """Phase 2: ``oneShot.evaluators`` evaluator pods from the trial template's pod (image, resources,
+    GPUs, node placement, the artifact store mounted), restarted by their Deployment if they die;
+    Recreate, so a changed template never runs beside the old one."""
     name = names.evaluator_name(exp.name)
     selector = names.evaluator_selector(exp.name)
     labels = {**names.experiment_labels(exp.name), **selector}
@@ -151,7 +152,8 @@ def evaluator_deployment(exp: ExperimentRef, spec: SearchExperimentSpec, replica
     pod_spec["restartPolicy"] = "Always"
     metadata = {**pod["metadata"], "labels": {**pod["metadata"]["labels"], **labels}}
     metadata["labels"].pop(names.LABEL_TRIAL, None)
-    return one_pod_deployment(exp, name, selector, {"metadata": metadata, "spec": pod_spec}, replicas)
+    replicas = settings_of(spec).evaluators
+    return recreate_deployment(exp, name, selector, {"metadata": metadata, "spec": pod_spec}, replicas)
 
 
 # -- the evaluation record -----------------------------------------------------------------------
