@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -23,6 +25,8 @@ from kubenas_dev.operator_testing import (
 )
 
 __all__ = ["crds", "kube", "kubenas_operator"]
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 ONE_EDGE = {"hyperparameters": [{"name": "op", "type": "categorical", "choices": ["conv", "broken"]}]}
 
@@ -146,3 +150,27 @@ def test_a_queue_name_no_local_queue_answers_to_fails_the_experiment_instead_of_
     assert failed["reason"] == "QueueNotFound"
     assert failed["message"].startswith("spec.queueName: no LocalQueue 'no-such-queue'")
     assert all(job.spec.suspend for job in kube.jobs("misqueued"))  # nothing ran meanwhile
+
+
+def test_an_artifact_store_claim_that_does_not_exist_fails_the_experiment_instead_of_waiting(
+    kube: Kube, kubenas_operator: OperatorProcess
+) -> None:
+    """The trial's pod is created, and the scheduler keeps it Pending for want of the claim, for ever;
+    so does a one-shot search's supernet pod (ENAS: created once the controller is up, after which
+    nothing else wakes the experiment but the pod itself)."""
+    manifest = experiment_manifest("unclaimed", max_trials=2)
+    manifest["spec"]["artifacts"] = {"persistentVolumeClaim": "no-such-claim"}
+    kube.apply_experiment(manifest)
+    enas = yaml.safe_load((EXAMPLES / "digits-enas.yaml").read_text())
+    enas["metadata"]["name"] = "unclaimed-enas"
+    enas["spec"]["artifacts"] = {"persistentVolumeClaim": "no-such-claim"}
+    kube.apply_experiment(enas)
+    for name, pod in (("unclaimed", "unclaimed-00000-"), ("unclaimed-enas", "unclaimed-enas-supernet-")):
+        exp = kube.wait_phase(name, timeout=120)
+        assert exp["status"]["phase"] == "Failed"
+        failed = condition(exp, "Failed")
+        assert failed["reason"] == "ClaimNotFound"
+        field = "spec.artifacts.persistentVolumeClaim"
+        expected = f"{field}: no PersistentVolumeClaim 'no-such-claim' in namespace {kube.namespace}; the pod {pod}"
+        assert failed["message"].startswith(expected), failed["message"]
+    assert not [t for t in kube.trials("unclaimed") if (t.get("status") or {}).get("phase") == "Succeeded"]

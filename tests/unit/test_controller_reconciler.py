@@ -698,6 +698,8 @@ def one_shot(world: World) -> dict[str, Any]:
     exp = world.api.objects[(API_VERSION, "SearchExperiment", NS, "exp")]
     exp["spec"]["oneShot"] = {"evaluations": 4, "topK": 2, "supernetSettings": {"epochs": 9}}
     exp["spec"]["artifacts"] = {"persistentVolumeClaim": "store", "path": "runs"}
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "store", "namespace": NS}}
+    world.api.objects[("v1", "PersistentVolumeClaim", NS, "store")] = claim  # looked up while a pod waits
     return exp
 
 

@@ -125,6 +125,11 @@ Services and Deployments are created and read by name only: no list or watch on 
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["list", "create", "patch"]
+# The claims trial pods mount are looked up once a pod has waited to start, so a missing one fails the
+# experiment.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get"]
 # spec.queueName: the Kueue LocalQueue is looked up, so a missing one fails the experiment.
 - apiGroups: ["kueue.x-k8s.io"]
   resources: ["localqueues"]

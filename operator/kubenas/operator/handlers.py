@@ -166,9 +166,10 @@ def _wake(memo: kopf.Memo, namespace: str, labels: Mapping[str, str]) -> Reconci
 async def trainer_pod_event(
     type: str | None, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
-    """A trainer started or ended: record the time (turnaround) and wake the experiment."""
+    """A trainer pod appeared, started or ended: record the time (turnaround) and wake the experiment.
+    Its appearance counts: a pod that waits to start (a missing claim) is timed from it."""
     view = PodView.parse(body)
-    state = "terminated" if view.terminated is not None else "running" if view.running_since else None
+    state = "terminated" if view.terminated is not None else "running" if view.running_since else "waiting"
     if not memo.runtime.transitions.changed(view.uid, state, gone=type == "DELETED"):
         return
     reconciler = _wake(memo, namespace, labels)

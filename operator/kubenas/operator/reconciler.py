@@ -67,6 +67,7 @@ from kubenas.core.records import TrialRecord, objective_value, trial_name, trial
 from kubenas.core.spec_changes import describe_budget_change, judge_edit
 from kubenas.load import problems_of
 from kubenas.operator import manifests, names, outcomes, status
+from kubenas.operator.claims import ClaimCheck
 from kubenas.operator.controller_client import (
     ControllerClient,
     ControllerOutOfSync,
@@ -75,6 +76,7 @@ from kubenas.operator.controller_client import (
     Endpoint,
 )
 from kubenas.operator.failures import PERMANENT_STATUSES, ExperimentLog, Fatal, Requeue, owned_by
+from kubenas.operator.grace import Gate
 from kubenas.operator.kube import KUEUE_API_VERSION, AlreadyExists, ApiError, NotFound
 from kubenas.operator.oneshot import OneShotPhases
 from kubenas.operator.progress_feed import ProgressFeed
@@ -86,8 +88,6 @@ from kubenas.operator.trial_writes import TrialWriter
 from kubenas.operator.views import JobView, PodView, parse_time, resource_version
 
 log = logging.getLogger("kubenas.operator")
-#: how long a trainer Job may go without a pod before its events are read for a refusal
-POD_CREATION_GRACE_S = 30.0
 
 
 def _now() -> datetime:
@@ -113,8 +113,9 @@ class ExperimentReconciler:
         self.driver: Driver | None = None  # rebuilt from the Trials on the first pass that reaches the controller
         self.oneshot: OneShotPhases | None = None  # a one-shot search's phases 1 and 2 (phase 3 is ordinary)
         self.fatal: Fatal | None = None
-        self._pod_checks: dict[str, float] = {}  # Job uid -> when its FailedCreate events were last read
-        self._queue_checked = 0.0  # when spec.queueName's LocalQueue was last looked up
+        self._pod_checks: dict[str, Gate] = {}  # Job uid -> when to read its FailedCreate events
+        self._queue_check = Gate(self.wake_later)  # when to look spec.queueName's LocalQueue up
+        self.claim_check = ClaimCheck(runtime.api, self.namespace, self.log, self.wake_later)
         self.refusal_reported: int | None = None
         self.controller_ready: tuple[bool, str, str] = (False, "ControllerStarting", "creating the controller")
         self.spec_verdict = status.SpecVerdict(True)
@@ -253,6 +254,7 @@ class ExperimentReconciler:
                 self._event,
                 self.wake,
                 self.wake_later,
+                self.claim_check,
             )
         self._judge_edit(spec)
         if self.final is not None or self.phase in status.TERMINAL_PHASES:
@@ -539,6 +541,8 @@ class ExperimentReconciler:
                 await self._check_pod_creation(jobs[0])
             if jobs[0].suspended and jobs[0].queued:
                 await self._check_queue(jobs[0])
+            assert self.accepted is not None
+            await self.claim_check(self.accepted, pods, _now())
             seen = outcomes.events_of(rec.index, pods, jobs[0])
             if not outcomes.decided(seen) and jobs[0].complete:
                 seen = await self._confirm_lost_result(rec, jobs[0])
@@ -580,14 +584,8 @@ class ExperimentReconciler:
         if created is None:
             return
         age = (_now() - created).total_seconds()
-        if age < POD_CREATION_GRACE_S:
-            self.wake_later(POD_CREATION_GRACE_S - age + 0.5)
+        if not self._pod_checks.setdefault(job.uid, Gate(self.wake_later)).due(age):
             return
-        checked = self._pod_checks.get(job.uid, 0.0)
-        if time.monotonic() - checked < POD_CREATION_GRACE_S / 2:
-            return
-        self._pod_checks[job.uid] = time.monotonic()
-        self.wake_later(POD_CREATION_GRACE_S / 2 + 0.5)
         fields = {"involvedObject.kind": "Job", "involvedObject.name": job.name, "reason": "FailedCreate"}
         try:
             found = await self.runtime.api.list("v1", "Event", self.namespace, field_selector=fields)
@@ -609,13 +607,8 @@ class ExperimentReconciler:
         if created is None or queue is None:
             return
         age = (_now() - created).total_seconds()
-        if age < POD_CREATION_GRACE_S:
-            self.wake_later(POD_CREATION_GRACE_S - age + 0.5)
+        if not self._queue_check.due(age):
             return
-        if time.monotonic() - self._queue_checked < POD_CREATION_GRACE_S / 2:
-            return
-        self._queue_checked = time.monotonic()
-        self.wake_later(POD_CREATION_GRACE_S / 2 + 0.5)
         try:
             await self.runtime.api.get(KUEUE_API_VERSION, "LocalQueue", self.namespace, queue)
         except NotFound:

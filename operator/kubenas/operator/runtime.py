@@ -137,7 +137,7 @@ class Transitions:
     """The last state seen of each watched trainer pod and Job, by uid.
 
     A trainer pod sends several watch events after it ends (the Job controller removes its
-    finalizer, status is rewritten); only a change of state (running, terminated; complete,
+    finalizer, status is rewritten); only a change of state (waiting, running, terminated; complete,
     failed) is news to the reconciler, so only that wakes it. Fewer idle passes also means that
     the pass a trainer's end needs starts at once instead of queueing behind them.
     """
