@@ -16,8 +16,8 @@ from datetime import datetime
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
 from kubenas.operator.failures import ExperimentLog, Fatal
-from kubenas.operator.grace import Gate
-from kubenas.operator.kube import ApiError, KubeApi, NotFound
+from kubenas.operator.grace import Gate, missing
+from kubenas.operator.kube import KubeApi
 from kubenas.operator.views import PodView, parse_time
 
 
@@ -66,14 +66,9 @@ class ClaimCheck:
         if not self.gate.due(seconds):
             return
         for field, claim in mounted:
-            try:
-                await self.api.get("v1", "PersistentVolumeClaim", self.namespace, claim)
-            except NotFound:
+            if await missing(self.api, "v1", "PersistentVolumeClaim", self.namespace, claim, self.log):
                 raise Fatal(
                     "ClaimNotFound",
                     f"{field}: no PersistentVolumeClaim {claim!r} in namespace {self.namespace};"
                     f" the pod {pod} has waited {seconds:.0f}s for it",
-                ) from None
-            except ApiError as exc:  # without the right to read claims the pods just wait, as before
-                self.log.warning("cannot read the claim", extra={"claim": claim, "error": repr(exc)})
-                return
+                )

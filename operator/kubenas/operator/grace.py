@@ -11,6 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from kubenas.operator.failures import ExperimentLog
+from kubenas.operator.kube import ApiError, KubeApi, NotFound
+
 #: how long a Job may go without a pod, or a pod without starting, before the cause is looked up
 GRACE_S = 30.0
 
@@ -34,3 +37,15 @@ class Gate:
         self.checked = time.monotonic()
         self.wake_later(self.grace / 2 + 0.5)
         return True
+
+
+async def missing(api: KubeApi, api_version: str, kind: str, namespace: str, name: str, log: ExperimentLog) -> bool:
+    """Whether the object is known not to exist; an object the operator may not read counts as present
+    (a warning is logged, and whatever waits for it just waits, as before)."""
+    try:
+        await api.get(api_version, kind, namespace, name)
+    except NotFound:
+        return True
+    except ApiError as exc:
+        log.warning(f"cannot read the {kind}", extra={"object": name, "error": repr(exc)})
+    return False

@@ -76,7 +76,7 @@ from kubenas.operator.controller_client import (
     Endpoint,
 )
 from kubenas.operator.failures import PERMANENT_STATUSES, ExperimentLog, Fatal, Requeue, owned_by
-from kubenas.operator.grace import Gate
+from kubenas.operator.grace import Gate, missing
 from kubenas.operator.kube import KUEUE_API_VERSION, AlreadyExists, ApiError, NotFound
 from kubenas.operator.oneshot import OneShotPhases
 from kubenas.operator.progress_feed import ProgressFeed
@@ -522,6 +522,7 @@ class ExperimentReconciler:
         events: list[Event] = []
         writes = self.writes
         self.waiting_trials = self.requeued_trials = 0
+        started_or_waiting: list[PodView] = []  # the active trials' pods, for one claim check per pass
         for rec in driver.active_trials():
             name = rec.name
             if name in writes.creating or name not in writes.trial_uids:
@@ -541,8 +542,7 @@ class ExperimentReconciler:
                 await self._check_pod_creation(jobs[0])
             if jobs[0].suspended and jobs[0].queued:
                 await self._check_queue(jobs[0])
-            assert self.accepted is not None
-            await self.claim_check(self.accepted, pods, _now())
+            started_or_waiting.extend(pods)
             seen = outcomes.events_of(rec.index, pods, jobs[0])
             if not outcomes.decided(seen) and jobs[0].complete:
                 seen = await self._confirm_lost_result(rec, jobs[0])
@@ -552,6 +552,8 @@ class ExperimentReconciler:
                 writes.slot_freed(deciding.uid if deciding is not None else None)
                 writes.admitted.discard(name)
             events.extend(seen)
+        assert self.accepted is not None
+        await self.claim_check(self.accepted, started_or_waiting, _now())
         return events
 
     def _progress(self, driver: Driver) -> list[Progress]:
@@ -609,16 +611,12 @@ class ExperimentReconciler:
         age = (_now() - created).total_seconds()
         if not self._queue_check.due(age):
             return
-        try:
-            await self.runtime.api.get(KUEUE_API_VERSION, "LocalQueue", self.namespace, queue)
-        except NotFound:
+        if await missing(self.runtime.api, KUEUE_API_VERSION, "LocalQueue", self.namespace, queue, self.log):
             raise Fatal(
                 "QueueNotFound",
                 f"spec.queueName: no LocalQueue {queue!r} in namespace {self.namespace} (is Kueue installed?);"
                 f" the Job {job.name} has waited {age:.0f}s for it",
-            ) from None
-        except ApiError as exc:  # without the right to read LocalQueues the trials just wait, as before
-            self.log.warning("cannot read the LocalQueue", extra={"queue": queue, "error": repr(exc)})
+            )
 
     async def _confirm_lost_result(self, rec: TrialRecord, job: JobView) -> list[Event]:
         """A Job completed without a pod result in the cache: read the pods from the API server to be sure."""
