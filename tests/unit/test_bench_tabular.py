@@ -180,3 +180,28 @@ def test_cli_writes_an_nk_table(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     table = load_table(out, "signal", "report")
     assert [len(c) for _, c in table.decisions] == [2, 3] and len(table.rows) == 6
+
+
+def test_generated_ordered_decisions_hold_numbers_and_near_values_score_alike(tmp_path: Path) -> None:
+    # contributions are random walks along an ordered decision: one step apart differ about half as
+    # much as six steps apart (a walk's spread grows with the square root of its length)
+    path = nk_table(tmp_path / "w.csv", choices=(12, 8, 3), interactions=1, seed=4, ordered=(0, 1))
+    table = load_table(path, "signal", "report")
+    assert [c for _, c in table.decisions][:2] == [tuple(range(8, 104, 8)), tuple(range(8, 72, 8))]
+    assert table.decisions[2][1] == ("v0", "v1", "v2")
+    report = {key: r for key, (_, r) in table.rows.items()}
+    widths = table.decisions[0][1]
+    near, far = [], []
+    for key, value in report.items():
+        i = widths.index(key[0])
+        if i + 1 < len(widths):
+            near.append(abs(report[(widths[i + 1], *key[1:])] - value))
+        if i + 6 < len(widths):
+            far.append(abs(report[(widths[i + 6], *key[1:])] - value))
+    assert sum(near) / len(near) < 0.6 * sum(far) / len(far)
+
+
+def test_generated_numbered_choices_are_bare_numbers(tmp_path: Path) -> None:
+    path = nk_table(tmp_path / "n.csv", choices=(3, 4), interactions=1, seed=1, numbered=True)
+    table = load_table(path, "signal", "report")
+    assert [c for _, c in table.decisions] == [(0, 1, 2), (0, 1, 2, 3)]

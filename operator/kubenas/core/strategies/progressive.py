@@ -11,7 +11,7 @@ from kubenas.core.space import Architecture, SearchSpace
 from kubenas.core.strategies.base import Observation, Strategy
 from kubenas.core.strategies.discrete import discretize
 from kubenas.core.strategies.ledger import Ledger, best_and_recent, fingerprint, rng_state
-from kubenas.core.strategies.surrogate import HammingGP, normal_scores
+from kubenas.core.strategies.surrogate import HammingGP, normal_scores, rank_positions
 
 #: decisions with more grid values than this (wide int ranges) are thinned to this many
 MAX_CHOICES = 32
@@ -40,6 +40,10 @@ class Progressive(Strategy):
        the one-decision neighbours of the best ``TOP_RESULTS`` results; from the best ``CLIMBS`` of
        them, a climb on expected improvement through one-decision changes. Only unseen architectures
        count.
+
+    Numeric decisions (int and float ranges, numeric choices) may also be ordered in the kernel, when
+    the marginal likelihood says their order helps (``surrogate.py``): near widths or learning rates
+    then predict each other, as they do for Optuna's GP sampler on numeric parameters.
 
     The surrogate sees the rewards as normal scores of their ranks (``normal_scores``): tables have
     long tails of broken architectures, which on raw values dominate the fit. Its hyperparameters are
@@ -71,7 +75,7 @@ class Progressive(Strategy):
         self.sizes = np.array([d.cardinality for d in self.grid.decisions], dtype=np.int64)
         self.rng = np.random.default_rng(seed)
         self.ledger = Ledger(self.grid)
-        self.model = HammingGP(self.sizes)
+        self.model = HammingGP(self.sizes, [rank_positions(d.values()) for d in self.grid.decisions])
         self.indices: list[tuple[int, ...]] = []  # by ask index
         self.seen: set[tuple[int, ...]] = set()
         self.asked_at: dict[tuple[int, ...], int] = {}  # grid indices -> first ask index (lineage)
@@ -211,6 +215,7 @@ class Progressive(Strategy):
         return fingerprint(
             self.name,
             self.ledger.digest_parts(),
-            (tuple(self.model.weights.tolist()), self.model.noise, self.fitted_on),
+            (tuple(self.model.weights.tolist()), tuple(self.model.order_weights.tolist())),
+            (self.model.noise, self.fitted_on),
             rng_state(self.rng),
         )
