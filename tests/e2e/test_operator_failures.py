@@ -23,6 +23,7 @@ from kubenas_dev.operator_testing import (
     install_admission_policy,
     wait_for,
 )
+from tests.e2e.test_operator_artifacts import bound_claim
 
 __all__ = ["crds", "kube", "kubenas_operator"]
 
@@ -174,3 +175,30 @@ def test_an_artifact_store_claim_that_does_not_exist_fails_the_experiment_instea
         expected = f"{field}: no PersistentVolumeClaim 'no-such-claim' in namespace {kube.namespace}; the pod {pod}"
         assert failed["message"].startswith(expected), failed["message"]
     assert not [t for t in kube.trials("unclaimed") if (t.get("status") or {}).get("phase") == "Succeeded"]
+
+
+def test_a_secret_that_does_not_exist_fails_the_experiment_instead_of_waiting(
+    kube: Kube, kubenas_operator: OperatorProcess, tmp_path: Path
+) -> None:
+    """The kubelet cannot create the trainer container (CreateContainerConfigError) and retries for
+    ever; so for a one-shot search's supernet pod, which has no Job controller giving up on it."""
+    missing = {"spec": {"containers": [{"name": "trainer", "envFrom": [{"secretRef": {"name": "no-such-secret"}}]}]}}
+    manifest = experiment_manifest("unsecret", max_trials=2, template={"template": missing})
+    kube.apply_experiment(manifest)
+    pv = bound_claim(kube, tmp_path / "pv", "kubenas-artifacts")  # the example's store: only the Secret is missing
+    oneshot = yaml.safe_load((EXAMPLES / "digits-oneshot.yaml").read_text())
+    oneshot["metadata"]["name"] = "unsecret-oneshot"
+    oneshot["spec"]["trialTemplate"]["template"] = missing
+    kube.apply_experiment(oneshot)
+    try:
+        for name, pod in (("unsecret", "unsecret-00000-"), ("unsecret-oneshot", "unsecret-oneshot-supernet-")):
+            exp = kube.wait_phase(name, timeout=120)
+            assert exp["status"]["phase"] == "Failed"
+            failed = condition(exp, "Failed")
+            assert failed["reason"] == "PodCannotStart"
+            expected = f"spec.trialTemplate (a Secret or ConfigMap its pods reference): the pod {pod}"
+            assert failed["message"].startswith(expected), failed["message"]
+            assert "CreateContainerConfigError: secret \"no-such-secret\" not found" in failed["message"]
+    finally:
+        kube.core.delete_persistent_volume(pv)
+    assert not [t for t in kube.trials("unsecret") if (t.get("status") or {}).get("phase") == "Succeeded"]

@@ -69,12 +69,12 @@ from kubenas.core.records import TrialRecord
 from kubenas.core.retrain import top_architectures
 from kubenas.insights.collapse import operation_mix
 from kubenas.operator import names, oneshot_manifests, outcomes
-from kubenas.operator.claims import ClaimCheck
 from kubenas.operator.controller_client import ControllerClient, ControllerOutOfSync, Endpoint
 from kubenas.operator.failures import ExperimentLog, Fatal, Requeue, owned_by
 from kubenas.operator.kube import AlreadyExists, NotFound
 from kubenas.operator.manifests import ExperimentRef, ProgressChannel
 from kubenas.operator.runtime import Runtime
+from kubenas.operator.startup import StartCheck
 from kubenas.operator.views import PodView
 
 #: failed starts of the evaluator's container (its evaluate command could not load the supernet, and
@@ -219,7 +219,7 @@ class OneShotPhases:
         event: Callable[[str, str, str], None],
         wake: Callable[[], None],
         wake_later: Callable[[float], None] | None = None,
-        claim_check: ClaimCheck | None = None,
+        start_check: StartCheck | None = None,
     ) -> None:
         self.runtime = runtime
         self.ref = ref
@@ -230,7 +230,7 @@ class OneShotPhases:
         self.event = event
         self.wake = wake
         self.wake_later = wake_later
-        self.claim_check = claim_check  # the experiment's: a missing claim fails it (supernet and evaluator pods)
+        self.start_check = start_check  # the experiment's: a missing claim fails it (supernet and evaluator pods)
         self.evaluator_checked = 0.0  # when the evaluator's pods were last read (while it was not ready)
         block = current_status().get("oneShot") or {}
         self.announced: str | None = block.get("phase")
@@ -337,8 +337,8 @@ class OneShotPhases:
             return
         job = jobs[0]
         pods = [p for p in indexes.pods_of(self.ref.namespace, name) if p.owner_uid == job.uid]
-        if self.claim_check is not None:
-            await self.claim_check(self.spec, pods, datetime.now(UTC))
+        if self.start_check is not None:
+            await self.start_check(self.spec, pods, datetime.now(UTC))
         events = outcomes.events_of(0, pods, job)
         if not outcomes.decided(events) and job.complete:  # the pod update may lag the Job's: read them
             listed = await self.runtime.api.list("v1", "Pod", self.ref.namespace, {names.LABEL_TRIAL: name})
@@ -400,8 +400,8 @@ class OneShotPhases:
         if now - self.evaluator_checked >= EVALUATOR_CHECK_S:
             self.evaluator_checked = now
             pods = await self.runtime.api.list("v1", "Pod", self.ref.namespace, names.evaluator_selector(self.ref.name))
-            if self.claim_check is not None:
-                await self.claim_check(self.spec, [PodView.parse(p) for p in pods], datetime.now(UTC))
+            if self.start_check is not None:
+                await self.start_check(self.spec, [PodView.parse(p) for p in pods], datetime.now(UTC))
             problem = evaluator_failure(pods)
             if problem is not None:
                 self.log.warning("evaluator failed", extra={"problem": problem})

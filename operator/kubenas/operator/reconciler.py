@@ -67,7 +67,6 @@ from kubenas.core.records import TrialRecord, objective_value, trial_name, trial
 from kubenas.core.spec_changes import describe_budget_change, judge_edit
 from kubenas.load import problems_of
 from kubenas.operator import manifests, names, outcomes, status
-from kubenas.operator.claims import ClaimCheck
 from kubenas.operator.controller_client import (
     ControllerClient,
     ControllerOutOfSync,
@@ -83,6 +82,7 @@ from kubenas.operator.progress_feed import ProgressFeed
 from kubenas.operator.recovery import recovery_step
 from kubenas.operator.runtime import Runtime
 from kubenas.operator.sources import read_init_source, read_source
+from kubenas.operator.startup import StartCheck
 from kubenas.operator.status_writer import StatusWriter
 from kubenas.operator.trial_writes import TrialWriter
 from kubenas.operator.views import JobView, PodView, parse_time, resource_version
@@ -115,7 +115,7 @@ class ExperimentReconciler:
         self.fatal: Fatal | None = None
         self._pod_checks: dict[str, Gate] = {}  # Job uid -> when to read its FailedCreate events
         self._queue_check = Gate(self.wake_later)  # when to look spec.queueName's LocalQueue up
-        self.claim_check = ClaimCheck(runtime.api, self.namespace, self.log, self.wake_later)
+        self.start_check = StartCheck(runtime.api, self.namespace, self.log, self.wake_later)
         self.refusal_reported: int | None = None
         self.controller_ready: tuple[bool, str, str] = (False, "ControllerStarting", "creating the controller")
         self.spec_verdict = status.SpecVerdict(True)
@@ -254,7 +254,7 @@ class ExperimentReconciler:
                 self._event,
                 self.wake,
                 self.wake_later,
-                self.claim_check,
+                self.start_check,
             )
         self._judge_edit(spec)
         if self.final is not None or self.phase in status.TERMINAL_PHASES:
@@ -553,7 +553,7 @@ class ExperimentReconciler:
                 writes.admitted.discard(name)
             events.extend(seen)
         assert self.accepted is not None
-        await self.claim_check(self.accepted, started_or_waiting, _now())
+        await self.start_check(self.accepted, started_or_waiting, _now())
         return events
 
     def _progress(self, driver: Driver) -> list[Progress]:

@@ -112,6 +112,10 @@ class Termination:
         return max(0.0, (end - start).total_seconds())
 
 
+#: waiting reasons of a container on its way to start
+STARTING = frozenset({"ContainerCreating", "PodInitializing"})
+
+
 @dataclass(frozen=True)
 class PodView:
     """A trainer pod: is it running, how did its trainer container end, was it disrupted."""
@@ -126,10 +130,19 @@ class PodView:
     terminated: Termination | None = None
     disrupted: bool = False
     deleting: bool = False
+    #: a container (init containers first) waiting for a reason of its own, not a normal start:
+    #: (container, reason, message), e.g. ("trainer", "CreateContainerConfigError", 'secret "x" not found')
+    waiting: tuple[str, str, str] | None = None
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> PodView:
         meta, status = body.get("metadata", {}), body.get("status") or {}
+        waiting: tuple[str, str, str] | None = None
+        for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+            state = (cs.get("state") or {}).get("waiting") or {}
+            reason = state.get("reason") or ""
+            if reason and reason not in STARTING and waiting is None:
+                waiting = (cs.get("name", ""), reason, state.get("message") or "")
         running_since: str | None = None
         terminated: Termination | None = None
         for cs in status.get("containerStatuses") or []:
@@ -161,6 +174,7 @@ class PodView:
             terminated=terminated,
             disrupted=disrupted,
             deleting=bool(meta.get("deletionTimestamp")),
+            waiting=waiting,
         )
 
 
