@@ -103,7 +103,7 @@ class HammingGP:
         ordered_mismatch = np.zeros_like(hamming)
         for d in self.ordered:
             ordered_mismatch += indices[:, d][:, None] != indices[:, d][None, :]
-        distance = ((places[:, None, :] - places[None, :, :]) ** 2).sum(axis=2)
+        distance = _rank_distances(places).sum(axis=0)
         best = -np.inf
         # the order is one more hyperparameter: it must gain what BIC charges for one (half the log of
         # the data size), or numbers used as labels would pick up a spurious order by chance
@@ -145,9 +145,7 @@ class HammingGP:
         mismatch = (indices[:, None, :] != indices[None, :, :]).transpose(2, 0, 1).astype(np.float64)
         weights = self.weights
         if self.order_weights.any():
-            _, places = self._features(indices)
-            distance = ((places[:, None, :] - places[None, :, :]) ** 2).transpose(2, 0, 1)
-            mismatch = np.concatenate([mismatch, distance])
+            mismatch = np.concatenate([mismatch, _rank_distances(self._features(indices)[1])])
             weights = np.concatenate([weights, self.order_weights])
         theta = np.concatenate([np.log(weights), [np.log(self.noise)]])
         centre = theta[:-1].copy()
@@ -216,6 +214,11 @@ class HammingGP:
         cdf = 0.5 * (1.0 + _erf(u / sqrt(2.0)))
         pdf = np.exp(-0.5 * u * u) / sqrt(2.0 * np.pi)
         return (mean - self.best_z) * cdf + std * pdf
+
+
+def _rank_distances(places: np.ndarray) -> np.ndarray:
+    """Squared rank distances between every two rows, one n-by-n matrix per ordered decision."""
+    return ((places[:, None, :] - places[None, :, :]) ** 2).transpose(2, 0, 1)
 
 
 def rank_positions(values: Sequence[object]) -> list[float] | None:
