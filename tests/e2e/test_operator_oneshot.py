@@ -109,7 +109,8 @@ def check_outcome(kube: Kube, name: str, store: Path, evaluations: int) -> dict[
     # bad candidate, recorded as such): the record is the one an unbroken run writes
     checkpoint = store / "runs" / name / names.supernet_name(name)
     assert (checkpoint / CHECKPOINT_FILE).is_file()
-    evaluator = Evaluator(checkpoint, spec.one_shot.recalibration_batches if spec.one_shot else 4)
+    assert spec.one_shot is not None
+    evaluator = Evaluator(checkpoint, spec.one_shot.recalibration_batches, finetune_steps=spec.one_shot.finetune_steps)
     scored = [e for e in evaluated if e.phase == "Succeeded"]
     assert len(scored) >= evaluations // 2, [e.reason for e in evaluated]
     for e in scored:

@@ -104,7 +104,9 @@ def test_the_three_phases_survive_a_kill_in_the_search_phase(tmp_path: Path) -> 
     evaluations, _ = read_journal(results / "evaluations")
     assert [e.index for e in evaluations] == list(range(10)) and all(e.told for e in evaluations)
     Search(evaluation_spec(exp.spec), evaluations)  # replays every ask and tell: raises on any mismatch
-    evaluator = Evaluator(results / "supernet" / "output", recalibration_batches=2)
+    evaluator = Evaluator(
+        results / "supernet" / "output", recalibration_batches=2, finetune_steps=exp.spec.one_shot.finetune_steps
+    )
     for e in evaluations:
         if e.phase == "Succeeded":
             assert abs(evaluator.evaluate(e.architecture)["val_accuracy"] - e.reward) < 1e-5

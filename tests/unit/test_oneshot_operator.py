@@ -135,13 +135,15 @@ def test_the_evaluator_runs_the_evaluate_command_behind_the_http_bridge_in_the_t
         "/kubenas/output/exp/exp-supernet",
         "--recalibration-batches",
         "6",
+        "--finetune-steps",
+        "20",
     ]
     assert container["image"] == "trainer:1" and container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert {"name": "kubenas-output", "persistentVolumeClaim": {"claimName": "store"}} in pod["spec"]["volumes"]
-    # fine-tuned scores: the steps are passed on only when asked for (the default command is unchanged)
-    tuned = evaluator_deployment(REF, spec(recalibrationBatches=6, finetuneSteps=20))
-    tuned_command = tuned["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert tuned_command == [*container["command"], "--finetune-steps", "20"]
+    # fine-tuned scores by default (20 steps); finetuneSteps: 0 scores the inherited weights as they are
+    plain = evaluator_deployment(REF, spec(recalibrationBatches=6, finetuneSteps=0))
+    plain_command = plain["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert plain_command == container["command"][:-2]
     assert pod["spec"]["restartPolicy"] == "Always"
     # a start that fails: the front writes why as the termination message (else its log's tail is used)
     assert container["terminationMessagePath"] == "/dev/termination-log"

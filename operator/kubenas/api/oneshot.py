@@ -130,11 +130,13 @@ class OneShot(ApiModel):
         4, ge=1, le=1000, description="Training batches each candidate's batch-norm statistics are re-estimated on."
     )
     finetune_steps: int = Field(
-        0,
+        20,
         ge=0,
         le=100000,
         description="SGD steps each candidate trains from its inherited weights before it is scored (0: none);"
-        " the supernet's weights are restored after each candidate.",
+        " the supernet's weights are restored after each candidate. 20 by default: the steps lifted the"
+        " supernet's ranking and ended the collapse to parameter-free cells in the benchmark"
+        " (docs/benchmarks.md), at about five times an evaluation's cost without them.",
     )
     top_k: int = Field(3, ge=1, le=1000, description="Best evaluated candidates retrained from scratch as Trials.")
 
