@@ -86,6 +86,26 @@ def test_x_columns_become_decisions_with_sorted_typed_choices(holes: Path) -> No
     assert math.isnan(table.rows[(8, "pool")][0])
 
 
+def test_columns_of_fractional_or_float_written_numbers_are_searchable_in_their_order(tmp_path: Path) -> None:
+    # A categorical decision takes integers or strings: a learning rate's grid is searched as the ranks
+    # of its values, widths a data frame wrote as 16.0 as the integers they are; the rows follow.
+    path = tmp_path / "hpo.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["x_lr", "x_width", "x_act", "val", "test"])
+        for lr in ("0.1", "0.001", "0.01", "1e-4"):
+            for width in ("16.0", "8.0", "32.0"):
+                for act in ("relu", "gelu"):
+                    score = -abs(math.log10(float(lr)) + 2) + float(width) / 32 + (act == "gelu")
+                    w.writerow([lr, width, act, score, score])
+    table = load_table(path, "val", "test")
+    assert table.decisions == (("lr", (0, 1, 2, 3)), ("width", (8, 16, 32)), ("act", ("gelu", "relu")))
+    assert table.rows[(2, 32, "gelu")] == (2.0, 2.0)  # lr 0.01 is the third smallest of 1e-4 < 0.001 < 0.01 < 0.1
+    for strategy in ("progressive", "tpe", "random"):
+        curve = run_search(table, experiment_spec(table, strategy, seed=0, trials=24, parallel=1))
+        assert curve[-1] == 2.0, strategy  # every one of the 24 rows can be asked: the whole table is searched
+
+
 def test_a_missing_column_is_named(holes: Path) -> None:
     with pytest.raises(SpecError, match="--signal"):
         load_table(holes, "nope", "test")

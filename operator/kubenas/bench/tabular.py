@@ -1,7 +1,8 @@
 """The tabular NAS benchmark: a search whose trials look their architecture up in a table.
 
 A table is a CSV file in which every column named ``x_<decision>`` is one categorical decision (its
-choices are the distinct values of the column) and the other columns are metrics of the row's
+choices are the distinct values of the column; a column of fractional numbers is searched as their
+ranks, see ``_typed``) and the other columns are metrics of the row's
 architecture. A search runs through the same :class:`~kubenas.core.search.Search` and engine as a
 real experiment; only the trial is replaced by a look-up, completed in ask order (first in, first
 out) with ``parallel`` trials outstanding, so ``parallel - 1`` asks are always ahead of rewards.
@@ -116,13 +117,27 @@ def decision_name(column: str) -> str:
 
 
 def _typed(values: Sequence[str]) -> list[Choice]:
-    """Column values as ints, else floats, else strings (so numeric choices sort numerically)."""
-    for kind in (int, float):
-        try:
-            return [kind(v) for v in values]
-        except ValueError:
-            continue
-    return list(values)
+    """Column values as ints, else strings, so numeric choices sort numerically and keep their order.
+
+    A categorical decision takes integers or strings only (real values belong in a float decision),
+    so a column of numbers that are not all whole (a learning rate's grid, widths written as
+    ``16.0`` by a data frame) becomes integers too: whole numbers as themselves, fractional ones as
+    the rank of their value (0 for the smallest). The search sees the same choices in the same order,
+    which is all a categorical decision's order is; the table's rows are keyed alike."""
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        pass
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError:
+        return list(values)
+    if not all(math.isfinite(x) for x in numbers):
+        return list(values)
+    if all(x.is_integer() for x in numbers):
+        return [int(x) for x in numbers]
+    rank = {x: i for i, x in enumerate(sorted(set(numbers)))}
+    return [rank[x] for x in numbers]
 
 
 def _number(text: str) -> float:
