@@ -106,6 +106,22 @@ def test_columns_of_fractional_or_float_written_numbers_are_searchable_in_their_
         assert curve[-1] == 2.0, strategy  # every one of the 24 rows can be asked: the whole table is searched
 
 
+def test_a_byte_order_mark_does_not_hide_the_first_decision(holes: Path, tmp_path: Path) -> None:
+    marked = tmp_path / "marked.csv"
+    marked.write_bytes(b"\xef\xbb\xbf" + holes.read_bytes())  # what a spreadsheet's "CSV UTF-8" writes
+    assert load_table(marked, "val", "test").decisions == load_table(holes, "val", "test").decisions
+
+
+def test_a_single_objective_may_be_minimised(holes: Path) -> None:
+    table = load_table(holes, "val", "test", direction="minimize")
+    curve = run_search(table, experiment_spec(table, "grid", seed=0, trials=9, parallel=1))
+    assert curve[-1] == 20.0  # the smallest signal (12) is width 8 with conv or skip; both report 2 * 8 + 4
+    args = ["bench", "search", str(holes), "--objective", "val:min", "--report", "test", "--strategy", "grid"]
+    result = CliRunner().invoke(app, [*args, "--trials", "9", "--seeds", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.output.split("final")[1].split()[0] == "20.00"
+
+
 def test_a_missing_column_is_named(holes: Path) -> None:
     with pytest.raises(SpecError, match="--signal"):
         load_table(holes, "nope", "test")

@@ -31,7 +31,8 @@ def search(
         ..., exists=True, dir_okay=False, help="CSV: x_<decision> columns and metric columns."
     ),
     signal: str | None = typer.Option(
-        None, "--signal", help="Column the strategy searches on (larger is better); default: the first --objective."
+        None, "--signal", help="Column the strategy searches on (larger is better); default: the first --objective"
+        " (one --objective COLUMN:min searches for the smallest)."
     ),
     report: str = typer.Option(..., "--report", help="Column reported for the incumbent (never searched on)."),
     strategy: str = typer.Option(..., "--strategy", help=f"One of {', '.join(STRATEGY_NAMES)}."),
@@ -96,11 +97,10 @@ def search(
             raise SpecError("--signal", "give the column to search on (--signal), or --objective")
         if objectives and signal not in (None, objectives[0].name):
             raise SpecError("--signal", f"with --objective the signal is the first objective, {objectives[0].name}")
-        if len(objectives) == 1 and objectives[0].direction != "maximize":
-            raise SpecError("--objective", "a single objective is maximised (the --signal column); give two or more")
         signal = signal or objectives[0].name
+        direction = objectives[0].direction if objectives else "maximize"
         multi = objectives if len(objectives) > 1 else []
-        data = load_table(table, signal, report, extra + [("--objective", o.name) for o in multi[1:]])
+        data = load_table(table, signal, report, extra + [("--objective", o.name) for o in multi[1:]], direction)
         normaliser = None
         if multi:
             columns = {signal: [v for v, _ in data.rows.values()]}

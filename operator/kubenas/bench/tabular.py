@@ -73,6 +73,8 @@ class Table:
     rows: dict[tuple[Choice, ...], tuple[float, float]] = field(repr=False)
     #: other columns read on request (a cost, cheap signals), keyed like ``rows``
     extras: dict[str, dict[tuple[Choice, ...], float]] = field(default_factory=dict, repr=False)
+    #: whether a larger signal is better (an accuracy) or a smaller one (a loss, an error rate)
+    direction: str = "maximize"
 
 
 @dataclass(frozen=True)
@@ -147,12 +149,20 @@ def _number(text: str) -> float:
         return math.nan
 
 
-def load_table(path: str | Path, signal: str, report: str, extra: Sequence[tuple[str, str]] = ()) -> Table:
+def load_table(
+    path: str | Path,
+    signal: str,
+    report: str,
+    extra: Sequence[tuple[str, str]] = (),
+    direction: str = "maximize",
+) -> Table:
     """Read a benchmark CSV; SpecError names a missing column or a table without decisions.
 
     ``extra`` holds ``(option, column)`` pairs of further columns to read (the option names the
-    command-line flag that asked for it, for the error)."""
-    with open(path, newline="") as fh:
+    command-line flag that asked for it, for the error). ``direction``: whether the search maximises
+    or minimises the signal. A byte-order mark before the header (spreadsheets write one) is not
+    part of the first column's name."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:
@@ -179,7 +189,7 @@ def load_table(path: str | Path, signal: str, report: str, extra: Sequence[tuple
         column: {tuple(vals[k] for vals in typed): _number(row[columns[column]]) for k, row in enumerate(body)}
         for _, column in extra
     }
-    return Table(str(path), signal, report, decisions, rows, extras)
+    return Table(str(path), signal, report, decisions, rows, extras, direction)
 
 
 def experiment_spec(
@@ -204,7 +214,7 @@ def experiment_spec(
         strategy=StrategySpec.model_validate(strategy_doc),
         objective=Objective(metrics=list(objectives))
         if len(objectives) > 1
-        else Objective(metric=table.signal, direction="maximize"),
+        else Objective(metric=table.signal, direction=table.direction),
         budget=Budget(max_trials=trials, parallel_trials=parallel),
         trial_template=TrialTemplate(command=["table-lookup"]),
         early_stopping=early_stopping,
