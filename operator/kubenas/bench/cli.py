@@ -31,8 +31,10 @@ def search(
         ..., exists=True, dir_okay=False, help="CSV: x_<decision> columns and metric columns."
     ),
     signal: str | None = typer.Option(
-        None, "--signal", help="Column the strategy searches on (larger is better); default: the first --objective"
-        " (one --objective COLUMN:min searches for the smallest)."
+        None,
+        "--signal",
+        help="Column the strategy searches on (larger is better); default: the first --objective"
+        " (one --objective COLUMN:min searches for the smallest).",
     ),
     report: str = typer.Option(..., "--report", help="Column reported for the incumbent (never searched on)."),
     strategy: str = typer.Option(..., "--strategy", help=f"One of {', '.join(STRATEGY_NAMES)}."),

@@ -43,7 +43,7 @@ import numpy as np
 from kubenas.api.early_stopping import EarlyStopping
 from kubenas.api.space import Decision, SearchSpaceSpec
 from kubenas.api.strategy import SETTINGS_TYPES, StrategySpec
-from kubenas.api.v1alpha1 import Budget, Objective, ObjectiveMetric, SearchExperimentSpec, TrialTemplate
+from kubenas.api.v1alpha1 import Budget, Direction, Objective, ObjectiveMetric, SearchExperimentSpec, TrialTemplate
 from kubenas.bench.hypervolume import Normaliser, hypervolume
 from kubenas.core.driver import AttemptEnded, Driver, Progress, Prune, TrialLost
 from kubenas.core.errors import SpecError
@@ -74,7 +74,7 @@ class Table:
     #: other columns read on request (a cost, cheap signals), keyed like ``rows``
     extras: dict[str, dict[tuple[Choice, ...], float]] = field(default_factory=dict, repr=False)
     #: whether a larger signal is better (an accuracy) or a smaller one (a loss, an error rate)
-    direction: str = "maximize"
+    direction: Direction = "maximize"
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def load_table(
     signal: str,
     report: str,
     extra: Sequence[tuple[str, str]] = (),
-    direction: str = "maximize",
+    direction: Direction = "maximize",
 ) -> Table:
     """Read a benchmark CSV; SpecError names a missing column or a table without decisions.
 
