@@ -220,11 +220,18 @@ def parse_document(data: Any, source: str = "manifest", kubernetes: bool = True)
 
 
 def _check_space(exp: SearchExperiment, source: str) -> None:
-    """Build the search space too, so an error the expanders find shows now, not in the controller."""
+    """Build the search space too, so an error the expanders find shows now, not in the controller, and
+    check the architectures the manifest lists (a retrain's, a seedFrom's) against it the same way."""
+    from kubenas.core.retrain import seeds
     from kubenas.core.space import build_space
+    from kubenas.core.strategies.retrain import FIELD as RETRAIN_FIELD
 
     try:
-        build_space(exp.spec.search_space)
+        space = build_space(exp.spec.search_space)
+        seeds(exp.spec, space)
+        retrain = exp.spec.strategy.retrain
+        for i, c in enumerate(retrain.architectures if retrain is not None else []):
+            space.validate(c.architecture, f"{RETRAIN_FIELD}[{i}].architecture")
     except SpecError as exc:
         raise ManifestError([(exc.field, exc.message)], source) from None
 

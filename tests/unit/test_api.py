@@ -53,6 +53,9 @@ def test_every_example_validates(path: Path) -> None:
             "distinct",
         ),
         ({"budget": {"maxTrials": 5, "maxDuration": "ten minutes"}}, "spec.budget.maxDuration", "pattern"),
+        ({"budget": {"maxTrials": 5, "maxDuration": "30m1h"}}, "spec.budget.maxDuration", "pattern"),
+        ({"budget": {"maxTrials": 5, "maxDuration": "0s"}}, "spec.budget.maxDuration", "above 0s"),
+        ({"budget": {"maxTrials": 5, "maxDuration": "87601h"}}, "spec.budget.maxDuration", "at most 87600h"),
         ({"trialTemplate": {"command": []}}, "spec.trialTemplate.command", "at least 1"),
         (
             {"objective": {"metric": "acc", "constraints": [{"metric": "params"}]}},
@@ -96,11 +99,38 @@ def test_missing_file_and_bad_yaml_are_clear(tmp_path: Path) -> None:
         load_experiment(bad)
 
 
+def test_a_small_population_alone_takes_a_tournament_that_fits() -> None:
+    """sampleSize left out is 10, or the population when smaller: populationSize 5 alone is accepted."""
+    small = parse_experiment(experiment_dict(strategy={"name": "evolution", "evolution": {"populationSize": 5}}))
+    assert small.spec.strategy.settings().sample_size == 5
+    large = parse_experiment(experiment_dict(strategy={"name": "evolution", "evolution": {"populationSize": 50}}))
+    assert large.spec.strategy.settings().sample_size == 10
+    with pytest.raises(ManifestError, match="sampleSize"):
+        parse_experiment(
+            experiment_dict(strategy={"name": "evolution", "evolution": {"populationSize": 5, "sampleSize": 6}})
+        )
+
+
+def test_validate_checks_listed_architectures_against_the_space() -> None:
+    """A retrain's or a seedFrom's architectures are checked when the manifest is read, with their paths."""
+    space = {"hyperparameters": [{"name": "a", "type": "categorical", "choices": ["x", "y"]}]}
+    retrain = {"name": "retrain", "retrain": {"architectures": [{"architecture": {"a": "x"}}, {"architecture": {}}]}}
+    with pytest.raises(ManifestError) as err:
+        parse_experiment(experiment_dict(searchSpace=space, strategy=retrain))
+    assert [f for f, _ in err.value.problems] == ["spec.strategy.retrain.architectures[1].architecture.a"]
+    seeded = {"name": "evolution", "seedFrom": {"experiment": "src", "architectures": [{"architecture": {"a": "z"}}]}}
+    with pytest.raises(ManifestError) as err:
+        parse_experiment(experiment_dict(searchSpace=space, strategy=seeded))
+    assert [f for f, _ in err.value.problems] == ["spec.strategy.seedFrom.architectures[0].architecture.a"]
+
+
 def test_strategy_settings_default_when_omitted() -> None:
     exp = parse_experiment(experiment_dict(strategy={"name": "evolution"}))
     assert exp.spec.strategy.settings().population_size >= 2
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("1h30m", 5400), ("2.5h", 9000), ("250ms", 0.25)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("1h30m", 5400), ("2.5h", 9000), ("250ms", 0.25), ("1h2m3s4ms", 3723.004)]
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)

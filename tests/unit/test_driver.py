@@ -125,6 +125,7 @@ def test_missing_metric_and_hard_constraint() -> None:
     assert (missing.trial.phase, missing.trial.reason) == ("Failed", "MissingMetric")
     (over,) = of(Tell, driver.handle(AttemptEnded(1, 1, 0, json.dumps({"val_accuracy": 0.9, "params": 20}))))
     assert (over.trial.phase, over.trial.reason) == ("Infeasible", "ConstraintViolated")
+    assert over.trial.message == "params 20 is above max 10"
 
 
 def test_goal_reached_cancels_the_rest_once_every_result_is_stored() -> None:

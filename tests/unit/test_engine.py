@@ -9,7 +9,7 @@ import pytest
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec
 from kubenas.core.engine import Ask, Finish, Wait, count, decide, summarize
-from kubenas.core.records import TrialRecord, best_of, reward_of
+from kubenas.core.records import TrialRecord, best_of, reward_of, violations
 from tests.conftest import experiment_dict
 
 
@@ -95,6 +95,27 @@ def test_reward_sign_constraints_and_soft_penalty() -> None:
     assert reward_of(s.objective, {"acc": 0.9, "params": 50, "latency": 20}) == (pytest.approx(0.45), True)
     low = spec(objective={"metric": "loss", "direction": "minimize"})
     assert reward_of(low.objective, {"loss": 0.3}) == (-0.3, True)
+
+
+def test_an_infeasible_result_says_which_constraint_and_by_how_much() -> None:
+    """ConstraintViolated names the bound crossed, or the constrained metric the trial never reported
+    (a NaN counts as not reported: it cannot be shown to hold)."""
+    s = spec(
+        objective={
+            "metric": "acc",
+            "constraints": [{"metric": "params", "max": 100}, {"metric": "latency", "min": 2}],
+        }
+    )
+    assert violations(s.objective, {"acc": 0.9, "params": 50, "latency": 5}) == []
+    assert violations(s.objective, {"acc": 0.9, "params": 150, "latency": 1}) == [
+        "params 150 is above max 100",
+        "latency 1 is below min 2",
+    ]
+    assert violations(s.objective, {"acc": 0.9, "params": float("nan")}) == [
+        "params was not reported",
+        "latency was not reported",
+    ]
+    assert reward_of(s.objective, {"acc": 0.9, "params": float("nan"), "latency": 5})[1] is False
 
 
 def test_the_one_pass_summary_agrees_with_count_and_best_of() -> None:

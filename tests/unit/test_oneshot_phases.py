@@ -118,9 +118,22 @@ def test_a_supernet_attempt_is_judged_by_the_trial_rule() -> None:
 def test_nothing_to_retrain_fails_the_search() -> None:
     spec = spec_of()
     done = SupernetRecord(attempts=1, succeeded=True)
-    failed = [TrialRecord(index=i, architecture={}, phase="Failed", tell_sequence=i) for i in range(12)]
+    failed = [
+        TrialRecord(
+            index=i,
+            architecture={},
+            name=f"e-{i}",
+            phase="Failed",
+            tell_sequence=i,
+            reason="MissingMetric",
+            message="the trial reported no 'latency_ms' metric",
+        )
+        for i in range(12)
+    ]
     phase = next_phase(spec, done, failed)
     assert isinstance(phase, OneShotFailed) and phase.reason == "NothingToRetrain"
+    # the message says why, not only that nothing is left: the first failure's reason
+    assert "12 evaluations, none usable; e-0: MissingMetric: the trial reported no 'latency_ms'" in phase.message
 
 
 def test_an_interrupted_search_phase_replays_to_the_same_evaluations() -> None:

@@ -163,3 +163,32 @@ def test_init_from_an_experiment_alone_is_its_best_trial_read_once(tmp_path: Pat
         with pytest.raises(SpecError) as err:
             resolved_init(given, run)
         assert err.value.field == "spec.trialTemplate.initFrom.experiment" and words in str(err.value)
+
+
+def test_init_from_a_named_trial_must_be_a_succeeded_trial_of_its_source() -> None:
+    """A misspelt trial would start every candidate from scratch (the warm start finds no weights):
+    refused when the source is read; a missing source is refused locally but not on Kubernetes, where
+    the artifact store keeps the weights after the SearchExperiment is deleted."""
+    from kubenas.core.errors import SpecError
+    from kubenas.core.retrain import SourceRun, resolved_init
+
+    arch = {"edge_1_0": "none", "edge_2_0": "skip_connect", "edge_2_1": "nor_conv_3x3"}
+    trials = [
+        TrialRecord(index=0, architecture=arch, name="digits-00000", phase="Succeeded", reward=0.5),
+        TrialRecord(index=1, architecture=arch, name="digits-00001", phase="Failed"),
+    ]
+    for name, accepted in (("digits-00000", True), ("digits-00001", False), ("digits-00009", False)):
+        given = SearchExperimentSpec.model_validate(init_document({"experiment": "digits", "trial": name})["spec"])
+        run = SourceRun("digits", given.objective, trials, False, "Running")  # need not be finished
+        if accepted:
+            assert resolved_init(given, run) is given
+            continue
+        with pytest.raises(SpecError) as err:
+            resolved_init(given, run)
+        assert err.value.field == "spec.trialTemplate.initFrom.trial" and name in str(err.value)
+    given = SearchExperimentSpec.model_validate(
+        init_document({"experiment": "digits", "trial": "digits-00000"})["spec"]
+    )
+    with pytest.raises(SpecError, match="does not exist"):
+        resolved_init(given, None)
+    assert resolved_init(given, None, weights_outlive_runs=True) is given

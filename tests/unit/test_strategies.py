@@ -444,3 +444,19 @@ def test_progressive_orders_int_ranges_and_numeric_choices_only() -> None:
     )
     s = make("progressive", space, seed=0)
     assert s.model.ordered == [0, 2, 3]  # type: ignore[attr-defined]
+
+
+def test_float_grids_keep_tiny_and_huge_ranges_inside_and_distinct() -> None:
+    """Grid points are tidied of float noise (0.1 + 2 * 0.1 is 0.3) without flattening tiny ranges
+    (12 decimals would make 1e-14 a 0, outside the range) or leaving a point off the step grid."""
+    ranges = [
+        FloatRange("a", 1e-14, 1e-13, log=True),
+        FloatRange("b", 0.0, 1e-12),
+        FloatRange("c", 1e5, 1e5 + 1, step=0.001),
+        FloatRange("d", 0.0001, 0.1, log=True),
+    ]
+    for r in ranges:
+        values = r.values()
+        assert len(set(values)) == len(values) and all(r.contains(v) and isinstance(v, float) for v in values)
+    assert FloatRange("e", 0.1, 0.5, step=0.1).values() == (0.1, 0.2, 0.3, 0.4, 0.5)
+    assert FloatRange("f", 0.0001, 0.1, log=True).values()[1] == 0.000562341325  # as before: 12 decimals

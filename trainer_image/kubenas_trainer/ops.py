@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from kubenas.api.space import OPERATION_ALIASES
 from kubenas_trainer.errors import BadCandidate
 
 
@@ -82,19 +83,8 @@ OPERATIONS: dict[str, OpFactory] = {
     "max_pool_3x3": lambda c: nn.MaxPool2d(3, stride=1, padding=1),
 }
 
-ALIASES: dict[str, str] = {
-    "zero": "none",
-    "identity": "skip_connect",
-    "skip": "skip_connect",
-    "conv1x1": "nor_conv_1x1",
-    "conv3x3": "nor_conv_3x3",
-    "conv5x5": "nor_conv_5x5",
-    "sep_conv3x3": "sep_conv_3x3",
-    "sep_conv5x5": "sep_conv_5x5",
-    "dil_conv3x3": "dil_conv_3x3",
-    "avg_pool3x3": "avg_pool_3x3",
-    "max_pool3x3": "max_pool_3x3",
-}
+#: second spellings (the layer-chain family's) of registry names: the API's table, one place for both
+ALIASES: dict[str, str] = OPERATION_ALIASES
 
 
 def canonical_op(name: object, field: str) -> str:

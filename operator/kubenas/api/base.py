@@ -86,6 +86,12 @@ def immutable(what: str) -> dict[str, Any]:
     return {"x-kubernetes-validations": [cel("self == oldSelf", f"{what} cannot change once the experiment exists")]}
 
 
+def no_server_default(schema: dict[str, Any]) -> None:
+    """Field schema hook: no default in the CRD, so the API server leaves the field out when the user
+    does and a rule can tell "not given" from "given" (the model fills the value in itself)."""
+    schema.pop("default", None)
+
+
 def keyed_list(key: str = "name") -> dict[str, Any]:
     """Field schema extra: a list whose items are unique by ``key`` (the API server enforces it)."""
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}

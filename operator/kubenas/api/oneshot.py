@@ -31,6 +31,9 @@ from kubenas.api.strategy import ReinforceSettings
 
 #: what runs phases 1 and 2: ``train`` or ``evaluate ...`` is appended
 DEFAULT_COMMAND = ("python3", "-m", "kubenas_trainer.oneshot")
+#: What the default evaluator reports for each candidate (kubenas_trainer.oneshot): the only metrics a
+#: one-shot search's objective and constraints can name unless it brings its own command.
+EVALUATOR_METRICS = ("val_accuracy", "val_loss", "params", "flops", "eval_seconds")
 
 
 def enas_policy() -> ReinforceSettings:
@@ -83,7 +86,8 @@ class OneShot(ApiModel):
     RULES = (
         Rule(
             "!has(self.topK) || self.topK <= (has(self.evaluations) ? self.evaluations : 100)",
-            "topK must not exceed evaluations: only evaluated candidates can be retrained",
+            "topK (3 when left out) must not exceed evaluations (100 when left out): only evaluated candidates"
+            " can be retrained",
             lambda o: o.top_k <= o.evaluations,
             ".topK",
         ),
@@ -95,7 +99,8 @@ class OneShot(ApiModel):
         ),
         Rule(
             "!has(self.evaluators) || self.evaluators <= (has(self.evaluations) ? self.evaluations : 100)",
-            "evaluators must not exceed evaluations: each evaluator pod scores at least one candidate",
+            "evaluators must not exceed evaluations (100 when left out): each evaluator pod scores at least one"
+            " candidate",
             lambda o: o.evaluators <= o.evaluations,
             ".evaluators",
         ),

@@ -48,8 +48,27 @@ Operation = Literal[
     "max_pool3x3",
 ]
 KNOWN_OPERATIONS: tuple[str, ...] = get_args(Operation)
+#: Second spellings of operations, to the registry name each one builds (the trainer reads this table):
+#: two spellings of one operation in a space would be one choice counted twice.
+OPERATION_ALIASES: dict[str, str] = {
+    "zero": "none",
+    "identity": "skip_connect",
+    "skip": "skip_connect",
+    "conv1x1": "nor_conv_1x1",
+    "conv3x3": "nor_conv_3x3",
+    "conv5x5": "nor_conv_5x5",
+    "sep_conv3x3": "sep_conv_3x3",
+    "sep_conv5x5": "sep_conv_5x5",
+    "dil_conv3x3": "dil_conv_3x3",
+    "avg_pool3x3": "avg_pool_3x3",
+    "max_pool3x3": "max_pool_3x3",
+}
 #: Operations that output zeros: a space of only these cannot train anything.
 ZERO_OPERATIONS = ("none", "zero")
+#: Relative precision below which two float values are one: a double holds about 16 significant
+#: digits, and grid points are tidied to 12 (kubenas.core.space), so a step or a range narrower than
+#: this fraction of its magnitude would give points that collapse or fall off the grid.
+FLOAT_RESOLUTION = 1e-9
 
 #: The most points one int or stepped float range may have: strategies materialise a range's values,
 #: so the bound keeps the controller's memory bounded whatever the manifest says.
@@ -78,6 +97,19 @@ def _points_below(d: Decision) -> float:
     if d.step is not None:
         return (d.high - d.low) / d.step
     return d.high - d.low if d.type == "int" else 0.0
+
+
+#: max(|low|, |high|) in CEL (which has no abs or max on doubles)
+_MAGNITUDE_CEL = (
+    "(((self.low >= 0.0 ? self.low : -self.low) >= (self.high >= 0.0 ? self.high : -self.high))"
+    " ? (self.low >= 0.0 ? self.low : -self.low) : (self.high >= 0.0 ? self.high : -self.high))"
+)
+
+
+def _resolved(width: float, d: Decision) -> bool:
+    """Whether ``width`` (a step, or high - low) is wide enough to tell apart points of ``d``'s range."""
+    assert d.low is not None and d.high is not None
+    return width >= FLOAT_RESOLUTION * max(abs(d.low), abs(d.high))
 
 
 def _distinct_choices(choices: list[ChoiceValue] | None) -> bool:
@@ -179,6 +211,22 @@ class Decision(ApiModel):
             lambda d: d.type != "int" or d.step is not None or _points_below(d) < MAX_RANGE_POINTS,
             ".high",
         ),
+        Rule(
+            f"self.type != 'float' || !has(self.low) || !has(self.high) || self.low >= self.high"
+            f" || self.high - self.low >= {FLOAT_RESOLUTION!r} * {_MAGNITUDE_CEL}",
+            f"low and high are too close for their magnitude (less than {FLOAT_RESOLUTION:g} of it apart):"
+            " their points would be one number",
+            lambda d: d.type != "float" or d.low is None or d.high is None or _resolved(d.high - d.low, d),
+            ".high",
+        ),
+        Rule(
+            f"self.type != 'float' || !has(self.step) || !has(self.low) || !has(self.high)"
+            f" || self.step >= {FLOAT_RESOLUTION!r} * {_MAGNITUDE_CEL}",
+            f"step is too small for the range's magnitude (less than {FLOAT_RESOLUTION:g} of it): its points"
+            " could not be told apart",
+            lambda d: d.type != "float" or d.step is None or d.low is None or d.high is None or _resolved(d.step, d),
+            ".step",
+        ),
     )
 
     name: DecisionName = Field(..., pattern=NAME_PATTERN, max_length=63, description="Name, unique in the space.")
@@ -226,6 +274,38 @@ _NOT_ONLY_ZERO = Rule(
     ".operations",
 )
 
+_NO_ZERO_IN_CHAIN = Rule(
+    "!has(self.operations) || !self.operations.exists(o, o in " + str(list(ZERO_OPERATIONS)) + ")",
+    "a layer chain cannot take none: every path to the output goes through each layer, so a zero layer cuts"
+    " them all (use identity to skip a layer)",
+    lambda m: not any(o in ZERO_OPERATIONS for o in m.operations),
+    ".operations",
+)
+
+
+def _alias_pairs() -> list[tuple[str, str]]:
+    """Every pair of two spellings of one operation (an alias and its registry name, or two aliases)."""
+    spellings: dict[str, list[str]] = {}
+    for alias, name in OPERATION_ALIASES.items():
+        spellings.setdefault(name, [name]).append(alias)
+    return [(a, b) for names in spellings.values() for i, a in enumerate(names) for b in names[i + 1 :]]
+
+
+def _one_spelling(operations: list[str] | None) -> bool:
+    chosen = set(operations or ())
+    return not any(a in chosen and b in chosen for a, b in _alias_pairs())
+
+
+_ONE_SPELLING = Rule(
+    "!has(self.operations) || !("
+    + " || ".join(f"('{a}' in self.operations && '{b}' in self.operations)" for a, b in _alias_pairs())
+    + ")",
+    "operations names one operation twice, under two spellings (e.g. zero and none, identity and skip_connect,"
+    " conv3x3 and nor_conv_3x3): it would be one choice counted twice",
+    lambda m: _one_spelling(m.operations),
+    ".operations",
+)
+
 
 class CellSpace(ApiModel):
     """A NAS-Bench-201-style cell: a DAG of ``nodes`` nodes where every edge j→i (j<i) takes one operation.
@@ -234,7 +314,7 @@ class CellSpace(ApiModel):
     of the NAS-Bench-201 architecture string.
     """
 
-    RULES = (_NOT_ONLY_ZERO,)
+    RULES = (_NOT_ONLY_ZERO, _ONE_SPELLING)
 
     nodes: int = Field(4, ge=2, le=8, description="Nodes in the cell, the input node included.")
     operations: list[Operation] = Field(
@@ -254,7 +334,7 @@ class CellSpace(ApiModel):
 class LayerChain(ApiModel):
     """A chain of layers, one operation chosen per layer; decisions are named ``layer_<i>``."""
 
-    RULES = (_NOT_ONLY_ZERO,)
+    RULES = (_NO_ZERO_IN_CHAIN, _ONE_SPELLING)
 
     layers: int = Field(..., ge=1, le=64, description="Number of layers in the chain.")
     operations: list[Operation] = Field(

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from kubenas.api import kube
-from kubenas.api.base import ApiModel, Rule
+from kubenas.api.base import ApiModel, Rule, no_server_default
 
 StrategyName = Literal["random", "grid", "evolution", "reinforce", "tpe", "gp", "progressive", "retrain", "nsga2"]
 STRATEGY_NAMES: tuple[str, ...] = (
@@ -67,8 +67,25 @@ class EvolutionSettings(ApiModel):
     population_size: int = Field(
         20, ge=2, le=100000, description="Architectures alive at once; the first ones are sampled at random."
     )
-    sample_size: int = Field(10, ge=1, le=100000, description="Tournament size: parents are the best of this many.")
+    sample_size: int = Field(
+        10,
+        ge=1,
+        le=100000,
+        json_schema_extra=no_server_default,
+        description="Tournament size: parents are the best of this many (default 10, or populationSize when smaller).",
+    )
     mutations: int = Field(1, ge=1, le=64, description="Decisions changed per child.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tournament_fits(cls, data: Any) -> Any:
+        """A tournament left out is at most the population, so a small population alone is accepted."""
+        if not isinstance(data, dict) or "sampleSize" in data or "sample_size" in data:
+            return data
+        population = data.get("populationSize", data.get("population_size"))
+        if isinstance(population, int) and not isinstance(population, bool) and 1 <= population < 10:
+            return {**data, "sampleSize": population}
+        return data
 
 
 class ReinforceSettings(ApiModel):

@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from kubenas.api import kube
-from kubenas.api.base import ApiModel, Rule, cel, immutable, keyed_list, with_rules
+from kubenas.api.base import ApiModel, Rule, cel, immutable, keyed_list, no_server_default, with_rules
 from kubenas.api.early_stopping import EarlyStopping
-from kubenas.api.oneshot import OneShot, OneShotStatus
+from kubenas.api.oneshot import DEFAULT_COMMAND, EVALUATOR_METRICS, OneShot, OneShotStatus
 from kubenas.api.settings import Settings
 from kubenas.api.space import SearchSpaceSpec
 from kubenas.api.strategy import LINEAGE_STRATEGIES, MULTI_OBJECTIVE_STRATEGIES, StrategySpec
@@ -28,7 +28,10 @@ GROUP = "kubenas.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+#: a Go-style duration, units in order (``1h30m``, ``90s``, ``2.5h``, ``500ms``), each number at most six
+#: digits, so that no spelling overflows a Kubernetes (Go) duration, which the CEL rules parse
+_DURATION_NUMBER = r"[0-9]{1,6}(\.[0-9]{1,9})?"
+DURATION_PATTERN = rf"^({_DURATION_NUMBER}h)?({_DURATION_NUMBER}m)?({_DURATION_NUMBER}s)?({_DURATION_NUMBER}ms)?$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -43,9 +46,13 @@ Text = Annotated[str, StringConstraints(max_length=4096)]
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
+#: the longest maxDuration: ten years, far below the ~292 years a Kubernetes (Go) duration holds
+MAX_DURATION = "87600h"
+
+
 def parse_duration(text: str) -> float:
     """Seconds in a Go-style duration such as ``90s``, ``1h30m`` or ``2.5h``."""
-    if not re.fullmatch(DURATION_PATTERN, text):
+    if not text or not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 45m, 1h30m)")
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
 
@@ -70,6 +77,14 @@ class Constraint(ApiModel):
             lambda c: c.max is None or c.min is None or c.min <= c.max,
             ".min",
         ),
+        Rule(
+            "!has(self.mode) || self.mode != 'soft' || ((!has(self.max) || self.max > 0.0)"
+            " && (!has(self.min) || self.min > 0.0))",
+            "a soft constraint's bound must be above 0: its penalty is a ratio to the bound, (bound / measured) **"
+            " weight (use mode: hard for a bound at or below 0)",
+            lambda c: c.mode != "soft" or all(b is None or b > 0 for b in (c.max, c.min)),
+            ".mode",
+        ),
     )
 
     metric: str = Field(..., min_length=1, max_length=63, description="Metric the trial reports.")
@@ -82,12 +97,6 @@ class Constraint(ApiModel):
 #: the most objectives one search may have
 MAX_OBJECTIVES = 4
 Direction = Literal["maximize", "minimize"]
-
-
-def _no_server_default(schema: dict[str, Any]) -> None:
-    """Field schema hook: no default in the CRD, so the API server leaves the field out when the user
-    does and a rule can tell "not given" from "given" (the model fills the value in itself)."""
-    schema.pop("default", None)
 
 
 class ObjectiveMetric(ApiModel):
@@ -134,12 +143,12 @@ class Objective(ApiModel):
         "val_accuracy",
         min_length=1,
         max_length=63,
-        json_schema_extra=_no_server_default,
+        json_schema_extra=no_server_default,
         description="Metric name in the trial's result (default val_accuracy; with metrics, the first of them).",
     )
     direction: Direction = Field(
         "maximize",
-        json_schema_extra=_no_server_default,
+        json_schema_extra=no_server_default,
         description="Whether larger is better (default maximize; with metrics, the first one's).",
     )
     metrics: list[ObjectiveMetric] = Field(
@@ -202,6 +211,13 @@ class Budget(ApiModel):
             lambda b: b.max_failed_trials is None or b.max_failed_trials <= b.max_trials,
             ".maxFailedTrials",
         ),
+        Rule(
+            f"!has(self.maxDuration) || (duration(self.maxDuration) > duration('0s')"
+            f" && duration(self.maxDuration) <= duration('{MAX_DURATION}'))",
+            f"maxDuration must be above 0s and at most {MAX_DURATION} (ten years)",
+            lambda b: b.max_duration is None or 0 < parse_duration(b.max_duration) <= parse_duration(MAX_DURATION),
+            ".maxDuration",
+        ),
     )
     model_config = with_rules(
         cel("self.maxTrials >= oldSelf.maxTrials", "maxTrials can be raised, not lowered", ".maxTrials"),
@@ -231,7 +247,11 @@ class Budget(ApiModel):
         None, ge=0, le=100000, description="Fail the experiment once more trials than this have failed."
     )
     max_duration: str | None = Field(
-        None, pattern=DURATION_PATTERN, description="Stop starting trials after this long (e.g. 6h, 90m)."
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=DURATION_PATTERN,
+        description=f"Stop starting trials after this long (e.g. 6h, 90m; above 0s, at most {MAX_DURATION}).",
     )
 
     max_gpu_hours: float | None = Field(
@@ -523,6 +543,19 @@ _QUEUE_LABELLED = (
 )
 
 
+_EVALUATED = repr(list(EVALUATOR_METRICS))
+
+
+def _custom_evaluator(one_shot: OneShot) -> bool:
+    return list(one_shot.command) != list(DEFAULT_COMMAND)
+
+
+def _evaluated(objective: Objective) -> bool:
+    """Whether the default one-shot evaluator reports every metric ``objective`` names."""
+    names = [m.name for m in objective.objectives()] + [c.metric for c in objective.constraints]
+    return all(n in EVALUATOR_METRICS for n in names)
+
+
 class SearchExperimentSpec(ApiModel):
     """A neural architecture search: what to search, how, for what, within which budget."""
 
@@ -612,6 +645,23 @@ class SearchExperimentSpec(ApiModel):
             lambda s: s.one_shot is None or s.artifacts is not None,
             ".artifacts",
             kubernetes_only=True,
+        ),
+        Rule(
+            f"!has(self.oneShot) || !({_SEVERAL_OBJECTIVES})",
+            "a one-shot search retrains the top k of one ranking: give it one objective (constraints can bound"
+            " the other metrics)",
+            lambda s: s.one_shot is None or not s.objective.multi,
+            ".objective.metrics",
+        ),
+        Rule(
+            f"!has(self.oneShot) || (has(self.oneShot.command) && self.oneShot.command != {list(DEFAULT_COMMAND)!r})"
+            f" || ((!has(self.objective) || ((!has(self.objective.metric) || self.objective.metric in {_EVALUATED})"
+            f" && (!has(self.objective.metrics) || self.objective.metrics.all(m, m.name in {_EVALUATED}))"
+            f" && (!has(self.objective.constraints) || self.objective.constraints.all(c, c.metric in {_EVALUATED})))))",
+            f"the one-shot evaluator reports {', '.join(EVALUATOR_METRICS)} for each candidate: the objective and"
+            " the constraints can name only these (or set oneShot.command to an evaluator that reports more)",
+            lambda s: s.one_shot is None or _custom_evaluator(s.one_shot) or _evaluated(s.objective),
+            ".objective",
         ),
         Rule(
             "!has(self.oneShot) || !has(self.earlyStopping)",

@@ -68,6 +68,7 @@ from kubenas.core.records import (
     reward_of,
     trial_name,
     trial_seed,
+    violations,
 )
 from kubenas.core.space import Architecture
 
@@ -496,6 +497,7 @@ class Driver:
                 phase = "Succeeded" if feasible else "Infeasible"
                 if not feasible:
                     reason = "ConstraintViolated"
+                    message = "; ".join(violations(self.spec.objective, metrics)) or message
             except MissingMetric as exc:
                 reason, message = "MissingMetric", str(exc).strip("'\"")
         rec = rec.with_(phase=phase, reward=reward, metrics=metrics, reason=reason, message=message)

@@ -116,7 +116,9 @@ def retrain_spec(spec: SearchExperimentSpec, evaluations: Sequence[TrialRecord])
     one = settings_of(spec)
     top = top_architectures(evaluations, spec.objective, one.top_k)
     if not top:
-        raise SpecError("spec.oneShot", "no candidate was scored on the supernet: nothing to retrain")
+        raise SpecError(
+            "spec.oneShot", f"no candidate was scored on the supernet: nothing to retrain{_why(evaluations)}"
+        )
     strategy = spec.strategy.model_copy(
         update={
             "name": "retrain",
@@ -125,6 +127,16 @@ def retrain_spec(spec: SearchExperimentSpec, evaluations: Sequence[TrialRecord])
         }
     )
     return resolved(spec.model_copy(update={"one_shot": None, "strategy": strategy}))
+
+
+def _why(evaluations: Sequence[TrialRecord]) -> str:
+    """The evaluations' outcome in brief, with the first failure's reason (why nothing can be retrained)."""
+    done = [e for e in evaluations if e.told]
+    failed = next((e for e in done if e.phase != "Succeeded"), None)
+    if failed is None:
+        return f" ({len(done)} evaluations)"
+    cause = ": ".join(x for x in (failed.reason, failed.message) if x)
+    return f" ({len(done)} evaluations, none usable; {failed.name or failed.index}: {cause or failed.phase})"
 
 
 def supernet_outcome(

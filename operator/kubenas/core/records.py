@@ -92,6 +92,27 @@ class MissingMetric(KeyError):
         super().__init__(f"the trial reported no '{metric}' metric")
 
 
+def _measured(metrics: Mapping[str, float], metric: str) -> float | None:
+    """A constraint's metric as reported, None when it is missing or not a number (NaN)."""
+    value = metrics.get(metric)
+    return None if value is None or math.isnan(float(value)) else float(value)
+
+
+def violations(objective: Objective, metrics: Mapping[str, float]) -> list[str]:
+    """What makes a result infeasible, one phrase each: a hard bound crossed, or a constrained metric
+    that was not reported (a trial's message, so that ConstraintViolated says which and by how much)."""
+    out: list[str] = []
+    for c in objective.constraints:
+        measured = _measured(metrics, c.metric)
+        if measured is None:
+            out.append(f"{c.metric} was not reported")
+        elif c.mode == "hard" and c.max is not None and measured > c.max:
+            out.append(f"{c.metric} {measured:g} is above max {c.max:g}")
+        elif c.mode == "hard" and c.min is not None and measured < c.min:
+            out.append(f"{c.metric} {measured:g} is below min {c.min:g}")
+    return out
+
+
 def reward_of(objective: Objective, metrics: Mapping[str, float]) -> tuple[float, bool]:
     """``(signed reward, feasible)`` of reported metrics under the objective.
 
@@ -105,23 +126,16 @@ def reward_of(objective: Objective, metrics: Mapping[str, float]) -> tuple[float
     if not math.isfinite(value):
         return value, False
     signed = value if objective.direction == "maximize" else -value
-    feasible = True
+    feasible = not violations(objective, metrics)
     for c in objective.constraints:
-        if c.metric not in metrics:
-            feasible = False
+        measured = _measured(metrics, c.metric)
+        if measured is None:
             continue
-        measured = float(metrics[c.metric])
         factor = 1.0
-        if c.max is not None and measured > c.max:
-            if c.mode == "hard":
-                feasible = False
-            else:
-                factor *= (c.max / measured) ** c.weight if measured > 0 and c.max > 0 else 0.0
-        if c.min is not None and measured < c.min:
-            if c.mode == "hard":
-                feasible = False
-            else:
-                factor *= (measured / c.min) ** c.weight if measured > 0 and c.min > 0 else 0.0
+        if c.mode == "soft" and c.max is not None and measured > c.max:
+            factor *= (c.max / measured) ** c.weight if measured > 0 and c.max > 0 else 0.0
+        if c.mode == "soft" and c.min is not None and measured < c.min:
+            factor *= (measured / c.min) ** c.weight if measured > 0 and c.min > 0 else 0.0
         if factor < 1.0:
             signed = signed * factor if signed >= 0 else (signed / factor if factor > 0 else -math.inf)
     return signed, feasible

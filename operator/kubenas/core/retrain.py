@@ -57,22 +57,42 @@ def describe(source: RetrainSource) -> str:
 
 
 def init_source(spec: SearchExperimentSpec) -> RetrainSource | None:
-    """The experiment whose best trial ``initFrom`` names, when the trial is still to be found; else None."""
+    """The experiment ``initFrom`` names (its best trial is to be found, or the trial it names checked);
+    None when it names no experiment."""
     init = spec.trial_template.init_from
-    if init is None or init.experiment is None or init.trial is not None:
+    if init is None or init.experiment is None:
         return None
     return RetrainSource(experiment=init.experiment)
 
 
-def resolved_init(spec: SearchExperimentSpec, run: SourceRun | None) -> SearchExperimentSpec:
+def resolved_init(
+    spec: SearchExperimentSpec, run: SourceRun | None, *, weights_outlive_runs: bool = False
+) -> SearchExperimentSpec:
     """The spec with ``initFrom.trial`` set to the best trial of ``run`` when it was not given
-    (SpecError naming ``initFrom.experiment`` when the source is missing, unfinished or has no result)."""
+    (SpecError naming ``initFrom.experiment`` when the source is missing, unfinished or has no result).
+
+    A trial given by name must be a succeeded trial of ``run``: a misspelt one would otherwise start
+    every candidate from scratch, the warm start finding no weights. When ``run`` is missing that is an
+    error too, unless the weights outlive the runs that wrote them (``weights_outlive_runs``: an
+    artifact store keeps them after the SearchExperiment is deleted; locally the run's folder is the
+    store)."""
     source = init_source(spec)
-    if source is None:
+    init = spec.trial_template.init_from
+    if source is None or init is None:
+        return spec
+    if init.trial is not None:
+        if run is None and weights_outlive_runs:
+            return spec
+        if run is None:
+            raise SpecError(f"{INIT_FIELD}.experiment", f"the source {describe(source)} does not exist")
+        succeeded = {t.name for t in run.trials if t.phase == "Succeeded"}
+        if init.trial not in succeeded:
+            known = "" if len(succeeded) > 8 else f" (succeeded: {', '.join(sorted(succeeded)) or 'none'})"
+            raise SpecError(
+                f"{INIT_FIELD}.trial", f"{init.trial} is not a succeeded trial of {describe(source)}{known}"
+            )
         return spec
     (best,) = _read(source, run, 1, "start from", f"{INIT_FIELD}.experiment")
-    init = spec.trial_template.init_from
-    assert init is not None
     template = spec.trial_template.model_copy(update={"init_from": init.model_copy(update={"trial": best.trial})})
     return spec.model_copy(update={"trial_template": template})
 

@@ -145,12 +145,12 @@ class FloatRange:
     def values(self, float_steps: int = 5) -> tuple[float, ...]:
         """The grid of this range: its step grid, or ``float_steps`` evenly (log-)spaced points."""
         if self.step is not None:
-            return tuple(round(self.low + i * self.step, 12) for i in range(self.cardinality))
-        if self.log:
-            pts = np.exp(np.linspace(math.log(self.low), math.log(self.high), float_steps))
+            pts = [self.low + i * self.step for i in range(self.cardinality)]
+        elif self.log:
+            pts = list(np.exp(np.linspace(math.log(self.low), math.log(self.high), float_steps)))
         else:
-            pts = np.linspace(self.low, self.high, float_steps)
-        return tuple(float(round(p, 12)) for p in pts)
+            pts = list(np.linspace(self.low, self.high, float_steps))
+        return tuple(float(min(self.high, max(self.low, _tidy(float(p))))) for p in pts)
 
     def sample(self, rng: np.random.Generator) -> float:
         if self.step is not None:
@@ -185,6 +185,14 @@ class FloatRange:
 
 
 Decision = Categorical | IntRange | FloatRange
+
+
+def _tidy(p: float) -> float:
+    """``p`` without the float noise of its arithmetic (``0.1 + 2 * 0.1`` is 0.3): rounded to 12 decimals
+    where that is within a billionth of ``p`` (grids read as users wrote them, and as they always have),
+    else to 12 significant digits, which keeps tiny values (``1e-14``) that 12 decimals would zero."""
+    r = round(p, 12)
+    return float(r) if abs(r - p) <= 1e-9 * abs(p) else float(f"{p:.12g}")
 
 
 def _same(a: Any, b: Any) -> bool:

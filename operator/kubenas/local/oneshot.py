@@ -59,7 +59,8 @@ from kubenas.core.oneshot import (
     phase_name,
     supernet_outcome,
 )
-from kubenas.core.records import TrialRecord, objective_value
+from kubenas.core.records import TrialRecord
+from kubenas.core.retrain import top_architectures
 from kubenas.core.search import Search
 from kubenas.insights.collapse import operation_mix
 from kubenas.local.controller import LoopbackController
@@ -247,11 +248,8 @@ def write_figures(
 ) -> dict[str, Any]:
     """``oneshot.json``: what each phase produced, and the collapse guard on the chosen cells."""
     assert spec.one_shot is not None
-    scored = sorted(
-        (e for e in evaluations if e.phase == "Succeeded" and e.reward is not None),
-        key=lambda e: (-(e.reward or 0.0), e.index),
-    )
-    top = scored[: spec.one_shot.top_k]
+    scored = [e for e in evaluations if e.phase == "Succeeded" and e.reward is not None]
+    top = top_architectures(evaluations, spec.objective, spec.one_shot.top_k)  # distinct, as phase 3 retrains
     operations = [*(spec.search_space.cell.operations if spec.search_space.cell else [])]
     operations += [
         o for o in (spec.search_space.layers.operations if spec.search_space.layers else []) if o not in operations
@@ -264,15 +262,10 @@ def write_figures(
             "failed": sum(1 for e in evaluations if e.phase == "Failed"),
         },
         "top": [
-            {
-                "evaluation": e.name,
-                "architecture": dict(e.architecture),
-                spec.objective.metric: objective_value(spec.objective, e.reward or 0.0),
-            }
-            for e in top
+            {"evaluation": c.trial, "architecture": dict(c.architecture), spec.objective.metric: c.value} for c in top
         ],
         "collapse_guard": {
-            "chosen": operation_mix([e.architecture for e in top], operations),
+            "chosen": operation_mix([c.architecture for c in top], operations),
             "evaluated": operation_mix([e.architecture for e in scored], operations),
         },
     }

@@ -350,7 +350,8 @@ class ExperimentReconciler:
         An unusable source fails the experiment."""
         try:
             spec = retrain.resolved(spec, await read_source(self.runtime.api, self.namespace, spec))
-            return retrain.resolved_init(spec, await read_init_source(self.runtime.api, self.namespace, spec))
+            init_run = await read_init_source(self.runtime.api, self.namespace, spec)
+            return retrain.resolved_init(spec, init_run, weights_outlive_runs=True)  # on the artifact store
         except SpecError as exc:
             raise Fatal("SourceUnusable", str(exc)) from None
 

@@ -28,7 +28,7 @@ async def read_source(api: KubeApi, namespace: str, spec: SearchExperimentSpec) 
 
 
 async def read_init_source(api: KubeApi, namespace: str, spec: SearchExperimentSpec) -> SourceRun | None:
-    """The experiment whose best trial initFrom names, when that trial is still to be found."""
+    """The experiment initFrom names: its best trial is to be found, or the trial it names checked."""
     return await read_run(api, namespace, init_source(spec), f"{INIT_FIELD}.experiment")
 
 
