@@ -81,3 +81,39 @@ def test_the_cli_reports_final_and_refuses_a_rule_without_a_cheap_signal(table: 
     assert data["budget_seconds"] == 8 * COST and set(data["final"]) == {"mean", "std"}
     refused = CliRunner().invoke(app, [*args, "--early-stopping", "asha"])
     assert refused.exit_code != 0 and "--fidelity" in refused.output
+
+
+@pytest.mark.parametrize("cell", ["", "soon", "-5", "inf"])
+def test_a_row_without_a_usable_cost_is_a_failed_trial_and_the_budget_still_holds(
+    tmp_path: Path,
+    cell: str,
+    drivers: list[Driver],  # noqa: F811
+) -> None:
+    # a NaN cost made the spent time NaN, and every later "would it fit" test false: no budget at all
+    path = tmp_path / "costs.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["x_a", "x_b", "val", "test", "cost"])
+        for a in range(6):
+            for b in range(6):
+                w.writerow([a, b, 50 + a + b, 60 + a + b, cell if (a + b) % 2 else COST])
+    data = load_table(path, "val", "test", [("--cost", "cost")])
+    curve, _ = run_costed_search(data, experiment_spec(data, "grid", 0, 36, 1), Costs(5.5 * COST, "cost"))
+    trials = drivers[-1].trials
+    assert len(curve) < 36  # the budget ended the search
+    failed = [t for t in trials if t.phase == "Failed"]
+    assert failed and all((t.architecture["a"] + t.architecture["b"]) % 2 and t.reason == "NoCost" for t in failed)
+    assert sum(t.phase == "Succeeded" for t in trials) == 5  # 5.5 trainings' time: five fit
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "inf", "nan"])
+def test_a_budget_of_no_seconds_is_refused_not_read_as_none(table: Path, seconds: str) -> None:
+    args = ["bench", "search", str(table), "--signal", "val", "--report", "test", "--strategy", "random"]
+    result = CliRunner().invoke(app, [*args, "--trials", "5", "--seeds", "1", "--budget-seconds", seconds])
+    assert result.exit_code == 2 and "--budget-seconds" in result.output, result.output
+
+
+def test_the_cost_column_is_checked_whenever_a_budget_is_given(table: Path) -> None:
+    args = ["bench", "search", str(table), "--signal", "val", "--report", "test", "--strategy", "random"]
+    result = CliRunner().invoke(app, [*args, "--budget-seconds", "100", "--cost", "nope"])
+    assert result.exit_code == 2 and "--cost" in result.output and "'nope'" in result.output

@@ -138,3 +138,14 @@ def test_a_search_by_loss_prefers_the_lower_loss() -> None:
     history = [({"a": "x"}, Run(0.9, 1.0, loss=0.8)), ({"a": "y"}, Run(0.8, 1.0, loss=0.3)), ({"a": "z"}, None)]
     assert bench.best_of(history, 1)[0][0] == {"a": "x"}
     assert bench.best_of(history, 1, "loss")[0][0] == {"a": "y"}
+
+
+@pytest.mark.parametrize("operations", ["none,none", "", " , ", "bogus_op", "none"])
+def test_operations_that_cannot_be_benchmarked_are_a_usage_error(
+    operations: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # duplicates, nothing, an unknown operation, a space with no buildable cell: refused before training
+    monkeypatch.setattr(bench, "benchmark", lambda *a, **k: pytest.fail("ran with bad operations"))
+    out = CliRunner().invoke(app, ["bench", "oneshot", "--operations", operations])
+    assert out.exit_code == 2 and "--operations" in out.output, out.output
+    assert "Traceback" not in out.output

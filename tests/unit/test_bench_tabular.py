@@ -13,10 +13,14 @@ from typer.testing import CliRunner
 
 from kubenas.bench.synthetic import nk_table
 from kubenas.bench.tabular import (
+    Costs,
+    Summary,
+    Table,
     benchmark,
     budgets_for,
     experiment_spec,
     load_table,
+    run_costed_search,
     run_search,
     summarize,
 )
@@ -241,3 +245,153 @@ def test_generated_numbered_choices_are_bare_numbers(tmp_path: Path) -> None:
     path = nk_table(tmp_path / "n.csv", choices=(3, 4), interactions=1, seed=1, numbered=True)
     table = load_table(path, "signal", "report")
     assert [c for _, c in table.decisions] == [(0, 1, 2), (0, 1, 2, 3)]
+
+
+# -- tables that cannot be read one way only are refused, naming the line or the column --------------
+
+
+def _write(tmp_path: Path, text: str, name: str = "t.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_blank_and_comma_only_lines_are_no_rows(tmp_path: Path) -> None:
+    # what a spreadsheet exports for empty rows: they must not add a '' choice and turn 0, 1 into strings
+    path = _write(tmp_path, "x_a,x_b,val,test\n0,p,1,2\n\n,,,\n1,q,3,4\n , ,,\n")
+    table = load_table(path, "val", "test")
+    assert table.decisions == (("a", (0, 1)), ("b", ("p", "q")))
+    assert table.rows == {(0, "p"): (1.0, 2.0), (1, "q"): (3.0, 4.0)}
+
+
+def test_a_row_with_an_empty_decision_cell_is_refused_naming_line_and_column(tmp_path: Path) -> None:
+    path = _write(tmp_path, "x_a,x_b,val,test\n0,p,1,2\n1,,3,4\n")
+    with pytest.raises(SpecError, match=r"line 3 has no value in decision column 'x_b'"):
+        load_table(path, "val", "test")
+
+
+@pytest.mark.parametrize("row", ["1,p,3", "1,p,3,4,5"])
+def test_a_ragged_row_is_refused_naming_its_line(tmp_path: Path, row: str) -> None:
+    path = _write(tmp_path, f"x_a,x_b,val,test\n0,p,1,2\n{row}\n")
+    with pytest.raises(SpecError, match=r"line 3 has \d cells, the header 4"):
+        load_table(path, "val", "test")
+    search = ["bench", "search", str(path), "--signal", "val", "--report", "test", "--strategy", "random"]
+    ask = ["bench", "ask-cost", str(path), "--signal", "val", "--strategy", "random", "--history", "1", "--asks", "1"]
+    for args in (search, ask):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and "line 3" in result.output, result.output
+
+
+@pytest.mark.parametrize(("first", "second"), [("0", "0"), ("1", "01"), ("16", "16.0")])
+def test_two_rows_of_one_architecture_are_refused_naming_both_lines(tmp_path: Path, first: str, second: str) -> None:
+    path = _write(tmp_path, f"x_a,x_b,val,test\n{first},p,1,2\n5,q,0,0\n{second},p,3,4\n")
+    with pytest.raises(SpecError, match=rf"line 2 \(x_a={first}, x_b=p\) and line 4 \(x_a={second}, x_b=p\)"):
+        load_table(path, "val", "test")
+
+
+def test_a_header_without_rows_is_refused_as_such(tmp_path: Path) -> None:
+    path = _write(tmp_path, "x_a,val,test\n\n")
+    with pytest.raises(SpecError, match="the table has no rows"):
+        load_table(path, "val", "test")
+
+
+def test_a_table_separated_by_semicolons_gets_a_hint(tmp_path: Path) -> None:
+    path = _write(tmp_path, "x_a;val;test\n0;1;2\n")
+    with pytest.raises(SpecError, match="semicolons") as info:
+        load_table(path, "val", "test")
+    assert info.value.field == "--signal"
+
+
+@pytest.mark.parametrize("cell", ["", "high", "-inf", "nan"])
+def test_a_signal_column_without_a_finite_number_is_refused(tmp_path: Path, cell: str) -> None:
+    path = _write(tmp_path, f"x_a,val,test\n0,{cell},2\n1,{cell},3\n")
+    with pytest.raises(SpecError, match="'val' holds no finite number") as info:
+        load_table(path, "val", "test")
+    assert info.value.field == "--signal"
+
+
+@pytest.mark.parametrize("cell", ["", "n/a", "inf"])
+def test_a_row_with_a_signal_but_no_report_value_is_refused_naming_it(tmp_path: Path, cell: str) -> None:
+    # it could become the incumbent, and its seed would drop out of the mean while the header counts it
+    path = _write(tmp_path, f"x_a,val,test\n0,1,2\n1,9,{cell}\n2,,\n3,5,{cell}\n")
+    with pytest.raises(SpecError, match=r"'test' has no finite number on line 3, 5, where 'val' has one") as info:
+        load_table(path, "val", "test")
+    assert info.value.field == "--report"
+
+
+@pytest.mark.parametrize("cell", ["inf", "-inf"])
+def test_a_signal_that_is_not_finite_is_a_failed_trial(tmp_path: Path, cell: str, drivers: list[Driver]) -> None:
+    path = _write(tmp_path, f"x_a,val,test\n0,1,10\n1,{cell},20\n2,3,30\n")
+    table = load_table(path, "val", "test")
+    curve = run_search(table, experiment_spec(table, "grid", seed=0, trials=3, parallel=1))
+    assert curve[-1] == 30.0  # neither an unbeatable inf nor a -inf that counts yet never leads
+    assert [t.architecture["a"] for t in drivers[0].trials if t.phase == "Failed"] == [1]
+
+
+# -- hypervolume by trial count, strict JSON ----------------------------------------------------------
+
+
+def test_hypervolume_at_a_count_holds_the_results_of_the_first_trials_only(
+    tmp_path: Path, drivers: list[Driver]
+) -> None:
+    from kubenas.bench.hypervolume import Normaliser, hypervolume, parse_objective
+
+    # every result is on the front (more acc costs more size), so each one adds volume; odd rows fail
+    lines = [f"{a},{b},{'' if (a + b) % 2 else a * 8 + b},{a * 8 + b}" for a in range(8) for b in range(8)]
+    path = _write(tmp_path, "\n".join(["x_a,x_b,acc,size", *lines]) + "\n")
+    table = load_table(path, "acc", "acc", [("--objective", "size")])
+    objectives = (parse_objective("acc:max"), parse_objective("size:min"))
+    columns = {"acc": [v for v, _ in table.rows.values()], "size": list(table.extras["size"].values())}
+    norm = Normaliser.of_columns(objectives, columns)
+    summary = benchmark(table, "random", trials=64, seeds=1, normaliser=norm)
+    trials = sorted(drivers[-1].trials, key=lambda t: t.tell_sequence)
+    assert summary.hypervolume is not None
+    for b in (50, 64):
+        first = [norm.loss(t.metrics) for t in trials[:b] if t.phase == "Succeeded"]
+        assert summary.hypervolume[b][0] == pytest.approx(hypervolume([x for x in first if x is not None]))
+    assert summary.hypervolume[50][0] < summary.hypervolume[64][0]
+
+
+def test_every_finished_trial_reaches_on_result_in_curve_order(holes: Path) -> None:
+    table = load_table(holes, "val", "test")
+    seen: list[Any] = []
+    curve, _ = run_costed_search(
+        table, experiment_spec(table, "grid", seed=0, trials=9, parallel=1), Costs(), seen.append
+    )
+    assert len(seen) == len(curve) == 9
+    assert sum(m is None for m in seen) == 2  # the empty signal and the missing row: trials without results
+
+
+def test_json_holds_null_for_figures_that_are_not_finite() -> None:
+    summary = Summary("random", 2, {3: (math.inf, math.nan)}, (-math.inf, 0.0), per_seed={3: (math.inf, math.nan)})
+    out = json.loads(json.dumps(summary.to_json(), allow_nan=False))  # dumps raises on a bare Infinity or NaN
+    assert out["per_seed"]["3"] == [None, None] and out["budgets"]["3"] == {"mean": None, "std": None}
+    assert out["final"] == {"mean": None, "std": 0.0}
+
+
+def test_ask_cost_reports_no_best_signal_as_null_when_no_asked_row_had_one(holes: Path) -> None:
+    from kubenas.bench.askcost import ask_cost
+
+    table = load_table(holes, "val", "test")
+    empty = Table(table.path, table.signal, table.report, table.decisions, {})  # no architecture in the table
+    figures = ask_cost(empty, "random", history=2, asks=2)
+    assert figures["best_signal"] is None
+    json.dumps(figures, allow_nan=False)
+
+
+def test_several_objectives_in_one_option_are_refused_as_such(nk: Path) -> None:
+    from kubenas.bench.hypervolume import parse_objective
+
+    with pytest.raises(SpecError, match="--objective acc:max --objective params:min") as info:
+        parse_objective("acc:max,params:min")
+    assert info.value.field == "--objective"
+    args = ["bench", "search", str(nk), "--objective", "signal:max,report:min", "--report", "report"]
+    result = CliRunner().invoke(app, [*args, "--strategy", "random", "--trials", "5", "--seeds", "1"])
+    assert result.exit_code == 2 and "--objective signal:max --objective report:min" in result.output
+    assert "--signal" not in result.output
+
+
+def test_a_missing_first_objective_column_blames_objective(nk: Path) -> None:
+    args = ["bench", "search", str(nk), "--objective", "nope:max", "--report", "report", "--strategy", "random"]
+    result = CliRunner().invoke(app, [*args, "--trials", "5", "--seeds", "1"])
+    assert result.exit_code == 2 and "--objective" in result.output and "--signal" not in result.output

@@ -50,5 +50,5 @@ def ask_cost(
         "p50_ms": round(float(np.percentile(ms, 50)), 2),
         "p99_ms": round(float(np.percentile(ms, 99)), 2),
         "max_ms": round(float(ms.max()), 2),
-        "best_signal": round(best, 4),
+        "best_signal": round(best, 4) if math.isfinite(best) else None,  # None: no asked row had one
     }

@@ -232,6 +232,24 @@ def distinct_best(
     return best
 
 
+def search_setup(config: BenchConfig) -> tuple[Any, dict[str, Any], Any]:
+    """The policy space (built, and in wire form) and the strategy that searches it. The command builds
+    them up front too, so a strategy that cannot run here (``retrain`` needs its settings) is refused
+    before the baseline arms spend their hours training."""
+    from kubenas.api.augment import AugmentationSpace
+    from kubenas.api.space import SearchSpaceSpec
+    from kubenas.api.strategy import StrategySpec
+    from kubenas.core.space import build_space
+    from kubenas.core.strategies import make_strategy
+
+    spec = SearchSpaceSpec(
+        augmentation=AugmentationSpace(sub_policies=config.sub_policies, operations=list(config.operations))
+    )
+    space = build_space(spec)
+    strategy = make_strategy(StrategySpec.model_validate({"name": config.strategy, "seed": 0}), space)
+    return space, spec.to_wire(), strategy
+
+
 def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Every arm, the search and the verdicts, as the JSON ``kubenas bench augment --json`` writes."""
     if config.jobs <= 1:
@@ -241,12 +259,8 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print) -> di
 
 
 def _benchmark(config: BenchConfig, pool: Executor | None, log: Callable[[str], None]) -> dict[str, Any]:
-    from kubenas.api.augment import AugmentationSpace
-    from kubenas.api.space import SearchSpaceSpec
-    from kubenas.api.strategy import StrategySpec
     from kubenas.core.augment import join_policies, operation_frequencies, policy_of
-    from kubenas.core.space import build_space
-    from kubenas.core.strategies import Observation, make_strategy
+    from kubenas.core.strategies import Observation
 
     started = time.perf_counter()
     seeds = range(config.seeds)
@@ -278,11 +292,7 @@ def _benchmark(config: BenchConfig, pool: Executor | None, log: Callable[[str], 
     result["trivialaugment"] = arm_figures(arm("trivialaugment", {**full, "augment_policy": "trivialaugment"}))
 
     # the search: one seed per trial, on the proxy (reduced training set), validation accuracy as the reward
-    augmentation = AugmentationSpace(sub_policies=config.sub_policies, operations=list(config.operations))
-    spec = SearchSpaceSpec(augmentation=augmentation)
-    space = build_space(spec)
-    wire = spec.to_wire()
-    strategy = make_strategy(StrategySpec.model_validate({"name": config.strategy, "seed": 0}), space)
+    space, wire, strategy = search_setup(config)
     proxy = config.trainer_settings(config.search_epochs)
     trials: list[tuple[dict[str, Any], float]] = []
     t0 = time.perf_counter()
@@ -367,6 +377,7 @@ def command(
 
     from kubenas.api.augment import AugmentationSpace
     from kubenas.api.strategy import STRATEGY_NAMES
+    from kubenas.core.errors import SpecError
 
     if strategy not in STRATEGY_NAMES:
         raise typer.BadParameter(f"{strategy!r} is not one of {', '.join(STRATEGY_NAMES)}", param_hint="--strategy")
@@ -398,6 +409,11 @@ def command(
         ra_m=tuple(ra_m),
         jobs=jobs,
     )
+    try:
+        search_setup(config)
+    except (ValidationError, SpecError) as exc:
+        message = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else exc.message
+        raise typer.BadParameter(f"cannot search the policy space: {message}", param_hint="--strategy") from None
     try:
         result = run_benchmark(config, typer.echo)
     except TooFewImages as exc:

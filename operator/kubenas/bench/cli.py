@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ def search(
         [], "--set", help="A strategy setting, KEY=VALUE (repeatable), e.g. --set population_size=10."
     ),
     budget_seconds: float | None = typer.Option(
-        None, "--budget-seconds", min=0, help="Simulated training seconds per search (the --cost column summed)."
+        None, "--budget-seconds", help="Simulated training seconds per search (the --cost column summed), above 0."
     ),
     cost: str = typer.Option("train_time_s", "--cost", help="Column: seconds of one full training."),
     fidelity: list[str] = typer.Option(
@@ -80,11 +81,16 @@ def search(
         raise typer.BadParameter(f"{strategy!r} is not one of {', '.join(STRATEGY_NAMES)}", param_hint="--strategy")
     if parallel > trials:
         raise typer.BadParameter("must not exceed --trials", param_hint="--parallel")
+    if budget_seconds is not None and not (math.isfinite(budget_seconds) and budget_seconds > 0):
+        # 0 is no budget to search in (not "no budget": leave the option out for that)
+        raise typer.BadParameter(f"{budget_seconds} is not a number of seconds above 0", param_hint="--budget-seconds")
     limit_threads()
     try:
         fidelities = tuple(parse_fidelity(f) for f in fidelity)
         costs = Costs(budget_seconds, cost, fidelities)
-        extra = [("--fidelity", f.column) for f in fidelities] + ([("--cost", cost)] if budget_seconds else [])
+        extra = [("--fidelity", f.column) for f in fidelities]
+        if budget_seconds is not None:
+            extra.append(("--cost", cost))
         rule = None
         if early_stopping is not None:
             if not fidelities:
@@ -102,7 +108,8 @@ def search(
         signal = signal or objectives[0].name
         direction = objectives[0].direction if objectives else "maximize"
         multi = objectives if len(objectives) > 1 else []
-        data = load_table(table, signal, report, extra + [("--objective", o.name) for o in multi[1:]], direction)
+        extra += [("--objective", o.name) for o in multi[1:]]
+        data = load_table(table, signal, report, extra, direction, "--objective" if objectives else "--signal")
         normaliser = None
         if multi:
             columns = {signal: [v for v, _ in data.rows.values()]}
@@ -130,7 +137,7 @@ def search(
         for b, (mean, std) in summary.hypervolume.items():
             typer.echo(f"{b:>8}  {mean:>16.4f}  {std:>6.4f}")
     if json_out is not None:
-        json_out.write_text(json.dumps(out, indent=2) + "\n")
+        json_out.write_text(json.dumps(out, indent=2, allow_nan=False) + "\n")  # strict JSON: null, never NaN
 
 
 def nk_table(
@@ -184,7 +191,7 @@ def ask_cost(
         figures = measure(load_table(table, signal, signal), strategy, history, asks, seed, _settings(settings))
     except SpecError as exc:
         raise typer.BadParameter(exc.message, param_hint=exc.field) from None
-    typer.echo(json.dumps(figures))
+    typer.echo(json.dumps(figures, allow_nan=False))
 
 
 def register(bench_app: typer.Typer) -> None:

@@ -28,9 +28,16 @@ from kubenas.core.errors import SpecError
 
 
 def parse_objective(text: str) -> ObjectiveMetric:
-    """``COLUMN:max`` or ``COLUMN:min``; SpecError names ``--objective`` otherwise."""
+    """``COLUMN:max`` or ``COLUMN:min``; SpecError names ``--objective`` otherwise.
+
+    Several objectives in one value (``acc:max,params:min``) are refused as such: read whole, the text
+    would be one objective on a column ``acc:max,params``, and the error would blame the table."""
     column, sep, way = text.rpartition(":")
     directions = {"max": "maximize", "min": "minimize"}
+    parts = text.split(",")
+    if len(parts) > 1 and all(p.rpartition(":")[2] in directions and p.rpartition(":")[0] for p in parts):
+        repeated = " ".join(f"--objective {p}" for p in parts)
+        raise SpecError("--objective", f"{text!r} holds {len(parts)} objectives: repeat the option, {repeated}")
     if not sep or not column or way not in directions:
         raise SpecError("--objective", f"{text!r} is not COLUMN:max or COLUMN:min")
     return ObjectiveMetric(name=column, direction=directions[way])

@@ -301,6 +301,31 @@ def buildable_architectures(config: Config) -> list[Arch]:
     return out
 
 
+def check_space(config: Config) -> None:
+    """typer.BadParameter naming ``--operations`` when the cell space cannot be benchmarked: checked
+    before anything trains, so a bad list is one line of usage error rather than a traceback from
+    deep inside :func:`benchmark` (the API's checks, the trainer's operations, a space too small to rank).
+    """
+    from pydantic import ValidationError
+
+    from kubenas.api.space import SearchSpaceSpec
+    from kubenas_trainer.errors import BadCandidate
+
+    if not config.operations:
+        raise typer.BadParameter("give at least one operation, comma-separated", param_hint="--operations")
+    try:
+        SearchSpaceSpec.model_validate(config.search_space)
+        everything = buildable_architectures(config)
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise typer.BadParameter(message, param_hint="--operations") from None
+    except BadCandidate as exc:
+        raise typer.BadParameter(str(exc), param_hint="--operations") from None
+    if len(everything) < 3:  # as --archs: no ranking to correlate below three architectures
+        message = f"a cell of {config.nodes} nodes over {', '.join(config.operations)} has {len(everything)}"
+        raise typer.BadParameter(f"{message} buildable architectures, fewer than 3 to rank", param_hint="--operations")
+
+
 def rank_figures(
     scores: Sequence[float],
     truth: Sequence[float],
@@ -627,6 +652,7 @@ def command(
         finetune_lr=finetune_lr,
         score=score,
     )
+    check_space(config)
     figures = benchmark(config, workdir, log=typer.echo, cache=cache)
     headline = {k: figures[k] for k in ("kendall_tau", "tau_ci", "spearman", "tau_params", "tau_seed_ceiling")}
     headline |= {k: figures[k] for k in ("cost_ratio", "oneshot_retrained", "multitrial_best")}

@@ -9,22 +9,26 @@ out) with ``parallel`` trials outstanding, so ``parallel - 1`` asks are always a
 
 Protocol (NAS-Bench-201 paper): the strategy searches on ``signal``; after every finished trial the
 incumbent is the best-by-signal architecture so far and the benchmark records its ``report`` value.
-Architectures missing from the table, and rows whose signal is empty or not a number, are failed
-trials: the table says the candidate cannot be trained.
+Architectures missing from the table, and rows whose signal is empty or not a finite number, are
+failed trials: the table says the candidate cannot be trained. A table whose rows cannot be read one
+way only is refused instead (``load_table``): a ragged row, an empty decision cell, two rows of one
+architecture, a signal column without a number, a row with a signal but no report value.
 
 Cost and fidelities (multi-fidelity search). With a cost budget (``budget_seconds``), every trial
 costs its row's ``cost`` column (``train_time_s``: the full training) and the search ends when the
-next evaluation would not fit. A :class:`Fidelity` is a cheaper column (``val_acc_12ep``) reached
-after a ``fraction`` of that training: a trial reports it first, as a point of its learning curve at
-step ``round(100 * fraction)``, so the driver's stopping rule (``spec.earlyStopping``) can end it
-there, having spent only that fraction. A trial that goes on pays the full cost in all (the cheap
-signal is on the way to the full one). Only full-fidelity results become incumbents. ``final`` is
-the incumbent's report value when the search ends.
+next evaluation would not fit; a row without a finite, non-negative cost is a failed trial, as one
+without a signal is (its training cannot be charged). A :class:`Fidelity` is a cheaper column
+(``val_acc_12ep``) reached after a ``fraction`` of that training: a trial reports it first, as a
+point of its learning curve at step ``round(100 * fraction)``, so the driver's stopping rule
+(``spec.earlyStopping``) can end it there, having spent only that fraction. A trial that goes on
+pays the full cost in all (the cheap signal is on the way to the full one). Only full-fidelity
+results become incumbents. ``final`` is the incumbent's report value when the search ends.
 
 Several objectives (``objectives``, ``--objective COLUMN:max|min``): the first is the signal, the
 others are further columns reported with it; the strategy searches their Pareto front and the
-summary adds the hypervolume of the trials evaluated by each trial count
-(:mod:`kubenas.bench.hypervolume` defines its normalisation and reference point).
+summary adds the hypervolume of the results of the first ``b`` trials at each trial count ``b``
+(failed and pruned trials count as trials; :mod:`kubenas.bench.hypervolume` defines its
+normalisation and reference point).
 """
 
 from __future__ import annotations
@@ -143,10 +147,30 @@ def _typed(values: Sequence[str]) -> list[Choice]:
 
 
 def _number(text: str) -> float:
+    """A metric cell's value; NaN when it is empty, not a number or not finite. ``inf`` is no
+    measurement: as a signal it could never be beaten (or, ``-inf``, never become the incumbent), as a
+    cost it would end or never charge a budget, so it is read as missing, like an empty cell."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+def _lines(numbers: Sequence[int], shown: int = 5) -> str:
+    """Line numbers for an error: the first few, and how many more."""
+    text = ", ".join(str(n) for n in numbers[:shown])
+    return text + (f" and {len(numbers) - shown} more" if len(numbers) > shown else "")
+
+
+def _delimiter_hint(header: Sequence[str]) -> str:
+    """A hint for a header read as one column: a table separated by semicolons or tabs (what a
+    spreadsheet in a locale with decimal commas writes) is no CSV to ``csv.reader``."""
+    if len(header) == 1:
+        for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+            if sep in header[0]:
+                return f"; the header has no comma but {name}: the columns must be separated by commas"
+    return ""
 
 
 def load_table(
@@ -155,38 +179,67 @@ def load_table(
     report: str,
     extra: Sequence[tuple[str, str]] = (),
     direction: Direction = "maximize",
+    signal_option: str = "--signal",
 ) -> Table:
-    """Read a benchmark CSV; SpecError names a missing column or a table without decisions.
+    """Read a benchmark CSV; SpecError names a missing column, a table without decisions or rows, and
+    a row the table cannot be read from one way only (its line: see the module docstring).
 
     ``extra`` holds ``(option, column)`` pairs of further columns to read (the option names the
-    command-line flag that asked for it, for the error). ``direction``: whether the search maximises
-    or minimises the signal. A byte-order mark before the header (spreadsheets write one) is not
-    part of the first column's name."""
+    command-line flag that asked for it, for the error; ``signal_option`` the one that named the
+    signal). ``direction``: whether the search maximises or minimises the signal. A byte-order mark
+    before the header (spreadsheets write one) is not part of the first column's name, and blank
+    lines, or lines of commas only (a spreadsheet's export of empty rows), are no rows."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:
             raise SpecError(str(path), "the table is empty")
-        body = [row for row in reader if row]
+        body = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     columns = {name: i for i, name in enumerate(header)}
-    for option, column in (("--signal", signal), ("--report", report), *extra):
+    for option, column in ((signal_option, signal), ("--report", report), *extra):
         if column not in columns:
-            raise SpecError(option, f"{column!r} is not a column of {path} ({', '.join(header)})")
+            hint = _delimiter_hint(header)
+            raise SpecError(option, f"{column!r} is not a column of {path} ({', '.join(header)}){hint}")
     xcols = [name for name in header if name.startswith(DECISION_PREFIX)]
     if not xcols:
         raise SpecError(str(path), f"no decision columns: none is named {DECISION_PREFIX}<decision>")
     names = [decision_name(c) for c in xcols]
     if len(set(names)) != len(names):
         raise SpecError(str(path), f"decision columns collide once named: {', '.join(xcols)}")
-    typed = [_typed([row[columns[c]] for row in body]) for c in xcols]
+    if not body:
+        raise SpecError(str(path), "the table has no rows, only a header")
+    for line, row in body:
+        if len(row) != len(header):
+            raise SpecError(str(path), f"line {line} has {len(row)} cells, the header {len(header)}")
+        for c in xcols:
+            if not row[columns[c]].strip():  # not a choice: '' would join the column's choices
+                raise SpecError(str(path), f"line {line} has no value in decision column {c!r}")
+    typed = [_typed([row[columns[c]] for _, row in body]) for c in xcols]
     decisions = tuple((n, tuple(sorted(set(vals)))) for n, vals in zip(names, typed, strict=True))
-    rows: dict[tuple[Choice, ...], tuple[float, float]] = {}
+    keys = [tuple(vals[k] for vals in typed) for k in range(len(body))]
+    first: dict[tuple[Choice, ...], tuple[int, list[str]]] = {}
+    for (line, row), key in zip(body, keys, strict=True):
+        if key in first:  # two results for one architecture: which one a look-up gets would be arbitrary
+            described = " and ".join(
+                f"line {n} ({', '.join(f'{c}={cells[columns[c]]}' for c in xcols)})"
+                for n, cells in (first[key], (line, row))
+            )
+            raise SpecError(str(path), f"{described} are the same architecture: a table holds one row per architecture")
+        first[key] = (line, row)
     s, r = columns[signal], columns[report]
-    for k, row in enumerate(body):
-        key = tuple(vals[k] for vals in typed)
-        rows[key] = (_number(row[s]), _number(row[r]))
+    rows = {key: (_number(row[s]), _number(row[r])) for (_, row), key in zip(body, keys, strict=True)}
+    if all(math.isnan(v) for v, _ in rows.values()):
+        raise SpecError(signal_option, f"column {signal!r} holds no finite number: every trial would fail")
+    unreported = [
+        line for (line, _), (v, x) in zip(body, rows.values(), strict=True) if not math.isnan(v) and math.isnan(x)
+    ]
+    if unreported:  # such a row could become the incumbent, and its seed drop out of the mean unseen
+        raise SpecError(
+            "--report",
+            f"column {report!r} has no finite number on line {_lines(unreported)}, where {signal!r} has one",
+        )
     extras = {
-        column: {tuple(vals[k] for vals in typed): _number(row[columns[column]]) for k, row in enumerate(body)}
+        column: {key: _number(row[columns[column]]) for (_, row), key in zip(body, keys, strict=True)}
         for _, column in extra
     }
     return Table(str(path), signal, report, decisions, rows, extras, direction)
@@ -230,14 +283,16 @@ def run_costed_search(
     table: Table,
     spec: SearchExperimentSpec,
     costs: Costs,
-    on_result: Callable[[Mapping[str, float]], None] | None = None,
+    on_result: Callable[[Mapping[str, float] | None], None] | None = None,
 ) -> tuple[list[float], float]:
     """One search under ``costs``: the incumbent's report value after each finished trial, and at the end.
 
     The benchmark is one more executor of the driver: a created trial joins a first-in, first-out
     queue, and the oldest one is looked up whenever the driver has nothing left to say. Its cheap
-    signals go to the driver as :class:`Progress` first; a :class:`Prune` ends it there. Each
-    full-fidelity result's metrics (the signal and the other objectives' columns) go to ``on_result``.
+    signals go to the driver as :class:`Progress` first; a :class:`Prune` ends it there. Every
+    finished trial goes to ``on_result``, in the order of the curve: its full-fidelity metrics (the
+    signal and the other objectives' columns), or None for a failed or pruned trial, so that the
+    ``b``-th call is the ``b``-th trial whether or not the trials before it had results.
     """
     fidelities = sorted(costs.fidelities, key=lambda f: f.fraction)
     budget = math.inf if costs.budget_seconds is None else costs.budget_seconds
@@ -257,12 +312,19 @@ def run_costed_search(
         arch = driver.trial(index).architecture
         key = tuple(arch[n] for n in names)
         signal, report = table.rows.get(key, (math.nan, math.nan))
+        full_cost = cost_of.get(key, math.nan) if costs.budget_seconds is not None else 0.0
+        lost = None
         if math.isnan(signal):
-            loop.handle(TrialLost(index, "NotInTable", "the table has no value for it"))
+            lost = TrialLost(index, "NotInTable", "the table has no value for it")
+        elif not full_cost >= 0:  # an empty cell (NaN) or a negative cost would unmake the budget
+            lost = TrialLost(index, "NoCost", f"the table has no cost ({costs.column}) for it")
+        if lost is not None:
+            loop.handle(lost)
             curve.append(incumbent)
+            if on_result is not None:
+                on_result(None)
             continue
-        full_cost = cost_of.get(key, 0.0) if costs.budget_seconds is not None else 0.0
-        paid, pruned = 0.0, False
+        paid, pruned, result = 0.0, False, None
         for fidelity in fidelities:
             cheap = table.extras[fidelity.column].get(key, math.nan)
             if math.isnan(cheap):
@@ -279,13 +341,13 @@ def run_costed_search(
             if spent + full_cost - paid > budget:
                 return curve, incumbent
             spent += full_cost - paid
-            metrics = {table.signal: signal, **{o: table.extras[o].get(key, math.nan) for o in others}}
-            loop.handle(AttemptEnded(index, 1, 0, json.dumps(metrics)))
-            if on_result is not None:
-                on_result(metrics)
+            result = {table.signal: signal, **{o: table.extras[o].get(key, math.nan) for o in others}}
+            loop.handle(AttemptEnded(index, 1, 0, json.dumps(result)))
             if sign * signal > best_signal:
                 best_signal, incumbent = sign * signal, report
         curve.append(incumbent)
+        if on_result is not None:
+            on_result(result)
     return curve, incumbent
 
 
@@ -321,7 +383,8 @@ class Summary:
 
 
 def _clean(x: float) -> float | None:
-    return None if math.isnan(x) else round(float(x), 4)
+    """A figure for JSON: null when it is not finite (JSON has no NaN or Infinity)."""
+    return round(float(x), 4) if math.isfinite(x) else None
 
 
 def budgets_for(trials: int) -> list[int]:
@@ -371,12 +434,16 @@ def _run_seed(args: SeedWork) -> SeedRun:
     strategy, seed, trials, parallel, settings, costs, early, normaliser = args
     objectives = normaliser.objectives if normaliser is not None else ()
     spec = experiment_spec(_WORKER_TABLE, strategy, seed, trials, parallel, settings, early, objectives)
-    losses: list[tuple[float, ...] | None] = []
-    on_result = None if normaliser is None else (lambda metrics: losses.append(normaliser.loss(metrics)))
-    curve, final = run_costed_search(_WORKER_TABLE, spec, costs, on_result)
+    losses: list[tuple[float, ...] | None] = []  # one per finished trial, None without a result
+
+    def on_result(metrics: Mapping[str, float] | None) -> None:
+        assert normaliser is not None
+        losses.append(None if metrics is None else normaliser.loss(metrics))
+
+    curve, final = run_costed_search(_WORKER_TABLE, spec, costs, None if normaliser is None else on_result)
     volumes: dict[int, float] = {}
     if normaliser is not None:
-        for b in budgets_for(trials):
+        for b in budgets_for(trials):  # the results of the first b trials, not the first b results
             volumes[b] = hypervolume([x for x in losses[:b] if x is not None])
     return curve, final, volumes
 
