@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes.client.exceptions import ApiException
@@ -19,7 +20,7 @@ from kubenas.api.v1alpha1 import GROUP, VERSION
 from kubenas.load import ManifestError, parse_document
 from kubenas_dev.operator_fixtures import crds
 from kubenas_dev.operator_testing import experiment_manifest
-from tests.admission.corpus import Case, cases, examples, mutated
+from tests.admission.corpus import CORPUS, Case, cases, examples, mutated
 from tests.e2e.conftest import KubeApis
 
 __all__ = ["crds"]
@@ -142,3 +143,16 @@ def test_the_admission_policy_and_validate_weigh_settings_alike(
         assert any(f"{path}: {words}" in message for path, words in err.problems), (message, err.problems)
         return
     assert accepted, f"kubenas validate accepted what the API server refused ({MAX_SETTINGS_WEIGHT}): {message}"
+
+
+def test_gpu_hours_count_the_gpus_of_the_templates_trainer(k8s: KubeApis, namespace: str, crds: None) -> None:
+    """maxGpuHours with the GPUs on the pod template's trainer container (not the short form): both the
+    API server and kubenas validate accept it, and both refuse it with neither."""
+    doc = yaml.safe_load((CORPUS / "experiment-template-bad-quantity.yaml").read_text())
+    container = doc["spec"]["trialTemplate"]["template"]["spec"]["containers"][0]
+    container["resources"] = {"limits": {"nvidia.com/gpu": 2}}
+    doc["spec"]["budget"]["maxGpuHours"] = 4
+    assert dry_run(k8s, namespace, doc, "searchexperiments")[0] and local_verdict(doc)
+    del container["resources"]
+    accepted, message = dry_run(k8s, namespace, doc, "searchexperiments")
+    assert not accepted and "spec.budget.maxGpuHours" in message and not local_verdict(doc)

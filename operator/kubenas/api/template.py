@@ -115,6 +115,22 @@ def _pod_conflict(short_cel: str, key: str, short_set: Any) -> Rule:
     )
 
 
+#: the trainer container's GPU limit is given (CEL over ``c``, the container)
+GPU_LIMIT_CEL = "has(c.resources) && has(c.resources.limits) && 'nvidia.com/gpu' in c.resources.limits"
+
+
+def trainer_cel(condition: str, template: str = "self.template") -> str:
+    """:func:`_trainer_cel` for a rule whose ``self`` is above the trial template (``template`` is the
+    path of the pod template from there, e.g. ``self.trialTemplate.template``)."""
+    return _trainer_cel(condition).replace("self.template.", f"{template}.")
+
+
+def trainer_gpu_limit(t: Any) -> Any:
+    """The template trainer container's ``nvidia.com/gpu`` limit as written, None when it has none."""
+    limits = (_trainer(t).get("resources") or {}).get("limits") or {}
+    return limits.get("nvidia.com/gpu")
+
+
 def _trainer_image_ok(t: Any) -> bool:
     return t.image is not None or bool(_trainer(t).get("image"))
 

@@ -21,7 +21,15 @@ from kubenas.api.oneshot import DEFAULT_COMMAND, EVALUATOR_METRICS, OneShot, One
 from kubenas.api.settings import Settings
 from kubenas.api.space import SearchSpaceSpec
 from kubenas.api.strategy import LINEAGE_STRATEGIES, MULTI_OBJECTIVE_STRATEGIES, StrategySpec
-from kubenas.api.template import TEMPLATE_RULES, ArtifactLocation, Artifacts, PodTemplate
+from kubenas.api.template import (
+    GPU_LIMIT_CEL,
+    TEMPLATE_RULES,
+    ArtifactLocation,
+    Artifacts,
+    PodTemplate,
+    trainer_cel,
+    trainer_gpu_limit,
+)
 from kubenas.api.weights import InitFrom
 
 GROUP = "kubenas.io"
@@ -606,9 +614,15 @@ class SearchExperimentSpec(ApiModel):
         ),
         Rule(
             "!has(self.budget.maxGpuHours) || (has(self.trialTemplate.resources)"
-            f" && has(self.trialTemplate.resources.limits) && '{GPU_RESOURCE}' in self.trialTemplate.resources.limits)",
-            f"maxGpuHours counts the GPUs each trial asks for: set trialTemplate.resources.limits['{GPU_RESOURCE}']",
-            lambda s: s.budget.max_gpu_hours is None or GPU_RESOURCE in s.trial_template.resources.limits,
+            f" && has(self.trialTemplate.resources.limits) && '{GPU_RESOURCE}' in self.trialTemplate.resources.limits)"
+            f" || (has(self.trialTemplate.template) && {trainer_cel(GPU_LIMIT_CEL, 'self.trialTemplate.template')})",
+            f"maxGpuHours counts the GPUs each trial asks for: set trialTemplate.resources.limits['{GPU_RESOURCE}']"
+            " (or the limit of the template's trainer container)",
+            lambda s: (
+                s.budget.max_gpu_hours is None
+                or GPU_RESOURCE in s.trial_template.resources.limits
+                or trainer_gpu_limit(s.trial_template) is not None
+            ),
             ".budget.maxGpuHours",
         ),
         Rule(
