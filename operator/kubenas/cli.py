@@ -147,21 +147,37 @@ def run(
     results: Annotated[Path | None, typer.Option(help="Results folder (default results/<name>).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run recorded in this results folder.")] = None,
 ) -> None:
-    """Run an experiment on this machine: the strategy in-process, each trial a subprocess."""
+    """Run an experiment on this machine: the strategy in-process, each trial a subprocess.
+
+    SIGTERM stops it as Ctrl-C does (trials stopped, summary written; exit 128 + the signal). What
+    makes a run impossible (a bad manifest, a results folder in use, unwritable or with a corrupt
+    journal, a journal that does not replay) is one line naming the file or folder, and exit 2.
+    """
+    from kubenas.core.errors import ReplayError
     from kubenas.load import ManifestError
-    from kubenas.local.runner import ResumeError, prepare
+    from kubenas.local.errors import LocalRunError
+    from kubenas.local.lock import release
+    from kubenas.local.runner import prepare
     from kubenas.local.runner import run as run_local
+    from kubenas.local.signals import sigterm_as_interrupt
 
     try:
         exp, folder = prepare(experiment, results, resume)
-    except (ManifestError, ResumeError) as exc:
-        console.print(str(exc), style="red", markup=False, highlight=False)
+    except (ManifestError, LocalRunError) as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if exp.spec.one_shot is not None:  # three phases: supernet, search over it, retraining of the top k
         from kubenas.local.oneshot import run as run_local
-    outcome = run_local(exp, folder, console)
+    try:
+        with sigterm_as_interrupt() as received:
+            outcome = run_local(exp, folder, console)
+    except (ManifestError, LocalRunError, ReplayError) as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    finally:
+        release(folder)
     if outcome.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(128 + received.signum if received.signum is not None else 130)
     raise typer.Exit(0 if outcome.phase == "Succeeded" else 1)
 
 

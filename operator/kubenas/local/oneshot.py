@@ -61,13 +61,14 @@ from kubenas.core.oneshot import (
 )
 from kubenas.core.records import TrialRecord
 from kubenas.core.retrain import top_architectures
-from kubenas.core.search import Search
 from kubenas.insights.collapse import operation_mix
 from kubenas.local.controller import LoopbackController
-from kubenas.local.journal import Journal, read_journal
+from kubenas.local.errors import write_error
+from kubenas.local.journal import JOURNAL, Journal, read_journal
+from kubenas.local.lock import hold, release
 from kubenas.local.process import stop_processes
 from kubenas.local.report import summary, write_results
-from kubenas.local.runner import RunResult
+from kubenas.local.runner import RunResult, replayed
 from kubenas.local.runner import run as run_trials
 
 SUPERNET_DIR = "supernet"
@@ -89,8 +90,11 @@ def read_supernet(folder: Path) -> SupernetRecord:
 def _write_supernet(folder: Path, record: SupernetRecord) -> None:
     path = folder / SUPERNET_DIR / RECORD_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**asdict(record), "metrics": dict(record.metrics)}, indent=2) + "\n")
-    os.replace(tmp, path)  # a record is there whole or not at all
+    try:
+        tmp.write_text(json.dumps({**asdict(record), "metrics": dict(record.metrics)}, indent=2) + "\n")
+        os.replace(tmp, path)  # a record is there whole or not at all
+    except OSError as exc:
+        raise write_error(path, exc) from None
 
 
 def _contract_env(exp: SearchExperiment, phase: TrainSupernet, folder: Path) -> dict[str, str]:
@@ -203,7 +207,7 @@ def evaluate(exp: SearchExperiment, folder: Path, spec: SearchExperimentSpec, co
     directory.mkdir(parents=True, exist_ok=True)
     history, _ = read_journal(directory)
     prefix = f"{exp.metadata.name}-eval"
-    search = Search(spec, history)
+    search = replayed(spec, history, directory / JOURNAL)
     driver = Driver(spec, history, name_prefix=prefix)
     journal = Journal(directory, prefix, search.space, spec.strategy.seed)
     evaluator = EvaluatorProcess(exp.spec, folder)
@@ -279,6 +283,15 @@ def write_figures(
 def run(exp: SearchExperiment, folder: Path, console: Console | None = None) -> RunResult:
     """Run (or continue) the one-shot search recorded in ``folder`` through its three phases."""
     console = console or Console()
+    taken = hold(folder)  # a no-op after prepare, which took it; phase 3's run shares it
+    try:
+        return _run(exp, folder, console)
+    finally:
+        if taken:
+            release(folder)
+
+
+def _run(exp: SearchExperiment, folder: Path, console: Console) -> RunResult:
     spec = exp.spec
     try:
         while True:

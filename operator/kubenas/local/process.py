@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from kubenas.api.settings import settings_json
 from kubenas.api.v1alpha1 import SearchExperiment
@@ -20,6 +20,7 @@ from kubenas.core.driver import Progress
 from kubenas.core.lineage import TrialOutput, start_weights
 from kubenas.core.records import TrialRecord, trial_seed
 from kubenas.core.space import SearchSpace
+from kubenas.local.errors import write_error
 from kubenas.local.gpus import ENV_VISIBLE, GpuPlan
 from kubenas.local.launch import launch_of
 
@@ -69,6 +70,19 @@ class Attempt:
     last_progress: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class FollowFailed:
+    """Following an attempt failed (its log could not be written: no space left on device, say).
+
+    Reported at once, not when the process exits: the run must end now with this error, rather than
+    go on with trials whose output is lost.
+    """
+
+    attempt: Attempt
+    path: Path
+    error: Exception
+
+
 def progress_of(index: int, line: bytes) -> tuple[dict[str, Any], Progress | None]:
     """A JSON progress line of the trial contract, and the :class:`Progress` event it carries when it
     is an epoch report (``{"event": "epoch", "epoch": N, "metrics": {...}}``); ``({}, None)`` for
@@ -96,15 +110,20 @@ class TrialLauncher:
         self.space = space
         self.results = results
         self.launch = launch_of(exp.spec.trial_template)  # the same for every trial: read the template once
-        self.done: queue.Queue[Attempt | Progress] = queue.Queue()
+        self.done: queue.Queue[Attempt | Progress | FollowFailed] = queue.Queue()
         self.running: dict[int, Attempt] = {}
 
     def start(self, rec: TrialRecord, number: int) -> Attempt:
         tdir = self.results / "trials" / rec.name
         out = tdir / "output"
-        out.mkdir(parents=True, exist_ok=True)
         result_file = tdir / "result.json"
-        result_file.unlink(missing_ok=True)
+        log_path = tdir / f"attempt-{number}.log"
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            result_file.unlink(missing_ok=True)
+            log = self._open_log(log_path)
+        except OSError as exc:
+            raise write_error(tdir, exc) from None
         tpl = self.exp.spec.trial_template
         env = {**os.environ, **trial_env(self.exp, self.space, rec, result_file, out)}
         command = [*tpl.command, *self.launch.args]
@@ -112,7 +131,6 @@ class TrialLauncher:
         if self.gpus is not None and pool is not None:  # this attempt's own GPUs, one torchrun process each
             env[ENV_VISIBLE] = ",".join(pool.acquire((rec.index, number), self.gpus.per_trial))
             command = self.gpus.command(command)
-        log = (tdir / f"attempt-{number}.log").open("wb")
         try:
             proc = subprocess.Popen(
                 command,
@@ -130,23 +148,46 @@ class TrialLauncher:
             raise
         attempt = Attempt(rec, number, proc, result_file)
         self.running[rec.index] = attempt
-        threading.Thread(target=self._follow, args=(attempt, log), daemon=True).start()
+        threading.Thread(target=self._follow, args=(attempt, log, log_path), daemon=True).start()
         return attempt
 
-    def _follow(self, attempt: Attempt, log: Any) -> None:
-        assert attempt.proc.stdout is not None
-        with log:
-            for line in attempt.proc.stdout:
-                log.write(line)
-                if line.startswith(b"{"):
-                    data, progress = progress_of(attempt.rec.index, line)
-                    if data:
-                        attempt.last_progress = data
-                    if progress is not None:
-                        self.done.put(progress)
-        attempt.proc.wait()
-        self._release(attempt)
-        self.done.put(attempt)
+    @staticmethod
+    def _open_log(path: Path) -> IO[bytes]:
+        """The attempt's log file (a method of its own so that a test can stand in a full disk)."""
+        return path.open("wb")
+
+    def _follow(self, attempt: Attempt, log: IO[bytes], log_path: Path) -> None:
+        """Copy the attempt's output to its log, report its epochs, then its exit.
+
+        The exit is reported whatever happens here (the runner blocks until it is): an error is
+        reported first, and the rest of the output is drained unread so that the process does not
+        block on a full pipe before the runner stops it.
+        """
+        stdout = attempt.proc.stdout
+        assert stdout is not None
+        try:
+            try:
+                for line in stdout:
+                    log.write(line)
+                    if line.startswith(b"{"):
+                        data, progress = progress_of(attempt.rec.index, line)
+                        if data:
+                            attempt.last_progress = data
+                        if progress is not None:
+                            self.done.put(progress)
+            finally:
+                log.close()  # flushes: it may fail too
+        except Exception as exc:
+            self.done.put(FollowFailed(attempt, log_path, exc))
+            with contextlib.suppress(Exception):
+                log.close()
+            with contextlib.suppress(Exception):
+                for _ in stdout:
+                    pass
+        finally:
+            attempt.proc.wait()
+            self._release(attempt)
+            self.done.put(attempt)
 
     def _release(self, attempt: Attempt) -> None:
         """The attempt's GPUs go back to the pool once its process has exited."""

@@ -16,12 +16,13 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from kubenas.api.v1alpha1 import SearchExperiment
+from kubenas.api.v1alpha1 import Objective, SearchExperiment, SearchExperimentSpec
 from kubenas.core.driver import (
     AskFor,
     AttemptEnded,
@@ -38,16 +39,18 @@ from kubenas.core.driver import (
     Tell,
     Tick,
 )
-from kubenas.core.errors import SpecError
-from kubenas.core.records import objective_value
+from kubenas.core.errors import ReplayError, SpecError
+from kubenas.core.records import TrialRecord, objective_value
 from kubenas.core.search import Search
 from kubenas.core.spec_changes import judge_edit
 from kubenas.load import load_experiment
+from kubenas.local.errors import LocalRunError, ResultsError, write_error
 from kubenas.local.gpus import GpuError
 from kubenas.local.gpus import plan as plan_gpus
-from kubenas.local.journal import Journal, read_journal
+from kubenas.local.journal import JOURNAL, Journal, read_journal
 from kubenas.local.launch import launch_of
-from kubenas.local.process import Attempt, TrialLauncher
+from kubenas.local.lock import hold, release
+from kubenas.local.process import Attempt, FollowFailed, TrialLauncher
 from kubenas.local.report import leaderboard, summary, write_results
 from kubenas.local.retrain import resolve as resolve_retrain
 
@@ -56,7 +59,7 @@ SPEC_FILE = "experiment.yaml"
 PRUNE_GRACE_SECONDS = 2.0
 
 
-class ResumeError(RuntimeError):
+class ResumeError(LocalRunError):
     """The results folder cannot be resumed (missing, or made by another experiment)."""
 
 
@@ -75,38 +78,76 @@ def prepare(experiment_file: Path | None, results: Path | None, resume: Path | N
     A resumed run may be given the experiment file again with the edits a running experiment on
     Kubernetes accepts (``budget.maxTrials`` upwards, ``budget.parallelTrials``); any other difference
     is refused with the field that differs.
+
+    The folder is locked for this process (:mod:`kubenas.local.lock`) before anything is written to
+    it, and stays locked until :func:`kubenas.local.lock.release` or the process ends: FolderInUse
+    when another run holds it.
     """
     if resume is not None:
+        if results is not None and results.resolve() != resume.resolve():
+            raise ResumeError(f"--results {results} with --resume {resume}: a resumed run continues in {resume}")
         spec_path = resume / SPEC_FILE
         if not spec_path.exists():
             raise ResumeError(f"{resume} holds no {SPEC_FILE}: not a Kubenas results folder")
-        exp = load_experiment(spec_path)
-        if experiment_file is not None:
-            given = load_experiment(experiment_file)
-            spec, verdict = judge_edit(exp.spec, given.spec)
-            if not verdict.accepted:
-                raise ResumeError(f"{experiment_file} cannot continue the run in {resume}: {verdict.message}")
-            if spec is not exp.spec:
-                exp = exp.model_copy(update={"spec": spec})
-                (resume / SPEC_FILE).write_text(yaml.safe_dump(exp.to_wire(), sort_keys=False))
-        _check_command(exp)
-        _check_gpus(exp)
-        return exp, resume
+        taken = hold(resume)
+        try:
+            return _prepare_resume(experiment_file, resume), resume
+        except BaseException:
+            if taken:
+                release(resume)
+            raise
     if experiment_file is None:
         raise ResumeError("give an experiment file, or --resume DIR")
     exp = load_experiment(experiment_file)
     _check_command(exp)
     _check_gpus(exp)
     folder = results or Path("results") / exp.metadata.name
-    if (folder / "journal.jsonl").exists():
+    if folder.exists() and not folder.is_dir():
+        raise ResultsError(f"{folder} is a file, not a results folder: choose another --results")
+    if (folder / JOURNAL).exists():
         raise ResumeError(f"{folder} already holds a run: use --resume {folder}, or choose --results")
     try:  # a retrain's architectures are read once, now, and kept in the folder's experiment.yaml
         exp = resolve_retrain(exp, folder)
     except SpecError as exc:
         raise ResumeError(str(exc)) from None
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / SPEC_FILE).write_text(yaml.safe_dump(exp.to_wire(), sort_keys=False))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # read-only, or below a file
+        raise ResultsError(f"cannot create the results folder {folder}: {exc.strerror or exc}") from None
+    taken = hold(folder)
+    try:
+        if (folder / JOURNAL).exists():  # a run that started here since the check above
+            raise ResumeError(f"{folder} already holds a run: use --resume {folder}, or choose --results")
+        _write_spec(folder, exp)
+    except BaseException:
+        if taken:
+            release(folder)
+        raise
     return exp, folder
+
+
+def _prepare_resume(experiment_file: Path | None, resume: Path) -> SearchExperiment:
+    """The experiment recorded in ``resume``, with the accepted edits of ``experiment_file`` if given."""
+    exp = load_experiment(resume / SPEC_FILE)
+    if experiment_file is not None:
+        given = load_experiment(experiment_file)
+        spec, verdict = judge_edit(exp.spec, given.spec)
+        if not verdict.accepted:
+            raise ResumeError(f"{experiment_file} cannot continue the run in {resume}: {verdict.message}")
+        if spec is not exp.spec:
+            exp = exp.model_copy(update={"spec": spec})
+            _write_spec(resume, exp)
+    _check_command(exp)
+    _check_gpus(exp)
+    return exp
+
+
+def _write_spec(folder: Path, exp: SearchExperiment) -> None:
+    path = folder / SPEC_FILE
+    try:
+        path.write_text(yaml.safe_dump(exp.to_wire(), sort_keys=False))
+    except OSError as exc:
+        raise write_error(path, exc) from None
 
 
 def _check_command(exp: SearchExperiment) -> None:
@@ -139,12 +180,41 @@ def run(exp: SearchExperiment, folder: Path, console: Console | None = None) -> 
     as subprocesses and journal lines and hands back what happened; every decision is the driver's.
     """
     console = console or Console()
+    taken = hold(folder)  # a no-op after prepare, which took it
+    try:
+        return _run(exp, folder, console)
+    finally:
+        if taken:
+            release(folder)
+
+
+def replayed(spec: SearchExperimentSpec, history: list[TrialRecord], journal: Path) -> Search:
+    """The strategy rebuilt from ``history``; ResumeError naming the journal when it does not replay."""
+    try:
+        return Search(spec, history)
+    except SpecError:
+        raise
+    except ReplayError as exc:
+        raise ResumeError(
+            f"{journal} does not replay with the experiment in {journal.parent} (was its {SPEC_FILE} edited?): {exc}"
+        ) from None
+    except ValueError as exc:  # a history with a gap: lines removed from the journal
+        raise ResumeError(f"{journal} cannot be replayed: {exc}") from None
+
+
+def _run(exp: SearchExperiment, folder: Path, console: Console) -> RunResult:
     history, elapsed_before = read_journal(folder)
     for rec in history:  # attempts cut short by a previous stop start again from scratch
         if not rec.told:
             shutil.rmtree(folder / "trials" / rec.name, ignore_errors=True)
+    trial_dirs = folder / "trials"
+    if not history and (folder / JOURNAL).exists() and trial_dirs.is_dir() and any(trial_dirs.iterdir()):
+        console.print(
+            f"{folder / JOURNAL} holds no events: the trials in {trial_dirs} are not recorded and run again",
+            markup=False,
+        )
     name = exp.metadata.name
-    search = Search(exp.spec, history)
+    search = replayed(exp.spec, history, folder / JOURNAL)
     gpus = plan_gpus(exp.spec)
     # never more GPU trials at once than the devices allow: the driver asks for no more than that
     driver = Driver(gpus.limit(exp.spec), history, name_prefix=name, elapsed_seconds=elapsed_before)
@@ -209,6 +279,8 @@ def run(exp: SearchExperiment, folder: Path, console: Console | None = None) -> 
                 except queue.Empty:
                     pending.extend(driver.handle(Tick(elapsed())))
                     continue
+                if isinstance(attempt, FollowFailed):  # its log cannot be written: end the run now
+                    raise _follow_error(attempt, folder)
                 if not isinstance(attempt, Attempt):  # an epoch's metrics
                     pending.extend(driver.handle(Tick(elapsed()), attempt))
                     continue
@@ -219,18 +291,34 @@ def run(exp: SearchExperiment, folder: Path, console: Console | None = None) -> 
             console.print("[yellow]Stopping: sending SIGTERM to running trials; resume with --resume[/]")
         finally:
             launcher.stop_all()  # whatever ended the run, no trial process outlives it
-    journal.close()
+            journal.close()
     trials = driver.trials
     if interrupted or driver.finished is None:
         summ = summary(name, objective, trials, "Stopped", "Interrupted")
-        write_results(folder, summ, objective, trials)
+        _write_results(folder, summ, objective, trials)
         return RunResult("Stopped", "Interrupted", "stopped by the user", folder, interrupted=True)
     action = driver.finished
     summ = summary(name, objective, trials, action.phase, action.reason)
-    write_results(folder, summ, objective, trials)
+    _write_results(folder, summ, objective, trials)
     leaderboard(console, objective, trials)
     console.print(f"{action.phase}: {action.reason} ({action.message}). Results in {folder}", markup=False)
     return RunResult(action.phase, action.reason, action.message, folder)
+
+
+def _follow_error(failed: FollowFailed, folder: Path) -> ResultsError:
+    """The error that ends a run whose trial output cannot be written; what was told is kept."""
+    if isinstance(failed.error, OSError):
+        error = write_error(failed.path, failed.error)
+    else:
+        error = ResultsError(f"following {failed.attempt.rec.name} into {failed.path} failed: {failed.error!r}")
+    return ResultsError(f"{error}; the results told so far are kept: resume with --resume {folder}")
+
+
+def _write_results(folder: Path, summ: dict[str, Any], objective: Objective, trials: list[TrialRecord]) -> None:
+    try:
+        write_results(folder, summ, objective, trials)
+    except OSError as exc:
+        raise write_error(folder, exc) from None
 
 
 def _ended(attempt: Attempt) -> AttemptEnded:
