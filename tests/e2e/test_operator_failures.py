@@ -198,7 +198,7 @@ def test_a_secret_that_does_not_exist_fails_the_experiment_instead_of_waiting(
             assert failed["reason"] == "PodCannotStart"
             expected = f"spec.trialTemplate (a Secret or ConfigMap its pods reference): the pod {pod}"
             assert failed["message"].startswith(expected), failed["message"]
-            assert "CreateContainerConfigError: secret \"no-such-secret\" not found" in failed["message"]
+            assert 'CreateContainerConfigError: secret "no-such-secret" not found' in failed["message"]
     finally:
         kube.core.delete_persistent_volume(pv)
     assert not [t for t in kube.trials("unsecret") if (t.get("status") or {}).get("phase") == "Succeeded"]

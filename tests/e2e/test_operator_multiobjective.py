@@ -86,11 +86,15 @@ def test_a_gpu_hour_budget_ends_the_experiment_and_cancels_its_running_trials(
     # their pods are gone: no GPU is held once the experiment is over
     wait_for(
         "the cancelled trials' pods to go",
-        lambda: not [
-            p
-            for p in kube.pods(f"{names.LABEL_EXPERIMENT}=gpuhours,{names.LABEL_COMPONENT}={names.COMPONENT_TRAINER}")
-            if p.status.phase in ("Pending", "Running")
-        ],
+        lambda: (
+            not [
+                p
+                for p in kube.pods(
+                    f"{names.LABEL_EXPERIMENT}=gpuhours,{names.LABEL_COMPONENT}={names.COMPONENT_TRAINER}"
+                )
+                if p.status.phase in ("Pending", "Running")
+            ]
+        ),
         60,
     )
     labels: dict[str, Any] = {"namespace": namespace, "experiment": "gpuhours"}
