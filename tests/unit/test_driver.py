@@ -128,6 +128,47 @@ def test_missing_metric_and_hard_constraint() -> None:
     assert over.trial.message == "params 20 is above max 10"
 
 
+def test_a_diverged_trial_is_the_worst_result_whichever_its_objective() -> None:
+    """Training that ended on a non-finite loss reports ``diverged``: with an accuracy still finite it
+    succeeds (a poor result); with the loss as the objective, left out as non-finite, it is infeasible
+    (the worst result), never a failure counting towards maxFailedTrials."""
+    diverged = json.dumps({"val_accuracy": 0.1, "status": "diverged", "message": "training diverged"})
+    by_accuracy = Driver(spec())
+    propose(by_accuracy, by_accuracy.start()[0])
+    (told,) = of(Tell, by_accuracy.handle(AttemptEnded(0, 1, 0, diverged)))
+    assert (told.trial.phase, told.trial.reason, told.trial.reward) == ("Succeeded", "Diverged", 0.1)
+    by_loss = Driver(spec(objective={"metric": "val_loss", "direction": "minimize"}))
+    propose(by_loss, by_loss.start()[0])
+    (told,) = of(Tell, by_loss.handle(AttemptEnded(0, 1, 0, diverged)))
+    assert (told.trial.phase, told.trial.reason, told.trial.reward) == ("Infeasible", "Diverged", None)
+    assert "training diverged" in (told.trial.message or "") and by_loss.counts.failed == 0
+
+
+def test_trials_refusing_their_configuration_end_the_search_before_any_result() -> None:
+    """Every trial shares the settings: three refusals (exit 2) with no result yet end the search,
+    running trials cancelled; after a trial has run, refusals are the candidate's and the search goes on."""
+    refused = json.dumps({"message": "settings.epoch: is not a setting of this trainer"})
+    driver = Driver(spec(budget={"maxTrials": 20, "parallelTrials": 4}))
+    propose(driver, driver.start()[0])
+    for i in range(2):
+        driver.handle(AttemptEnded(i, 1, 2, refused))
+        driver.handle(ResultStored(i))
+    assert driver.finished is None
+    driver.handle(AttemptEnded(2, 1, 2, refused))
+    out = driver.handle(ResultStored(2))
+    (finish,) = of(Finish, out)
+    assert (finish.phase, finish.reason) == ("Failed", "ConfigurationError")
+    assert [c.trial.index for c in of(Cancel, out)] == [3]
+    ran = Driver(spec(budget={"maxTrials": 20, "parallelTrials": 4}))
+    propose(ran, ran.start()[0])
+    ran.handle(AttemptEnded(0, 1, 0, result(0.5)))
+    ran.handle(ResultStored(0))
+    for i in range(1, 4):
+        ran.handle(AttemptEnded(i, 1, 2, refused))
+        ran.handle(ResultStored(i))
+    assert ran.finished is None
+
+
 def test_goal_reached_cancels_the_rest_once_every_result_is_stored() -> None:
     driver = Driver(
         spec(objective={"metric": "val_accuracy", "target": 0.9}, budget={"maxTrials": 9, "parallelTrials": 3})

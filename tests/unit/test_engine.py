@@ -132,3 +132,15 @@ def test_the_one_pass_summary_agrees_with_count_and_best_of() -> None:
         counts, best = summarize(spec(), history)
         assert counts == count(history)
         assert best is best_of(history)
+
+
+def test_refused_configurations_end_a_search_only_before_any_result() -> None:
+    s = spec(budget={"maxTrials": 10, "parallelTrials": 2})
+    refused = [t.with_(reason="ConfigurationError") for t in trials("Failed", "Failed", "Failed")]
+    action = decide(s, refused)
+    assert isinstance(action, Finish) and (action.phase, action.reason) == ("Failed", "ConfigurationError")
+    assert isinstance(decide(s, refused[:2]), Ask)
+    crashed = [t.with_(reason="Error") for t in trials("Failed", "Failed", "Failed")]
+    assert isinstance(decide(s, crashed), Ask)  # crashes are retried and counted by maxFailedTrials
+    after_a_result = trials("Succeeded") + [t.with_(index=t.index + 1) for t in refused]
+    assert isinstance(decide(s, after_a_result), Ask)

@@ -22,6 +22,11 @@ def test_partial_result_is_kept_and_marked() -> None:
     assert (out.verdict, out.reason) == ("succeeded", "Partial")
 
 
+def test_a_diverged_result_is_kept_and_marked() -> None:
+    out = judge(0, result(val_accuracy=0.1, status="diverged", message="training diverged"), 1, 2)
+    assert (out.verdict, out.reason, out.message) == ("succeeded", "Diverged", "training diverged")
+
+
 def test_bad_candidate_is_never_retried() -> None:
     assert judge(3, None, 1, 5).verdict == "bad_candidate"
     assert judge(0, result(status="bad_candidate"), 1, 5).verdict == "bad_candidate"

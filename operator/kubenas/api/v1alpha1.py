@@ -824,7 +824,9 @@ class TrialCounts(ApiModel):
     running: int = Field(0, ge=0, description="Training now.")
     succeeded: int = Field(0, ge=0, description="Finished with a reward.")
     failed: int = Field(0, ge=0, description="Failed (after retries) or bad candidates.")
-    infeasible: int = Field(0, ge=0, description="Finished but violating a hard constraint.")
+    infeasible: int = Field(
+        0, ge=0, description="Finished but violating a hard constraint, or diverged with no objective value."
+    )
     pruned: int = Field(0, ge=0, description="Stopped early by the stopping rule, with a partial result.")
     total: int = Field(0, ge=0, description="All trials created.")
 

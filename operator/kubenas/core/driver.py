@@ -56,9 +56,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kubenas.api.v1alpha1 import SearchExperimentSpec, TrialCounts
-from kubenas.core.engine import Ask, Finish, Wait, decide_on
+from kubenas.core.engine import Ask, Finish, Wait, decide_on, refused_configuration
 from kubenas.core.gpus import trial_gpus
-from kubenas.core.outcome import judge
+from kubenas.core.outcome import DIVERGED, judge
 from kubenas.core.pareto import Front
 from kubenas.core.records import (
     ACTIVE_PHASES,
@@ -278,6 +278,7 @@ class Driver:
         self._trials: dict[int, TrialRecord] = {}
         self._active: dict[int, None] = {}  # indexes of Pending and Running trials, in ask order
         self._by_phase: dict[str, int] = {}
+        self._configuration_errors = 0  # failed trials that refused their configuration (exit 2)
         self.best: TrialRecord | None = None
         self.told = 0
         self.asked = 0  # candidates the strategy has been asked for (answered or not)
@@ -499,7 +500,11 @@ class Driver:
                     reason = "ConstraintViolated"
                     message = "; ".join(violations(self.spec.objective, metrics)) or message
             except MissingMetric as exc:
-                reason, message = "MissingMetric", str(exc).strip("'\"")
+                if reason == DIVERGED:  # the loss became non-finite: the worst result, not a failure
+                    phase = "Infeasible"
+                    message = "; ".join(x for x in (message, str(exc).strip("'\"")) if x)
+                else:
+                    reason, message = "MissingMetric", str(exc).strip("'\"")
         rec = rec.with_(phase=phase, reward=reward, metrics=metrics, reason=reason, message=message)
         return self._tell_and_store(rec, finished_at)
 
@@ -526,7 +531,9 @@ class Driver:
     def _plan(self) -> list[Command]:
         if self.finished is not None:
             return []
-        action = decide_on(self.spec, self.counts, self.best, self.elapsed, self.gpu_seconds_used)
+        action = decide_on(
+            self.spec, self.counts, self.best, self.elapsed, self.gpu_seconds_used, self._configuration_errors
+        )
         self.waiting = action.reason if isinstance(action, Wait) else None
         if isinstance(action, Ask):
             index = self.asked
@@ -552,6 +559,8 @@ class Driver:
         old = self._trials.get(rec.index)
         if old is not None:
             self._by_phase[old.phase] -= 1
+            self._configuration_errors -= refused_configuration(old)
+        self._configuration_errors += refused_configuration(rec)
         self._by_phase[rec.phase] = self._by_phase.get(rec.phase, 0) + 1
         self._trials[rec.index] = rec
         if rec.phase in ACTIVE_PHASES:

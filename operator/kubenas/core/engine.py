@@ -7,7 +7,10 @@ elapsed time, so the same inputs always give the same decision.
 Order of the rules, first match wins:
 
 1. a succeeded trial reached ``objective.target`` → finish Succeeded (GoalReached);
-2. more trials failed than ``budget.maxFailedTrials`` → finish Failed (TooManyFailures);
+2. more trials failed than ``budget.maxFailedTrials`` → finish Failed (TooManyFailures); and before
+   any trial has a result, :data:`CONFIGURATION_ERRORS_TO_STOP` trials that refused their
+   configuration (exit 2) → finish Failed (ConfigurationError): every trial shares the settings, so
+   the rest would refuse them too (with hyperparameters, one refused value does not stop the search);
 3. the trials used ``budget.maxGpuHours`` (running ones included) → finish now, the running trials
    cancelled (GpuHoursExhausted);
 4. ``budget.maxDuration`` passed → wait for running trials, then finish (DeadlineExceeded);
@@ -85,6 +88,16 @@ def summarize(spec: SearchExperimentSpec, trials: Sequence[TrialRecord]) -> Summ
     return TrialCounts(total=len(trials), **{phase.lower(): n for phase, n in by_phase.items()}), best
 
 
+#: trials refusing their configuration, before any result, that end the search (see the module docstring)
+CONFIGURATION_ERRORS_TO_STOP = 3
+CONFIGURATION_ERROR = "ConfigurationError"
+
+
+def refused_configuration(trial: TrialRecord) -> int:
+    """1 when ``trial`` failed refusing its configuration (the trainer's exit 2), else 0."""
+    return int(trial.phase == "Failed" and trial.reason == CONFIGURATION_ERROR)
+
+
 def _goal_reached(spec: SearchExperimentSpec, best: TrialRecord | None) -> bool:
     target = spec.objective.target
     if target is None or best is None or best.reward is None:
@@ -101,7 +114,9 @@ def _finish(reason: str, message: str, best: TrialRecord | None) -> Finish:
 
 def decide(spec: SearchExperimentSpec, trials: Sequence[TrialRecord], elapsed_seconds: float | None = None) -> Action:
     """The next action for an experiment with this spec and history (see the module docstring)."""
-    return decide_on(spec, *summarize(spec, trials), elapsed_seconds, sum(t.gpu_seconds or 0.0 for t in trials))
+    refused = sum(refused_configuration(t) for t in trials)
+    gpu_seconds = sum(t.gpu_seconds or 0.0 for t in trials)
+    return decide_on(spec, *summarize(spec, trials), elapsed_seconds, gpu_seconds, refused)
 
 
 def decide_on(
@@ -110,10 +125,12 @@ def decide_on(
     best: TrialRecord | None,
     elapsed_seconds: float | None = None,
     gpu_seconds: float = 0.0,
+    configuration_errors: int = 0,
 ) -> Action:
     """:func:`decide` from the history's summary: what the driver keeps up to date event by event, so a
     decision costs the same after ten trials as after ten thousand. ``gpu_seconds``: the GPU time the
-    trials have used so far, running ones included."""
+    trials have used so far, running ones included; ``configuration_errors``: the failed trials that
+    refused their configuration."""
     active = counts.pending + counts.running
     budget = spec.budget
 
@@ -127,6 +144,14 @@ def decide_on(
             "Failed",
             "TooManyFailures",
             f"{counts.failed} trials failed, more than maxFailedTrials={budget.max_failed_trials}",
+        )
+    nothing_ran = counts.succeeded + counts.infeasible + counts.pruned == 0
+    if configuration_errors >= CONFIGURATION_ERRORS_TO_STOP and nothing_ran:
+        return Finish(
+            "Failed",
+            CONFIGURATION_ERROR,
+            f"{configuration_errors} trials refused their configuration (the trainer's exit 2) and none has run:"
+            " every trial would; fix trialTemplate.settings (each trial's message names the setting)",
         )
     if budget.max_gpu_hours is not None and gpu_seconds >= budget.max_gpu_hours * 3600:
         return _finish(

@@ -17,6 +17,12 @@ BAD_CANDIDATE_EXIT_CODE = 3
 KILLED_EXIT_CODE = 137
 
 Verdict = Literal["succeeded", "bad_candidate", "retry", "failed"]
+#: the reason a result with metrics carries, by its status: ``partial`` (stopped early by a deadline or
+#: a signal) and ``diverged`` (training ended on a non-finite loss: a poor candidate, whose non-finite
+#: metrics the result leaves out; the driver counts it as the worst result, never as a failure)
+_SUCCEEDED_REASONS = {"partial": "Partial", "diverged": "Diverged"}
+#: the reason of a trial that ran but whose objective the candidate made meaningless
+DIVERGED = "Diverged"
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ def judge(exit_code: int | None, result_text: str | None, attempts: int, retries
             return Outcome("failed", {}, "InvalidResult", parse_error)
         if not metrics:
             return Outcome("failed", {}, "MissingResult", "the trial exited 0 but wrote no metrics")
-        return Outcome("succeeded", metrics, "Partial" if status == "partial" else None, message)
+        return Outcome("succeeded", metrics, _SUCCEEDED_REASONS.get(status), message)
     killed = exit_code is None or exit_code < 0 or exit_code == KILLED_EXIT_CODE or exit_code > 128
     reason = "Killed" if killed else "Error"
     detail = f"exit code {exit_code}" + (f": {message}" if message else "")
