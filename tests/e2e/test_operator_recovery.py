@@ -92,3 +92,24 @@ def test_controller_pod_deleted_mid_run_is_replayed_and_suggests_the_same(
     assert "ControllerReplayed" in {e.reason for e in kube.events("replay")}
     labels = {"namespace": namespace, "experiment": "replay"}
     assert kubenas_operator.metric("kubenas_controller_replays_total", **labels) >= 2  # start + restart
+
+
+def test_a_trainer_job_deleted_mid_run_is_created_again_and_the_search_ends(
+    kube: Kube, kubenas_operator: OperatorProcess, namespace: str
+) -> None:
+    """A running trial's Job deleted (by hand, or by a cleanup) is created again, as a restarted operator
+    would: the trial runs on and the search finishes, instead of waiting for ever for a Job that is gone."""
+    manifest = experiment_manifest(
+        "jobgone", max_trials=4, parallel=2, strategy={"name": "random", "seed": 3}, settings={"sleep_s": 3}
+    )
+    kube.apply_experiment(manifest)
+    wait_for("a running trainer", lambda: any(p.status.phase == "Running" for p in kube.pods(_TRAINERS)), timeout=120)
+    victim = next(p for p in kube.pods(_TRAINERS) if p.status.phase == "Running").metadata.labels[names.LABEL_TRIAL]
+    kube.batch.delete_namespaced_job(victim, namespace, propagation_policy="Background")
+    exp = kube.wait_phase("jobgone", timeout=240)
+    assert exp["status"]["phase"] == "Succeeded", exp["status"]
+    assert_whole_history(kube, "jobgone", 4)
+    assert "TrialJobDeleted" in {e.reason for e in kube.events("jobgone")}
+
+
+_TRAINERS = f"{names.LABEL_COMPONENT}={names.COMPONENT_TRAINER},{names.LABEL_EXPERIMENT}=jobgone"

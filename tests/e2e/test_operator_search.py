@@ -72,6 +72,18 @@ def test_raising_max_trials_on_a_running_experiment_takes_effect(kube: Kube, kub
     assert exp["status"]["trials"]["total"] == 6
     assert exp["status"]["progress"] == "6/6"
     assert "BudgetChanged" in {e.reason for e in kube.events("grow")}
+    # once the search is over a larger budget is refused, not shown as 6/8 and never used
+    kube.patch_experiment("grow", {"spec": {"budget": {"maxTrials": 8}}})
+    wait_for("the refusal", lambda: "SpecChangeRefused" in {e.reason for e in kube.events("grow")}, timeout=60)
+
+    def spec_accepted() -> dict[str, Any]:
+        conditions = kube.experiment("grow")["status"]["conditions"]  # type: ignore[index]
+        return next(c for c in conditions if c["type"] == "SpecAccepted")
+
+    wait_for("the refusal in status", lambda: spec_accepted()["reason"] == "ExperimentFinished", timeout=60)
+    status = kube.experiment("grow")["status"]  # type: ignore[index]
+    assert status["phase"] == "Succeeded" and status["progress"] == "6/6"
+    assert spec_accepted()["status"] == "False"
 
 
 def test_deleting_the_experiment_removes_its_controller_trials_and_jobs(

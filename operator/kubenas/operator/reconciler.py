@@ -64,7 +64,7 @@ from kubenas.core.driver import (
 from kubenas.core.engine import summarize
 from kubenas.core.errors import SpecError
 from kubenas.core.records import TrialRecord, objective_value, trial_name, trial_seed
-from kubenas.core.spec_changes import describe_budget_change, judge_edit
+from kubenas.core.spec_changes import SpecVerdict, describe_budget_change, judge_edit
 from kubenas.load import problems_of
 from kubenas.operator import manifests, names, outcomes, status
 from kubenas.operator.controller_client import (
@@ -360,6 +360,18 @@ class ExperimentReconciler:
         generation = self.body["metadata"].get("generation")
         base = self.oneshot.spec if self.oneshot is not None else self.accepted  # what the Secret holds
         accepted, verdict = judge_edit(base, spec)
+        over = self.final is not None or self.phase in status.TERMINAL_PHASES
+        if verdict.accepted and accepted is not base and over:
+            # the search is over and its controller gone: a larger budget would be shown and never used
+            accepted, verdict = (
+                base,
+                SpecVerdict(
+                    False,
+                    "ExperimentFinished",
+                    f"the search has finished ({self.phase}): a budget edit does not resume it; start a new"
+                    " experiment from its results (strategy.seedFrom, trialTemplate.initFrom)",
+                ),
+            )
         self.spec_verdict = verdict
         if not verdict.accepted:
             if self.refusal_reported != generation:
@@ -490,7 +502,9 @@ class ExperimentReconciler:
                 f"replayed {len(trials)} trials ({told} results) into the controller in {seconds}s",
             )
         self.synced = (client.endpoint, state.instance)
-        self.controller_ready = (True, "Ready", f"controller at {client.endpoint.url}, {state.asked} candidates asked")
+        # what the replay found, not a count that would go stale: status.trials keeps the counts current
+        replayed = f"{state.asked} candidates asked when it was replayed" if trials else "nothing to replay"
+        self.controller_ready = (True, "Ready", f"controller at {client.endpoint.url} ({replayed})")
         return self.driver
 
     async def _recreate(self, candidate: Candidate) -> TrialRecord:
@@ -531,9 +545,15 @@ class ExperimentReconciler:
             owners = (self.uid, writes.trial_uids.get(name, self.uid))  # Jobs of an earlier version: the Trial's
             jobs = [j for j in indexes.job_of(self.namespace, name) if j.owner_uid in owners]
             if not jobs:
+                if name in writes.jobs_seen:  # deleted under a running trial: as a restart would, create it again
+                    writes.jobs_seen.discard(name)
+                    writes.jobs_created.discard(name)
+                    self.log.warning("trainer Job deleted", extra={"trial": name})
+                    self._event("Warning", "TrialJobDeleted", f"the Job of {name} was deleted: created again")
                 if name not in writes.jobs_created and rec.index not in writes.creates_to_retry:
                     writes.create_job_of(rec)
                 continue
+            writes.jobs_seen.add(name)
             pods = [p for p in indexes.pods_of(self.namespace, name) if p.owner_uid == jobs[0].uid]
             self.waiting_trials += jobs[0].suspended
             self.requeued_trials += jobs[0].suspended and rec.phase == "Running"

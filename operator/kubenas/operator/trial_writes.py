@@ -68,6 +68,7 @@ class TrialWriter:
         self.stored: list[int] = []  # results stored since the last pass: ResultStored events for the driver
         self.started_at: dict[str, str | None] = {}  # when each running trial's first pod started
         self.jobs_created: set[str] = set()
+        self.jobs_seen: set[str] = set()  # trials whose Job the cache has shown: one gone from it was deleted
         self.terminated_at: dict[str, float] = {}  # trainer pod uid -> when its end was first seen
         self.turnarounds: deque[float] = deque()  # ends of trials whose slot waits for the next Job
         self.admitted: set[str] = set()  # active trials whose Job Kueue has admitted (spec.queueName)
