@@ -113,3 +113,22 @@ def test_a_trainer_job_deleted_mid_run_is_created_again_and_the_search_ends(
 
 
 _TRAINERS = f"{names.LABEL_COMPONENT}={names.COMPONENT_TRAINER},{names.LABEL_EXPERIMENT}=jobgone"
+
+
+def test_a_trial_deleted_while_it_runs_is_written_again_with_its_result(
+    kube: Kube, kubenas_operator: OperatorProcess, namespace: str
+) -> None:
+    """The Trials are the search's history: one deleted while its Job runs is created again when its
+    result comes, so the search finishes whole (it waited for ever, and a restart found a gap)."""
+    manifest = experiment_manifest(
+        "trialgone", max_trials=4, parallel=2, strategy={"name": "random", "seed": 4}, settings={"sleep_s": 3}
+    )
+    kube.apply_experiment(manifest)
+    selector = f"{names.LABEL_COMPONENT}={names.COMPONENT_TRAINER},{names.LABEL_EXPERIMENT}=trialgone"
+    wait_for("a running trainer", lambda: any(p.status.phase == "Running" for p in kube.pods(selector)), timeout=120)
+    victim = next(p for p in kube.pods(selector) if p.status.phase == "Running").metadata.labels[names.LABEL_TRIAL]
+    kube.custom.delete_namespaced_custom_object("kubenas.io", "v1alpha1", namespace, "trials", victim)
+    exp = kube.wait_phase("trialgone", timeout=240)
+    assert exp["status"]["phase"] == "Succeeded", exp["status"]
+    assert_whole_history(kube, "trialgone", 4)
+    assert "TrialRecreated" in {e.reason for e in kube.events("trialgone")}

@@ -231,6 +231,22 @@ class TrialWriter:
         architecture_id = (body.get("spec") or {}).get("architectureId", "")
         await self._create_job(Create(command.trial, architecture_id, command.seed))
 
+    async def _restore_trial(self, rec: TrialRecord) -> None:
+        """Create again a Trial deleted before its result was stored (its Job is the experiment's and
+        ran on): the Trials are the search's history, and one missing would leave a gap no restart can
+        replay. Its architecture's identity is the space's canonical form, as the controller made it."""
+        assert self.accepted is not None
+        from kubenas.core.space import build_space
+
+        identity = build_space(self.accepted.search_space).canonical(rec.architecture)
+        obj = manifests.trial_object(self.ref, self.accepted, rec.index, rec.architecture, identity, rec.parents)
+        with contextlib.suppress(AlreadyExists):
+            created = await self.runtime.api.create(obj)
+            self.trial_uids[rec.name] = (created.get("metadata") or {}).get("uid", self.ref.uid)
+        self.log.warning("deleted trial written again", extra={"trial": rec.name})
+        message = f"Trial {rec.name} was deleted before its result was stored: written again"
+        self.event("Warning", "TrialRecreated", message)
+
     async def _store(self, command: Store) -> None:
         """Write a told result on its Trial; once stored, the driver releases what was asked after it."""
         rec = command.trial
@@ -244,7 +260,15 @@ class TrialWriter:
         body = {"status": status}
         await self._earlier_writes_done(rec.name)
         try:
-            await self.runtime.api.patch(API_VERSION, "Trial", self.ref.namespace, rec.name, body, subresource="status")
+            try:
+                await self.runtime.api.patch(
+                    API_VERSION, "Trial", self.ref.namespace, rec.name, body, subresource="status"
+                )
+            except NotFound:  # deleted while it ran: the history must keep it, so write it again
+                await self._restore_trial(rec)
+                await self.runtime.api.patch(
+                    API_VERSION, "Trial", self.ref.namespace, rec.name, body, subresource="status"
+                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # written again on a later pass: the record is the driver's, unchanged
