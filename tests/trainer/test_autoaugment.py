@@ -158,7 +158,11 @@ def test_a_searched_policy_and_a_named_one_are_not_mixed() -> None:
     policy = _one("rotate")
     with pytest.raises(SettingsError) as info:
         choose_augment(Settings(augment_policy="randaugment"), policy, "digits", True)
-    assert info.value.field == "settings.augment_policy"
+    assert info.value.field == "settings.augmentPolicy"  # a manifest's spelling, not Python's
+    written, _ = resolve_settings({"augment_policy": "randaugment"}, {})
+    with pytest.raises(SettingsError) as info:
+        choose_augment(written, policy, "digits", True)
+    assert info.value.field == "settings.augment_policy"  # as the user wrote it
     with pytest.raises(SettingsError):
         choose_augment(Settings(augment_policy="trivialaugment"), None, "iris", False)
     assert choose_augment(Settings(), None, "iris", False) is None

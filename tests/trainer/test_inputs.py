@@ -38,6 +38,9 @@ def test_context_reads_every_variable(tmp_path) -> None:
         ({"KUBENAS_ARCHITECTURE": "{oops"}, "KUBENAS_ARCHITECTURE"),
         ({"KUBENAS_ARCHITECTURE": "[1]"}, "KUBENAS_ARCHITECTURE"),
         ({"KUBENAS_ARCHITECTURE": "{}", "KUBENAS_SEED": "x"}, "KUBENAS_SEED"),
+        ({"KUBENAS_ARCHITECTURE": "{}", "KUBENAS_SEED": "-1"}, "KUBENAS_SEED"),
+        ({"KUBENAS_ARCHITECTURE": "{}", "KUBENAS_SEED": str(2**64 - 1)}, "KUBENAS_SEED"),  # overflowed seed + 1
+        ({"KUBENAS_ARCHITECTURE": "{}", "KUBENAS_SEED": str(2**63)}, "KUBENAS_SEED"),
         ({"KUBENAS_ARCHITECTURE": "{}", "KUBENAS_SETTINGS": "3"}, "KUBENAS_SETTINGS"),
     ],
 )
@@ -46,6 +49,10 @@ def test_context_errors_name_the_variable(env: dict[str, str], field: str) -> No
         TrialContext.from_env(env)
     assert info.value.field == field
     assert info.value.exit_code == 2
+
+
+def test_the_largest_seed_is_accepted() -> None:
+    assert TrialContext.from_env({"KUBENAS_ARCHITECTURE": "{}", "KUBENAS_SEED": str(2**63 - 1)}).seed == 2**63 - 1
 
 
 def test_cell_shape_comes_from_the_space_or_the_names() -> None:
@@ -81,7 +88,7 @@ def test_hyperparameters_override_settings_of_the_same_name() -> None:
 def test_settings_accept_camel_case_keys() -> None:
     settings, _ = resolve_settings({"timeBudgetS": 30, "cellsPerStage": 1, "batch_size": 8}, {})
     assert (settings.time_budget_s, settings.cells_per_stage, settings.batch_size) == (30, 1, 8)
-    with pytest.raises(SettingsError, match="repeats") as info:
+    with pytest.raises(SettingsError, match=r"repeats settings\.batchSize$") as info:
         resolve_settings({"batchSize": 8, "batch_size": 8}, {})
     with pytest.raises(SettingsError) as info:
         resolve_settings({"valFraction": 2}, {})
@@ -98,6 +105,34 @@ def test_setting_errors_name_the_key_and_its_source() -> None:
     with pytest.raises(SettingsError) as info:
         resolve_settings({"device": "tpu"}, {})
     assert info.value.field == "settings.device"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_numbers_are_refused_as_such(value: float) -> None:
+    with pytest.raises(SettingsError) as info:
+        resolve_settings({"lr": value}, {})
+    assert info.value.field == "settings.lr" and info.value.message.startswith("must be a finite number")
+    with pytest.raises(SettingsError) as info:
+        resolve_settings({"timeBudgetS": value}, {})
+    assert info.value.field == "settings.timeBudgetS"
+
+
+def test_warmup_epochs_are_bounded() -> None:
+    with pytest.raises(SettingsError) as info:  # it overflowed round(warmup * steps) in the LR schedule
+        resolve_settings({"warmupEpochs": 1.0e308}, {})
+    assert info.value.field == "settings.warmupEpochs" and "100000" in info.value.message
+    assert resolve_settings({"warmupEpochs": 100_000}, {})[0].warmup_epochs == 100_000
+
+
+def test_errors_after_validation_name_the_setting_as_written() -> None:
+    camel, _ = resolve_settings({"valFraction": 0.5}, {})
+    snake, _ = resolve_settings({"val_fraction": 0.5}, {"batch_size": 4})
+    assert (camel.spelled("val_fraction"), snake.spelled("val_fraction")) == (
+        "settings.valFraction",
+        "settings.val_fraction",
+    )
+    assert snake.spelled("batch_size") == "architecture.batch_size"  # a decision overrode it
+    assert Settings().spelled("time_budget_s") == "settings.timeBudgetS"  # not given: a manifest's spelling
 
 
 def test_defaults_are_sound() -> None:

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from kubenas_trainer import main as trainer_main
+from kubenas_trainer.candidate import Candidate
 from kubenas_trainer.errors import EXIT_BAD_CANDIDATE, EXIT_CONFIG
+from kubenas_trainer.model import MacroConfig, Network, build_network
 from kubenas_trainer.outputs import ARCHITECTURE_FILE, METRICS_FILE, WEIGHTS_FILE
 from kubenas_trainer.report import MAX_RESULT_BYTES, Reporter, result_object
 
@@ -131,3 +133,53 @@ def test_final_is_written_once(tmp_path: Path) -> None:
     reporter = Reporter(tmp_path / "r.json", stream=open(os.devnull, "w"))  # noqa: SIM115
     assert reporter.final({"v": 1.0}) and not reporter.final({"v": 2.0})
     assert json.loads((tmp_path / "r.json").read_text())["v"] == 1.0
+
+
+def test_a_batch_of_one_on_a_table_exits_2_naming_the_setting(tmp_path: Path, monkeypatch, capsys) -> None:
+    env = contract_env(tmp_path, settings={"dataset": "iris", "batchSize": 1})
+    assert _run(monkeypatch, env) == EXIT_CONFIG
+    assert "settings.batchSize" in capsys.readouterr().err
+    assert json.loads((tmp_path / "result.json").read_text())["message"].startswith("settings.batchSize:")
+
+
+def test_a_seed_out_of_range_exits_2_naming_it(tmp_path: Path, monkeypatch, capsys) -> None:
+    env = {**contract_env(tmp_path), "KUBENAS_SEED": str(2**64 - 1)}
+    assert _run(monkeypatch, env) == EXIT_CONFIG
+    assert "KUBENAS_SEED" in capsys.readouterr().err
+
+
+def test_a_diverged_trial_says_so_and_keeps_its_finite_metrics(tmp_path: Path, monkeypatch) -> None:
+    def diverging(candidate: Candidate, macro: MacroConfig) -> Network:
+        network = build_network(candidate, macro)
+        with torch.no_grad():
+            network.head[-1].bias.fill_(float("inf"))  # every logit infinite: the loss is NaN from the first step
+        return network
+
+    monkeypatch.setattr(trainer_main, "build_network", diverging)
+    assert _run(monkeypatch, contract_env(tmp_path, settings={"epochs": 3})) == 0
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "diverged" and "diverged" in result["message"]
+    assert "val_loss" not in result and 0.0 <= result["val_accuracy"] <= 1.0 and result["epochs"] == 1
+
+
+def test_hyperparameters_the_trainer_does_not_use_are_named_in_the_result(tmp_path: Path, monkeypatch) -> None:
+    """A searched decision no setting reads (``learning_rate`` for ``lr``) does nothing: the result's
+    message says so, where a trial's status shows it, not only in the trial's log."""
+    architecture = {**RESNET_LIKE, "learning_rate": 0.1, "lr": 0.05}
+    assert _run(monkeypatch, contract_env(tmp_path, architecture=architecture)) == 0
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["message"].endswith("; hyperparameters not used by this trainer: learning_rate")
+
+
+def test_python_m_train_says_where_the_entry_point_is(tmp_path: Path) -> None:
+    """``python -m kubenas_trainer.train`` (the loop's module) fails naming the entry point, never a
+    silent success; ``python -m kubenas_trainer.main`` runs a trial as ``kubenas-trainer`` does."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBENAS_")}
+    loop = subprocess.run(
+        [sys.executable, "-m", "kubenas_trainer.train"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert loop.returncode != 0 and "kubenas-trainer" in loop.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "kubenas_trainer.main"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == EXIT_CONFIG and "KUBENAS_ARCHITECTURE" in done.stderr  # it read the contract

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from kubenas.controller.cli import TOKEN_ENV
 from kubenas.controller.evaluator import LOAD_FAILED_EXIT, PROCESS_KEY, make_app
 from kubenas.operator.controller_client import ControllerClient, ControllerUnavailable, Endpoint
-from kubenas_trainer.oneshot import Evaluator, train_supernet
+from kubenas_trainer.oneshot import Evaluator, main, train_supernet
 from kubenas_trainer.settings import resolve_settings
 from tests.trainer.test_oneshot_run import SETTINGS
 
@@ -108,3 +108,22 @@ def test_the_evaluator_command_exits_non_zero_when_the_checkpoint_cannot_be_load
     assert done.returncode == LOAD_FAILED_EXIT, done.stderr[-2000:]
     assert "cannot load the supernet" in done.stderr  # the command's stderr still reaches the pod's log
     assert "before it loaded the supernet: kubenas-trainer oneshot: cannot load" in message.read_text()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--finetune-lr", "-1"),
+        ("--finetune-lr", "0"),
+        ("--finetune-lr", "nan"),
+        ("--finetune-steps", "-5"),
+        ("--recalibration-batches", "0"),
+        ("--recalibration-batches", "-1"),
+    ],
+)
+def test_evaluate_refuses_out_of_range_options(tmp_path: Path, capsys, option: str, value: str) -> None:
+    """They crashed (a negative LR), or scored every candidate silently wrong (no recalibration, steps < 0)."""
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "--checkpoint", str(tmp_path), option, value])
+    assert info.value.code == 2
+    assert option in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,9 +12,10 @@ from torch import nn
 
 from kubenas_trainer.candidate import parse_candidate
 from kubenas_trainer.data import load_dataset
+from kubenas_trainer.errors import SettingsError
 from kubenas_trainer.model import MacroConfig, build_network
 from kubenas_trainer.runtime import configure
-from kubenas_trainer.settings import Settings
+from kubenas_trainer.settings import Settings, resolve_settings
 from kubenas_trainer.train import StopControl, Trainer, batch_count, lr_at
 
 from .conftest import RESNET_LIKE, TINY
@@ -102,3 +104,22 @@ def test_lr_schedules() -> None:
 
 def test_batch_count_drops_a_lone_last_sample() -> None:
     assert (batch_count(10, 4), batch_count(9, 4), batch_count(3, 8)) == (3, 2, 1)
+
+
+def _tabular_trainer(settings: Settings) -> Trainer:
+    data = load_dataset(settings)
+    macro = MacroConfig(
+        data.sample_shape[0], data.num_classes, settings.width, settings.stages, settings.cells_per_stage
+    )
+    return Trainer(build_network(parse_candidate(RESNET_LIKE), macro), data, settings, CPU, 0)
+
+
+def test_a_batch_of_one_is_refused_where_batch_norm_sees_one_value_per_channel() -> None:
+    settings, _ = resolve_settings({**TINY, "dataset": "iris", "batchSize": 1, "epochs": 1}, {})
+    with pytest.raises(SettingsError) as info:  # torch refused it mid-epoch: "Expected more than 1 value per channel"
+        _tabular_trainer(settings)
+    assert info.value.field == "settings.batchSize" and "at least 2 values per channel" in info.value.message
+    assert _tabular_trainer(settings.model_copy(update={"batch_size": 2})).fit().steps > 0
+    images = _trainer(batch_size=1, epochs=1)  # digits keep 4x4 maps at the last stage: one sample is enough
+    images.data = replace(images.data, x_train=images.data.x_train[:8], y_train=images.data.y_train[:8])
+    assert images.fit().steps > 0

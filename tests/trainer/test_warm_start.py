@@ -100,12 +100,16 @@ def test_another_dataset_keeps_everything_but_the_classifier(tmp_path: Path) -> 
     assert torch.equal(child.state_dict()["head.5.weight"], head)
 
 
-@pytest.mark.parametrize("broken", ["missing", "garbage", "foreign"])
+@pytest.mark.parametrize("broken", ["missing", "garbage", "text", "foreign", "unnamed"])
 def test_an_unusable_checkpoint_leaves_the_network_as_it_was(tmp_path: Path, broken: str) -> None:
     folder = tmp_path / "p"
     folder.mkdir()
     if broken == "garbage":
         (folder / "model.pt").write_bytes(b"not a checkpoint")
+    elif broken == "text":  # torch.load raises KeyError on it, not one of the usual "unreadable" errors
+        (folder / "model.pt").write_bytes(b"hello\n")
+    elif broken == "unnamed":
+        torch.save({0: torch.ones(3)}, folder / "model.pt")
     elif broken == "foreign":
         torch.save({"other.weight": torch.ones(3)}, folder / "model.pt")
     child = network(RESNET_LIKE, 1)
@@ -114,6 +118,20 @@ def test_an_unusable_checkpoint_leaves_the_network_as_it_was(tmp_path: Path, bro
     assert not start.loaded and start.metrics() == {}
     assert "training from scratch" in start.message()
     assert all(torch.equal(before[k], v) for k, v in child.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "described",
+    [[1], "str", 3, None, {"architecture": RESNET_LIKE, "searchSpace": [1]}, {"architecture": {"edge_1_0": 5}}],
+    ids=["list", "string", "number", "null", "space-a-list", "op-a-number"],
+)
+def test_an_architecture_json_of_the_wrong_shape_is_ignored(tmp_path: Path, described: Any) -> None:
+    parent = trained_like(network(RESNET_LIKE, 0))
+    folder = save_parent(parent, tmp_path / "p", RESNET_LIKE)
+    (folder / "architecture.json").write_text(json.dumps(described))
+    child = network({**RESNET_LIKE, "edge_3_1": "nor_conv_3x3"}, 1)
+    start = warm_start(child, folder)  # the weights still load; only the parent's dead edges are unknown
+    assert start.loaded and start.copied > 0 and not start.zeroed
 
 
 def _logs(out: str) -> list[str]:
@@ -145,3 +163,16 @@ def test_a_parent_without_checkpoint_trains_from_scratch(tmp_path: Path, monkeyp
     assert result["status"] == "completed" and "inherited_tensors" not in result
     (log,) = _logs(capsys.readouterr().out)
     assert "no model.pt" in log and "training from scratch" in log
+
+
+@pytest.mark.usefixtures("keep_signal_handlers")
+def test_a_corrupt_checkpoint_trains_from_scratch(tmp_path: Path, monkeypatch, capsys) -> None:
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "model.pt").write_text("hello\n")
+    env = contract_env(tmp_path, settings={"epochs": 1})
+    env["KUBENAS_INIT_WEIGHTS"] = str(tmp_path / "ws" / "model.pt")
+    assert _run(monkeypatch, env) == 0
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "completed" and "inherited_tensors" not in result
+    (log,) = _logs(capsys.readouterr().out)
+    assert "not a readable checkpoint" in log and "training from scratch" in log

@@ -141,7 +141,8 @@ def choose_augment(settings: Settings, policy: Policy | None, dataset: str, unit
     name = settings.augment_policy
     if policy is not None and name not in ("auto",):
         raise SettingsError(
-            "settings.augment_policy", f"is {name!r} but the architecture holds a searched policy (aug_* decisions)"
+            settings.spelled("augment_policy"),
+            f"is {name!r} but the architecture holds a searched policy (aug_* decisions)",
         )
     augment: Augment | None = None
     if policy is not None:
@@ -151,6 +152,6 @@ def choose_augment(settings: Settings, policy: Policy | None, dataset: str, unit
     elif name == "trivialaugment":
         augment = TrivialAugmentWide()
     if augment is not None and not unit_range:
-        field = "architecture" if policy is not None else "settings.augment_policy"
+        field = "architecture" if policy is not None else settings.spelled("augment_policy")
         raise SettingsError(field, f"augmentation policies need images in [0, 1]; dataset {dataset!r} is not")
     return augment

@@ -25,6 +25,10 @@ ENV_RESULT_FILE = "KUBENAS_RESULT_FILE"
 ENV_OUTPUT_DIR = "KUBENAS_OUTPUT_DIR"
 ENV_INIT_WEIGHTS = "KUBENAS_INIT_WEIGHTS"
 
+#: seeds are < 2**63 so that every generator seeded from one (seed + 1 + rank, seed + 4, ...) stays
+#: within what torch.Generator.manual_seed accepts (< 2**64) with room to spare
+MAX_SEED = 2**63 - 1
+
 
 @dataclass(frozen=True)
 class TrialContext:
@@ -48,13 +52,7 @@ class TrialContext:
         architecture = _json_object(env, ENV_ARCHITECTURE)
         if architecture is None:
             raise ContractError(ENV_ARCHITECTURE, "is not set: it must hold the architecture as a JSON object")
-        seed_text = env.get(ENV_SEED, "0").strip() or "0"
-        try:
-            seed = int(seed_text)
-        except ValueError:
-            raise ContractError(ENV_SEED, f"must be an integer, got {seed_text!r}") from None
-        if seed < 0:
-            raise ContractError(ENV_SEED, f"must not be negative, got {seed}")
+        seed = read_seed(env)
         result = env.get(ENV_RESULT_FILE, "").strip()
         output = env.get(ENV_OUTPUT_DIR, "").strip()
         init = env.get(ENV_INIT_WEIGHTS, "").strip()
@@ -70,6 +68,18 @@ class TrialContext:
             output_dir=Path(output) if output else None,
             init_weights=Path(init) if init else None,
         )
+
+
+def read_seed(env: Mapping[str, str]) -> int:
+    """``KUBENAS_SEED`` (0 when unset): an integer in 0..2**63-1, refused with a ContractError otherwise."""
+    seed_text = env.get(ENV_SEED, "0").strip() or "0"
+    try:
+        seed = int(seed_text)
+    except ValueError:
+        raise ContractError(ENV_SEED, f"must be an integer, got {seed_text!r}") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise ContractError(ENV_SEED, f"must be between 0 and 2**63-1 ({MAX_SEED}), got {seed}")
+    return seed
 
 
 def _json_object(env: Mapping[str, str], name: str) -> dict[str, Any] | None:

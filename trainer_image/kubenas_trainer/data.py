@@ -200,15 +200,15 @@ def read_raw(settings: Settings) -> RawData:
     kind, sep, where = settings.dataset.partition(":")
     if kind in MOUNTED:
         if not sep or not where:
-            raise DatasetError("settings.dataset", f"{kind} needs a path: {kind}:<path>")
+            raise DatasetError(settings.spelled("dataset"), f"{kind} needs a path: {kind}:<path>")
         path = Path(where)
         if not path.exists():
-            raise DatasetError("settings.dataset", f"{path} does not exist (is the volume mounted?)")
+            raise DatasetError(settings.spelled("dataset"), f"{path} does not exist (is the volume mounted?)")
         if kind == "cifar10":
             return read_cifar10(path)
         return read_imagefolder(path, settings.image_size or 32)
     if sep:
-        raise DatasetError("settings.dataset", f"{kind} is built in and takes no path")
+        raise DatasetError(settings.spelled("dataset"), f"{kind} is built in and takes no path")
     if kind == "digits":
         return _digits(settings.image_size)
     if kind == "shapes":
@@ -218,7 +218,7 @@ def read_raw(settings: Settings) -> RawData:
     if kind == "synthetic":
         return _synthetic(settings)
     known = ", ".join([*BUILTINS, *(f"{m}:<path>" for m in MOUNTED)])
-    raise DatasetError("settings.dataset", f"unknown dataset {settings.dataset!r} (known: {known})")
+    raise DatasetError(settings.spelled("dataset"), f"unknown dataset {settings.dataset!r} (known: {known})")
 
 
 def load_dataset(settings: Settings) -> Dataset:
@@ -230,9 +230,11 @@ def load_dataset(settings: Settings) -> Dataset:
         train_idx, val_idx = stratified_split(raw.y, settings.val_fraction, settings.split_seed)
         x_tr, y_tr, x_va, y_va = raw.x[train_idx], raw.y[train_idx], raw.x[val_idx], raw.y[val_idx]
     if len(x_va) == 0:
-        raise DatasetError("settings.val_fraction", f"leaves no validation samples out of {len(raw.y)}")
+        raise DatasetError(settings.spelled("val_fraction"), f"leaves no validation samples out of {len(raw.y)}")
     if len(x_tr) < 2:
-        raise DatasetError("settings.val_fraction", f"leaves {len(x_tr)} training samples; at least 2 are needed")
+        raise DatasetError(
+            settings.spelled("val_fraction"), f"leaves {len(x_tr)} training samples; at least 2 are needed"
+        )
     mean, std = _channel_stats(x_tr)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)

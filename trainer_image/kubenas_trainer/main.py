@@ -42,7 +42,7 @@ Reads the trial contract's environment: KUBENAS_ARCHITECTURE (required), KUBENAS
 KUBENAS_SEARCH_SPACE, KUBENAS_SETTINGS, KUBENAS_SEED, KUBENAS_TRIAL, KUBENAS_EXPERIMENT,
 KUBENAS_RESULT_FILE, KUBENAS_OUTPUT_DIR and KUBENAS_INIT_WEIGHTS. Progress goes to stdout as JSON lines, and
 each epoch also to KUBENAS_PROGRESS_URL (with KUBENAS_PROGRESS_TOKEN) when it is set.
-Exit codes: 0 metrics written (completed or partial), 2 invalid settings or dataset,
+Exit codes: 0 metrics written (completed, partial or diverged), 2 invalid settings or dataset,
 3 bad candidate (never retried).
 """
 
@@ -51,6 +51,10 @@ STOP_MESSAGES = {
     "deadline": "time budget reached",
     "diverged": "training diverged (non-finite loss)",
 }
+
+#: the result's status per reason training stopped early: a diverged trial is not a completed one (its
+#: metrics, when finite at all, are those of a broken network), so a runtime can rank it last
+STOP_STATUSES = {"signal": "partial", "deadline": "partial", "diverged": "diverged"}
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -167,10 +171,12 @@ def run_trial(
             raise BadCandidate("architecture", f"out of memory on {device}: {str(exc)[:200]}") from exc
         raise
     metrics = final_metrics(fit, params, flops, latency, started) | inherited
-    status = "partial" if fit.stopped in ("signal", "deadline") else "completed"
+    status = STOP_STATUSES.get(fit.stopped or "", "completed")
     detail = STOP_MESSAGES.get(fit.stopped or "", "finished")
     where = f"{world.size} x {device.type}" if world.distributed else str(device)
     message = f"{detail} after {fit.epochs:.2f} of {settings.epochs} epochs on {where}"
+    if ignored:  # in the result too, where the trial's status shows it: a searched value that does nothing
+        message += f"; hyperparameters not used by this trainer: {', '.join(ignored)}"
     if context.output_dir is not None:
         save_outputs(
             context.output_dir,

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -36,9 +37,9 @@ from kubenas_trainer.contract import (
     ENV_OUTPUT_DIR,
     ENV_RESULT_FILE,
     ENV_SEARCH_SPACE,
-    ENV_SEED,
     ENV_SETTINGS,
     _json_object,
+    read_seed,
 )
 from kubenas_trainer.costs import count_flops, count_params
 from kubenas_trainer.data import Dataset, load_dataset
@@ -286,14 +287,12 @@ def _train_command(env: Mapping[str, str]) -> int:
         output = env.get(ENV_OUTPUT_DIR, "").strip()
         if not output:
             raise ContractError(ENV_OUTPUT_DIR, "is not set: the supernet's checkpoint is written there")
-        seed_text = env.get(ENV_SEED, "0").strip() or "0"
-        if not seed_text.isdigit():
-            raise ContractError(ENV_SEED, f"must be a non-negative integer, got {seed_text!r}")
+        seed = read_seed(env)
         settings, _ = resolve_settings(_json_object(env, ENV_SETTINGS) or {}, {})
         if settings.time_budget_s is not None:
             stop.deadline = started + settings.time_budget_s
         SuperSpace.from_search_space(space)  # a space that cannot be one-shot fails before any data loads
-        run = train_supernet(space, settings, int(seed_text), Path(output), stop, paths=PathsClient.from_env(env))
+        run = train_supernet(space, settings, seed, Path(output), stop, paths=PathsClient.from_env(env))
     except TrainerError as exc:
         reporter.event("error", field=exc.field, message=exc.message, exit_code=exc.exit_code)
         print(f"kubenas-trainer oneshot: {exc}", file=sys.stderr)
@@ -310,15 +309,52 @@ def _train_command(env: Mapping[str, str]) -> int:
     return EXIT_OK
 
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum`` (argparse names the option and exits 2 otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_finite(text: str) -> float:
+    """An argparse type: a finite number above zero (a learning rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kubenas_trainer.oneshot", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="phase 1: train the supernet (trial contract environment, no architecture)")
     evaluate = sub.add_parser("evaluate", help="phase 2: score candidates read from stdin, one JSON line each")
     evaluate.add_argument("--checkpoint", type=Path, required=True, help="the folder phase 1 wrote")
-    evaluate.add_argument("--recalibration-batches", type=int, default=RECALIBRATION_BATCHES)
-    evaluate.add_argument("--finetune-steps", type=int, default=0, help="SGD steps from the inherited weights")
-    evaluate.add_argument("--finetune-lr", type=float, default=None, help="their peak LR (default: half of lr)")
+    # out-of-range values are refused here (exit 2): a negative count would slice batches from the end
+    # and zero recalibration batches would score every candidate with unusable statistics, silently
+    evaluate.add_argument(
+        "--recalibration-batches",
+        type=_at_least(1),
+        default=RECALIBRATION_BATCHES,
+        help=f"training batches that re-estimate batch norm (at least 1; default {RECALIBRATION_BATCHES})",
+    )
+    evaluate.add_argument(
+        "--finetune-steps", type=_at_least(0), default=0, help="SGD steps from the inherited weights (at least 0)"
+    )
+    evaluate.add_argument(
+        "--finetune-lr", type=_positive_finite, default=None, help="their peak LR, above 0 (default: half of lr)"
+    )
     args = parser.parse_args(argv)
     if args.command == "train":
         return _train_command(os.environ)

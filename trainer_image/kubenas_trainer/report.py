@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from kubenas_trainer.progress import ProgressChannel
 
 MAX_RESULT_BYTES = 4000
-STATUSES = ("completed", "partial", "bad_candidate")
+#: ``diverged``: training ended on a non-finite loss; told apart from ``completed`` so a runtime can rank
+#: the candidate last instead of reading its (finite, often chance-level) accuracy as a real result
+STATUSES = ("completed", "partial", "diverged", "bad_candidate")
 
 
 def _plain(value: Any) -> Any:

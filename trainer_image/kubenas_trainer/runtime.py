@@ -28,9 +28,11 @@ def pick_device(settings: Settings) -> torch.device:
     device = torch.device(settings.device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise SettingsError("settings.device", f"{settings.device} was asked for but no CUDA device is visible")
+            raise SettingsError(
+                settings.spelled("device"), f"{settings.device} was asked for but no CUDA device is visible"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise SettingsError("settings.device", f"{settings.device} does not exist")
+            raise SettingsError(settings.spelled("device"), f"{settings.device} does not exist")
     return device
 
 

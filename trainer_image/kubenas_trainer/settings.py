@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from kubenas_trainer.errors import SettingsError
 
@@ -21,7 +21,9 @@ from kubenas_trainer.errors import SettingsError
 class Settings(BaseModel):
     """Every knob of the trainer, with defaults that train a small network on a small dataset well."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: NaN passes every bound check, so without it ``lr: NaN`` is refused with a
+    # misleading "less than or equal to 100" (and ``warmupEpochs: .inf`` is not refused at all)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # data
     dataset: str = Field(
@@ -61,7 +63,9 @@ class Settings(BaseModel):
     weight_decay: float = Field(5e-4, ge=0, le=1, description="L2 on conv and linear weights (not on BN/biases).")
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="Label smoothing of the training loss.")
     schedule: Literal["cosine", "onecycle", "constant"] = Field("cosine", description="Per-step LR schedule.")
-    warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up before the cosine decay.")
+    warmup_epochs: float = Field(
+        0.0, ge=0, le=100_000, description="Linear warm-up before the cosine decay (at most the epochs' maximum)."
+    )
     # run
     time_budget_s: float | None = Field(
         None, gt=0, description="Stop training this many seconds after start and report partial metrics."
@@ -77,6 +81,16 @@ class Settings(BaseModel):
     threads: int | None = Field(None, ge=1, le=1024, description="CPU threads for torch (default: torch's own).")
     latency_runs: int = Field(20, ge=1, le=10000, description="Timed batch-1 forward passes for latency_ms.")
 
+    #: where each given setting came from, as the user spelled it (``settings.batchSize``,
+    #: ``architecture.lr``); errors raised after validation name it with :meth:`spelled`
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def spelled(self, name: str) -> str:
+        """``name`` (snake_case) as the user wrote it, for error fields: ``settings.augmentPolicy`` for a key
+        written camelCase, ``architecture.batch_size`` for a decision; camelCase for a default, since
+        manifests are camelCase."""
+        return self._sources.get(name) or f"settings.{camel_case(name)}"
+
 
 SETTING_NAMES: frozenset[str] = frozenset(Settings.model_fields)
 
@@ -84,6 +98,12 @@ SETTING_NAMES: frozenset[str] = frozenset(Settings.model_fields)
 def snake_case(key: str) -> str:
     """``timeBudgetS`` -> ``time_budget_s``: manifests are camelCase, Python and decision names snake_case."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+
+
+def camel_case(name: str) -> str:
+    """``time_budget_s`` -> ``timeBudgetS``: how a manifest spells a setting."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def resolve_settings(settings: Mapping[str, Any], architecture: Mapping[str, Any]) -> tuple[Settings, list[str]]:
@@ -98,7 +118,7 @@ def resolve_settings(settings: Mapping[str, Any], architecture: Mapping[str, Any
     for key, value in settings.items():
         name = snake_case(key)
         if name in spelled:
-            raise SettingsError(f"settings.{key}", f"repeats settings.{spelled[name]}")
+            raise SettingsError(f"settings.{key}", f"repeats {spelled[name]}")
         spelled[name] = f"settings.{key}"
         merged[name] = value
     hyper = {k: v for k, v in architecture.items() if not k.startswith(("edge_", "layer_", "aug_"))}
@@ -107,7 +127,7 @@ def resolve_settings(settings: Mapping[str, Any], architecture: Mapping[str, Any
         spelled[key] = f"architecture.{key}"
         merged[key] = hyper[key]
     try:
-        return Settings.model_validate(merged), ignored
+        resolved = Settings.model_validate(merged)
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0]) if first["loc"] else ""
@@ -115,4 +135,8 @@ def resolve_settings(settings: Mapping[str, Any], architecture: Mapping[str, Any
         message = first["msg"]
         if first["type"] == "extra_forbidden":
             message = f"is not a setting of this trainer (known: {', '.join(sorted(SETTING_NAMES))})"
+        elif first["type"] == "finite_number":
+            message = "must be a finite number (NaN and infinity are refused)"
         raise SettingsError(field, message) from None
+    resolved._sources.update(spelled)
+    return resolved, ignored

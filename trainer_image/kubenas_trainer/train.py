@@ -23,6 +23,7 @@ from kubenas_trainer.augment import random_crop_flip
 from kubenas_trainer.autoaugment import Augment
 from kubenas_trainer.data import Dataset
 from kubenas_trainer.distributed import STOP_SYNC_STEPS, World, agreed_stop, sum_over_ranks
+from kubenas_trainer.errors import SettingsError
 from kubenas_trainer.settings import Settings
 
 
@@ -117,6 +118,30 @@ def batch_count(samples: int, batch_size: int) -> int:
     return count
 
 
+def last_stage_side(side: int, stages: int) -> int:
+    """Side of the last stage's feature maps for inputs of ``side``: each reduction block halves it,
+    rounding up (a 3x3 stride-2 convolution with padding 1), and nothing else changes it."""
+    for _ in range(stages - 1):
+        side = (side + 1) // 2
+    return side
+
+
+def check_batch_for_batch_norm(model: nn.Module, batch: int, sample_shape: tuple[int, ...], settings: Settings) -> None:
+    """Refuse a training batch of one sample when the network's last stage has 1x1 maps (tables, or images
+    reduced that far): batch norm there would see one value per channel, which torch refuses mid-epoch
+    with "Expected more than 1 value per channel", a crash instead of a configuration error."""
+    if batch >= 2 or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    height, width = (last_stage_side(side, settings.stages) for side in sample_shape[1:3])
+    if height * width < 2:
+        raise SettingsError(
+            settings.spelled("batch_size"),
+            f"gives training batches of {batch} sample but the network's last stage has {height}x{width} feature"
+            " maps, where batch norm needs at least 2 values per channel: use a batch size of 2 or more"
+            " (under torchrun, at least 2 per process)",
+        )
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
     """Weight decay on conv and linear weights only: decaying BN scales and biases only hurts."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
@@ -185,6 +210,8 @@ class Trainer:
         self.crop_pad = max(1, side // 8) if augment and side >= 8 else 0
         self.flip = bool(augment and data.natural)
         self.step = 0
+        batch = self._rank_batch_size() if self.world.distributed else settings.batch_size
+        check_batch_for_batch_norm(self.model, batch, data.sample_shape, settings)
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.use_amp:
@@ -335,3 +362,12 @@ class Trainer:
             stopped=stopped,
             history=history,
         )
+
+
+if __name__ == "__main__":  # a library module (main imports it): say where the entry point is, do not no-op
+    import sys
+
+    sys.exit(
+        "kubenas_trainer.train is the training loop, not a command: run a trial with kubenas-trainer"
+        " (or python3 -m kubenas_trainer.main)"
+    )

@@ -24,7 +24,6 @@ metrics (``inherited_tensors``, ``inherited_fraction``), so the search and the u
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,23 +78,27 @@ class WarmStart:
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """The state dict at ``path`` (a folder holding model.pt, or the file) and the folder's
-    architecture.json when there is one. OSError, ValueError, RuntimeError (torch) or UnpicklingError
-    (a file that is not a weights-only checkpoint) say why it cannot be read."""
+    architecture.json when it is a JSON object (anything else is ignored: it only refines the start).
+    Raises whatever the file makes torch.load raise (OSError, UnpicklingError, KeyError, ... for
+    arbitrary bytes) or ValueError for a file that is not a state dict of named tensors."""
     is_file = path.is_file() or path.suffix == ".pt"
     folder, weights = (path.parent, path) if is_file else (path, path / WEIGHTS_FILE)
     if not weights.is_file():
         raise FileNotFoundError(f"{path} does not exist" if is_file else f"no {WEIGHTS_FILE} in {folder}")
     state = torch.load(weights, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{weights} is not a state dict of tensors")
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) and v.layout == torch.strided and not v.is_quantized
+        for k, v in state.items()
+    ):
+        raise ValueError(f"{weights} is not a state dict of named tensors")
     described = None
     arch_file = folder / ARCHITECTURE_FILE
     if arch_file.is_file():
         try:
             described = json.loads(arch_file.read_text())
-        except ValueError:
+        except (OSError, ValueError, RecursionError):  # ValueError: bad JSON or UTF-8; Recursion: absurd nesting
             described = None
-    return dict(state), described
+    return dict(state), described if isinstance(described, dict) else None
 
 
 def _resized_kernel(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
@@ -118,14 +121,17 @@ def _resized_kernel(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor 
 def _parent_absent_edges(described: Mapping[str, Any] | None) -> set[str] | None:
     """The ``ops`` keys (``"<to>_<from>"``) the parent's cell did not build (none, or dead); None when
     the parent's architecture is unknown."""
-    if not described or not isinstance(described.get("architecture"), Mapping):
+    if not isinstance(described, Mapping) or not isinstance(described.get("architecture"), Mapping):
+        return None
+    space = described.get("searchSpace")
+    if space is not None and not isinstance(space, Mapping):
         return None
     try:
-        parent = parse_candidate(described["architecture"], described.get("searchSpace"))
+        parent = parse_candidate(described["architecture"], space)
         if parent.nodes is None:
             return set()
         built = {f"{to}_{src}" for to, src in live_edges(parent.nodes, parent.edges)}
-    except BadCandidate:
+    except (BadCandidate, TypeError, ValueError, KeyError, AttributeError):  # a file written by anyone
         return None
     return {f"{to}_{src}" for to, src in parent.edges if f"{to}_{src}" not in built}
 
@@ -146,8 +152,11 @@ def warm_start(model: nn.Module, path: Path) -> WarmStart:
     result = WarmStart(source=str(path))
     try:
         state, described = read_checkpoint(path)
-    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+    except (OSError, ValueError) as exc:  # missing, or not a state dict: the message says which
         result.reason = str(exc)[:300] or type(exc).__name__
+        return result
+    except Exception as exc:  # torch.load of arbitrary bytes raises many types; none may fail the trial
+        result.reason = f"{path} is not a readable checkpoint ({type(exc).__name__}: {str(exc)[:200]})"
         return result
     target = model.state_dict()
     result.total = len(target)
