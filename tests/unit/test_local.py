@@ -197,3 +197,25 @@ def test_a_torn_last_journal_line_is_ignored(tmp_path: Path) -> None:
         fh.write('{"event": "tell", "ind')
     trials, _ = read_journal(folder)
     assert len(trials) == 2 and all(t.told for t in trials)
+
+
+def test_a_trial_past_deadline_seconds_is_stopped_and_given_up(tmp_path: Path) -> None:
+    """deadlineSeconds holds locally as a Job's activeDeadlineSeconds does on a cluster: the trial is
+    stopped and fails as DeadlineExceeded; nothing else waits for it (it ran on for ever)."""
+    path = write_experiment(
+        tmp_path,
+        budget={"maxTrials": 2, "parallelTrials": 1},
+        trialTemplate={
+            "command": [sys.executable, "-m", "kubenas.local.toy_trial"],
+            "settings": {"sleep_s": 60},
+            "deadlineSeconds": 1,
+        },
+    )
+    exp, folder = prepare(path, tmp_path / "out", None)
+    started = time.monotonic()
+    result = run(exp, folder, quiet())
+    assert time.monotonic() - started < 30
+    assert (result.phase, result.reason) == ("Failed", "NoTrialSucceeded")
+    trials, _ = read_journal(folder)
+    assert [(t.phase, t.reason) for t in trials] == [("Failed", "DeadlineExceeded")] * 2
+    assert all("deadlineSeconds=1" in (t.message or "") for t in trials)

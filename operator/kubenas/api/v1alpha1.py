@@ -499,7 +499,11 @@ class TrialTemplate(ApiModel):
         2, ge=0, le=20, description="Retries after disruptions or kills (exit 137); a bad candidate is never retried."
     )
     deadline_seconds: int | None = Field(
-        None, ge=1, le=2**31 - 1, description="Kill a trial running longer than this (the Job's activeDeadlineSeconds)."
+        None,
+        ge=1,
+        le=2**31 - 1,
+        description="Kill a trial running longer than this, from its first start, retries included (the Job's"
+        " activeDeadlineSeconds; local mode counts the same way); it fails as DeadlineExceeded.",
     )
     template: PodTemplate | None = Field(
         None,

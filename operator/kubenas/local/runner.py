@@ -38,9 +38,10 @@ from kubenas.core.driver import (
     Store,
     Tell,
     Tick,
+    TrialLost,
 )
 from kubenas.core.errors import ReplayError, SpecError
-from kubenas.core.records import TrialRecord, objective_value
+from kubenas.core.records import ACTIVE_PHASES, TrialRecord, objective_value
 from kubenas.core.search import Search
 from kubenas.core.spec_changes import judge_edit
 from kubenas.load import load_experiment
@@ -262,6 +263,7 @@ def _run(exp: SearchExperiment, folder: Path, console: Console) -> RunResult:
         task = progress.add_task(name, total=exp.spec.budget.max_trials, best=best_text())
         progress.update(task, completed=driver.told)
         pending: deque[Command] = deque(driver.handle(Tick(elapsed()), *(Interrupted(i) for i in lost)))
+        clock = TrialDeadlines(exp.spec.trial_template.deadline_seconds)
         try:
             while driver.finished is None:
                 while pending:
@@ -273,7 +275,10 @@ def _run(exp: SearchExperiment, folder: Path, console: Console) -> RunResult:
                     break
                 if not launcher.running:
                     raise RuntimeError("the driver waits for trials but none is running")  # a driver bug
-                deadline = driver.seconds_to_deadline()
+                pending.extend(clock.expire(driver, launcher, elapsed()))
+                if pending:
+                    continue
+                deadline = _earliest(driver.seconds_to_deadline(), clock.seconds_to_next(elapsed()))
                 try:
                     attempt = launcher.done.get(timeout=deadline + 0.05 if deadline is not None else None)
                 except queue.Empty:
@@ -303,6 +308,53 @@ def _run(exp: SearchExperiment, folder: Path, console: Console) -> RunResult:
     leaderboard(console, objective, trials)
     console.print(f"{action.phase}: {action.reason} ({action.message}). Results in {folder}", markup=False)
     return RunResult(action.phase, action.reason, action.message, folder)
+
+
+def _earliest(*seconds: float | None) -> float | None:
+    known = [x for x in seconds if x is not None]
+    return min(known) if known else None
+
+
+class TrialDeadlines:
+    """``trialTemplate.deadlineSeconds`` on this machine, as a Job's ``activeDeadlineSeconds`` on a
+    cluster: counted from a trial's first start, across its retries; a trial past it is stopped and
+    given up as ``DeadlineExceeded`` (its late result, if any, changes nothing)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.first_start: dict[int, float] = {}  # running trial -> elapsed seconds at its first start
+        self.expired: set[int] = set()
+
+    def _track(self, driver: Driver, launcher: TrialLauncher, now: float) -> None:
+        for index in launcher.running:
+            self.first_start.setdefault(index, now)
+        for index in list(self.first_start):  # ended for good: no clock (a retry keeps the first start)
+            if driver.trial(index).phase not in ACTIVE_PHASES:
+                del self.first_start[index]
+                self.expired.discard(index)
+
+    def expire(self, driver: Driver, launcher: TrialLauncher, now: float) -> list[Command]:
+        """Stop the running trials past the limit; the driver's commands for giving them up."""
+        if self.limit is None:
+            return []
+        self._track(driver, launcher, now)
+        out: list[Command] = []
+        for index, started in list(self.first_start.items()):
+            if index in self.expired or index not in launcher.running or now - started < self.limit:
+                continue
+            self.expired.add(index)
+            attempts = launcher.running[index].number
+            launcher.stop(index, grace_seconds=PRUNE_GRACE_SECONDS)
+            message = f"ran past deadlineSeconds={self.limit}"
+            out.extend(driver.handle(Tick(now), TrialLost(index, "DeadlineExceeded", message, attempts)))
+        return out
+
+    def seconds_to_next(self, now: float) -> float | None:
+        """Seconds until the next running trial reaches the limit (None: no limit, or nothing running)."""
+        if self.limit is None:
+            return None
+        left = [self.limit - (now - t) for i, t in self.first_start.items() if i not in self.expired]
+        return max(0.0, min(left)) if left else None
 
 
 def _follow_error(failed: FollowFailed, folder: Path) -> ResultsError:
