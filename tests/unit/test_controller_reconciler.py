@@ -447,6 +447,31 @@ def test_raising_max_trials_takes_effect_and_other_edits_are_refused() -> None:
     scenario(budget, body)
 
 
+def test_a_refusal_already_in_status_is_not_warned_again_by_a_new_operator() -> None:
+    budget = {"maxTrials": 3, "parallelTrials": 3}
+
+    async def body(world: World) -> None:
+        rec = await started(world)
+        await step(rec)
+        exp = world.api.objects[(API_VERSION, "SearchExperiment", NS, "exp")]
+        exp["spec"] = {**exp["spec"], "strategy": {**exp["spec"]["strategy"], "seed": 99}}
+        exp["metadata"]["generation"] = 2
+        rec.observe_experiment(exp)
+        await step(rec)
+        await settle(rec)
+        await asyncio.sleep(0.05)  # the event is written in the background
+        refusals = [r for r, _ in world.api.events if r == "SpecChangeRefused"]
+        assert len(refusals) == 1
+        again = world.reconciler()  # a restarted operator reads the status the first one wrote
+        again.observe_experiment(exp)
+        await step(again)
+        await settle(again)
+        await asyncio.sleep(0.05)
+        assert [r for r, _ in world.api.events if r == "SpecChangeRefused"] == refusals
+
+    scenario(budget, body)
+
+
 def test_trials_being_created_count_as_active_so_nothing_is_asked_twice() -> None:
     budget = {"maxTrials": 6, "parallelTrials": 3}
 

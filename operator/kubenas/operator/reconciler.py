@@ -374,7 +374,7 @@ class ExperimentReconciler:
             )
         self.spec_verdict = verdict
         if not verdict.accepted:
-            if self.refusal_reported != generation:
+            if self.refusal_reported != generation and not self._refusal_on_record(verdict, generation):
                 self.refusal_reported = generation
                 self.log.warning("spec edit refused", extra={"reason": verdict.reason, "detail": verdict.message})
                 self._event("Warning", "SpecChangeRefused", verdict.message)
@@ -385,6 +385,19 @@ class ExperimentReconciler:
             self.accepted = accepted if self.oneshot is None else self.oneshot.respec(accepted)
             self.log.info("budget changed", extra={"change": change})
             self._event("Normal", "BudgetChanged", change)
+
+    def _refusal_on_record(self, verdict: SpecVerdict, generation: Any) -> bool:
+        """Whether the status already reports this refusal of this generation: an operator that restarts
+        (or takes over as leader) does not warn about the same edit again."""
+        conditions = (self.body.get("status") or {}).get("conditions") or []
+        held = next((c for c in conditions if c.get("type") == status.SPEC_ACCEPTED), None)
+        return (
+            held is not None
+            and held.get("status") == "False"
+            and held.get("reason") == verdict.reason
+            and held.get("message") == verdict.message
+            and held.get("observedGeneration") == generation
+        )
 
     async def _store_accepted(self, spec: SearchExperimentSpec) -> None:
         patch = {"stringData": {names.SPEC_KEY: manifests.spec_json(spec)}}
