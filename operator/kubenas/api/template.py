@@ -83,13 +83,18 @@ class PodTemplate(ApiModel):
 
 # -- rules of the trial template (the model lives in v1alpha1.TrialTemplate) ----------------------
 _T = "self.template.spec.containers"
-_NAMED = f"{_T}.exists(c, c.name == '{TRAINER_CONTAINER}')"
 
 
-def _trainer_cel(condition: str) -> str:
-    """CEL: ``condition`` (over ``c``) holds for the trainer container (named trainer, else the first)."""
-    first = condition.replace("c.", f"{_T}[0].")
-    return f"({_NAMED} ? {_T}.exists(c, c.name == '{TRAINER_CONTAINER}' && {condition}) : (size({_T}) > 0 && {first}))"
+def trainer_cel(condition: str, template: str = "self.template") -> str:
+    """CEL: ``condition`` (over ``c``) holds for the trainer container (named trainer, else the first) of
+    the pod template at ``template`` (``self.trialTemplate.template`` for a rule above the trial template)."""
+    containers = f"{template}.spec.containers"
+    named = f"{containers}.exists(c, c.name == '{TRAINER_CONTAINER}')"
+    first = condition.replace("c.", f"{containers}[0].")
+    return (
+        f"({named} ? {containers}.exists(c, c.name == '{TRAINER_CONTAINER}' && {condition})"
+        f" : (size({containers}) > 0 && {first}))"
+    )
 
 
 def _trainer(t: Any) -> dict[str, Any]:
@@ -99,7 +104,7 @@ def _trainer(t: Any) -> dict[str, Any]:
 def _conflict(short_cel: str, key: str, short_set: Any, what: str) -> Rule:
     """The short form and the trainer container must not both set ``key``: neither would win visibly."""
     return Rule(
-        f"!has(self.template) || !({short_cel}) || !{_trainer_cel(f'has(c.{key})')}",
+        f"!has(self.template) || !({short_cel}) || !{trainer_cel(f'has(c.{key})')}",
         f"{what} is set both in the short form and on the template's trainer container: set it in one place",
         lambda t: t.template is None or not short_set(t) or key not in _trainer(t),
         ".template.spec.containers",
@@ -117,12 +122,6 @@ def _pod_conflict(short_cel: str, key: str, short_set: Any) -> Rule:
 
 #: the trainer container's GPU limit is given (CEL over ``c``, the container)
 GPU_LIMIT_CEL = "has(c.resources) && has(c.resources.limits) && 'nvidia.com/gpu' in c.resources.limits"
-
-
-def trainer_cel(condition: str, template: str = "self.template") -> str:
-    """:func:`_trainer_cel` for a rule whose ``self`` is above the trial template (``template`` is the
-    path of the pod template from there, e.g. ``self.trialTemplate.template``)."""
-    return _trainer_cel(condition).replace("self.template.", f"{template}.")
 
 
 def trainer_gpu_limit(t: Any) -> Any:
@@ -143,7 +142,7 @@ TEMPLATE_RULES: tuple[Rule, ...] = (
         ".template.spec.containers",
     ),
     Rule(
-        f"has(self.image) || (has(self.template) && {_trainer_cel('has(c.image)')})",
+        f"has(self.image) || (has(self.template) && {trainer_cel('has(c.image)')})",
         "image is required on Kubernetes (local mode ignores it): set trialTemplate.image or the image of the"
         " template's trainer container",
         _trainer_image_ok,
@@ -172,7 +171,7 @@ TEMPLATE_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "!has(self.template) || !"
-        + _trainer_cel(f"has(c.terminationMessagePath) && c.terminationMessagePath != '{TERMINATION_MESSAGE_PATH}'"),
+        + trainer_cel(f"has(c.terminationMessagePath) && c.terminationMessagePath != '{TERMINATION_MESSAGE_PATH}'"),
         f"the trainer's terminationMessagePath is the trial contract's ({TERMINATION_MESSAGE_PATH}): the result"
         " travels there",
         lambda t: _trainer(t).get("terminationMessagePath", TERMINATION_MESSAGE_PATH) == TERMINATION_MESSAGE_PATH,
